@@ -1,0 +1,190 @@
+"""What a run shows: the terminal table, the JSON document, Markdown, JUnit properties.
+
+Text and data only: this module decides how results look, never where they go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_tpw.meter import Measurement, Result
+
+JSON_SCHEMA_VERSION = 1
+
+PROVENANCE_TEXT = {
+    "measured": "MEASURED",
+    "estimated": "ESTIMATED (a model, not a measurement: do not compare with measured joules)",
+    "simulated": "SIMULATED (sim sensor: invented joules for demos and tests)",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement as the report shows it."""
+
+    name: str
+    result: Result
+    baseline: float | None = None
+    warnings: int = 0
+
+    @property
+    def change(self) -> float | None:
+        if self.baseline is None:
+            return None
+        return self.result.tokens_per_joule / self.baseline - 1.0
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """What the report says about the sensor."""
+
+    name: str
+    provenance: str
+    method: str
+
+
+def num(value: float | None) -> str:
+    """Four significant digits, no exponent for the magnitudes a report shows."""
+    if value is None:
+        return "-"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return f"{value:.3e}"
+
+
+def _interval(result: Result) -> str:
+    if result.ci is None:
+        return "-"
+    return f"[{num(result.ci[0])}, {num(result.ci[1])}]"
+
+
+def _change(row: Row) -> str:
+    return "-" if row.change is None else f"{row.change:+.1%}"
+
+
+def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
+    """The per-measurement table, columns aligned; the name column is never cut."""
+    header = ("measurement", "tokens/J", f"{confidence:.0%} CI", "J/token", "W", "tokens/s",
+              "n", "baseline", "change", "verdict")
+    body = [
+        (row.name, num(row.result.tokens_per_joule), _interval(row.result),
+         num(row.result.joules_per_token), num(row.result.watts),
+         num(row.result.tokens_per_second), str(row.result.n), num(row.baseline),
+         _change(row), row.result.verdict + (" (!)" if row.warnings else ""))
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1]))
+        return "  ".join([first, *rest, cells[-1]]).rstrip()
+
+    return [fmt(header), *(fmt(r) for r in body)]
+
+
+def totals_line(measurements: Iterable[Measurement]) -> str:
+    ms = [m for m in measurements if m.samples]
+    tokens = sum(m.tokens for m in ms)
+    joules = sum(m.joules for m in ms)
+    overall = num(tokens / joules) if joules > 0 else "-"
+    return (f"total: {tokens} tokens, {num(joules)} J, {overall} tokens/J overall, "
+            f"{len(ms)} measurement(s)")
+
+
+def sensor_line(sensor: SensorInfo) -> str:
+    label = PROVENANCE_TEXT.get(sensor.provenance, sensor.provenance.upper())
+    return f"sensor: {sensor.name} ({sensor.method}); joules {label}"
+
+
+def terminal_lines(rows: Sequence[Row], measurements: Sequence[Measurement],
+                   sensor: SensorInfo, confidence: float,
+                   notes: Sequence[str] = ()) -> list[str]:
+    """Everything under the ``tokens per joule`` heading of the terminal summary."""
+    if not rows:
+        return ["no measurements: no test used the tpw fixture", sensor_line(sensor)]
+    lines = [*table_lines(rows, confidence), "", totals_line(measurements),
+             sensor_line(sensor)]
+    if any(row.warnings for row in rows):
+        lines.append("(!) the window had warnings; see the warnings summary and --tpw-json")
+    lines.extend(notes)
+    return lines
+
+
+def markdown(rows: Sequence[Row], sensor: SensorInfo, confidence: float) -> str:
+    """A GitHub-flavoured Markdown table for ``$GITHUB_STEP_SUMMARY``."""
+    lines = [
+        "### tokens per joule (pytest-tpw)",
+        "",
+        f"| measurement | tokens/J | {confidence:.0%} CI | J/token | W | tokens/s | "
+        "baseline | change | verdict |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        r = row.result
+        lines.append(f"| `{row.name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
+                     f"{num(r.joules_per_token)} | {num(r.watts)} | "
+                     f"{num(r.tokens_per_second)} | {num(row.baseline)} | {_change(row)} | "
+                     f"{r.verdict} |")
+    lines += ["", sensor_line(sensor), ""]
+    return "\n".join(lines)
+
+
+def junit_properties(result: Result, name: str | None,
+                     sensor: SensorInfo) -> list[tuple[str, object]]:
+    """``record_property`` pairs for one measurement (they land in JUnit XML).
+
+    Names are ``tpw.<field>`` for a test's unnamed measurement, ``tpw[<name>].<field>``
+    for a named one, so several measurements of one test stay apart.
+    """
+    prefix = "tpw" if name is None else f"tpw[{name}]"
+    props: list[tuple[str, object]] = [
+        (f"{prefix}.measurement", result.name),
+        (f"{prefix}.tokens_per_joule", round(result.tokens_per_joule, 6)),
+        (f"{prefix}.joules_per_token", result.joules_per_token),
+        (f"{prefix}.watts", round(result.watts, 4)),
+        (f"{prefix}.tokens_per_second", round(result.tokens_per_second, 4)),
+        (f"{prefix}.n", result.n),
+        (f"{prefix}.verdict", result.verdict),
+        (f"{prefix}.sensor", sensor.name),
+        (f"{prefix}.joules", sensor.provenance),
+    ]
+    if result.ci is not None:
+        props.append((f"{prefix}.ci", f"{result.ci[0]:.6g}..{result.ci[1]:.6g}"))
+    return props
+
+
+def measurement_json(m: Measurement, result: Result | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "nodeid": m.nodeid,
+        "name": m.name,
+        "sensor": m.sensor,
+        "provenance": m.provenance,
+        "warmup": m.warmup,
+        "verdict": m.verdict,
+        "warnings": list(m.warnings),
+        "samples": [s.to_dict() for s in m.samples],
+    }
+    if result is not None:
+        doc["summary"] = {
+            "tokens_per_joule": result.tokens_per_joule,
+            "joules_per_token": result.joules_per_token,
+            "watts": result.watts,
+            "tokens_per_second": result.tokens_per_second,
+            "n": result.n,
+            "ci": list(result.ci) if result.ci else None,
+        }
+    return doc
+
+
+def json_document(measurements: Mapping[str, tuple[Measurement, Result | None]],
+                  environment: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``--tpw-json`` document: every sample, each summary, the environment."""
+    return {
+        "schema": JSON_SCHEMA_VERSION,
+        "environment": dict(environment),
+        "settings": dict(settings),
+        "measurements": {key: measurement_json(m, r) for key, (m, r) in measurements.items()},
+    }

@@ -1,0 +1,106 @@
+"""The sensor registry: built-in sensors by name, third-party ones by entry point or hook,
+and ``auto`` selection (the first of nvml, rapl, cpu-estimate that works here)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from pytest_tpw.errors import SensorUnavailable
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+
+__all__ = [
+    "AUTO_ORDER",
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "Provenance",
+    "Selection",
+    "Sensor",
+    "SensorFactory",
+    "SensorOptions",
+    "WindowEnergy",
+    "known_names",
+    "select",
+]
+
+SensorFactory = Callable[[SensorOptions], Sensor]
+
+ENTRY_POINT_GROUP = "pytest_tpw.sensors"
+
+#: Built-in sensors, imported only when chosen so that loading the plugin stays cheap.
+BUILTIN: dict[str, str] = {
+    "nvml": "pytest_tpw.sensors.nvml:NvmlSensor",
+    "rapl": "pytest_tpw.sensors.rapl:RaplSensor",
+    "cpu-estimate": "pytest_tpw.sensors.cpu_estimate:CpuEstimateSensor",
+    "sim": "pytest_tpw.sensors.sim:SimSensor",
+}
+
+#: What ``--tpw-sensor auto`` tries, best first. ``sim`` is never chosen automatically.
+AUTO_ORDER = ("nvml", "rapl", "cpu-estimate")
+
+
+@dataclass
+class Selection:
+    """The opened sensor and, for ``auto``, why the better ones were passed over."""
+
+    sensor: Sensor
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _load_builtin(name: str) -> SensorFactory:
+    module_name, _, attr = BUILTIN[name].partition(":")
+    factory: SensorFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+def _entry_point_factories() -> dict[str, Callable[[], SensorFactory]]:
+    return {ep.name: ep.load for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_names(extra: Mapping[str, SensorFactory] | None = None) -> list[str]:
+    """Every selectable sensor name: built-in, hook-registered and entry-point ones."""
+    names = set(BUILTIN) | set(extra or {}) | set(_entry_point_factories())
+    return ["auto", *sorted(names)]
+
+
+def _factory(name: str, extra: Mapping[str, SensorFactory]) -> SensorFactory:
+    if name in extra:
+        return extra[name]
+    if name in BUILTIN:
+        return _load_builtin(name)
+    plugins = _entry_point_factories()
+    if name in plugins:
+        return plugins[name]()
+    allowed = ", ".join(known_names(extra))
+    raise SensorUnavailable(f"unknown sensor {name!r}; choose one of: {allowed}")
+
+
+def _open(name: str, options: SensorOptions, extra: Mapping[str, SensorFactory]) -> Sensor:
+    sensor = _factory(name, extra)(options)
+    sensor.open()
+    return sensor
+
+
+def select(
+    name: str,
+    options: SensorOptions,
+    extra: Mapping[str, SensorFactory] | None = None,
+    order: Iterable[str] = AUTO_ORDER,
+) -> Selection:
+    """Build and open the sensor called ``name`` (or the best available for ``auto``).
+
+    Raises :class:`SensorUnavailable` when an explicitly named sensor cannot work here.
+    """
+    extra = dict(extra or {})
+    if name != "auto":
+        return Selection(_open(name, options, extra))
+    skipped: dict[str, str] = {}
+    for candidate in order:
+        try:
+            return Selection(_open(candidate, options, extra), skipped)
+        except SensorUnavailable as exc:
+            skipped[candidate] = str(exc)
+    reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    raise SensorUnavailable(f"no sensor works here ({reasons})")

@@ -1,0 +1,103 @@
+"""The one small interface every energy sensor implements, and the data it returns."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: How a sensor's joules came to be: read from a hardware energy counter or integrated from
+#: a hardware power sensor ("measured"), computed from a model such as CPU time x watts
+#: ("estimated"), or invented by the ``sim`` sensor ("simulated").
+Provenance = Literal["measured", "estimated", "simulated"]
+
+
+@dataclass(frozen=True)
+class SensorOptions:
+    """What the session tells a sensor when it builds one (flags and ini values, parsed)."""
+
+    #: GPU indices as this process sees them (after ``CUDA_VISIBLE_DEVICES``); None = all visible.
+    devices: tuple[int, ...] | None = None
+    #: ``sim``: constant power drawn, in watts.
+    sim_watts: float = 300.0
+    #: ``sim``: relative standard deviation of each window's joules.
+    sim_noise: float = 0.01
+    #: ``sim``: seed of the noise (None = fresh randomness).
+    seed: int | None = None
+    #: ``cpu-estimate``: watts per busy core.
+    cpu_watts_per_core: float = 10.0
+    #: ``rapl``: root of the powercap tree (tests point it at a fake tree).
+    powercap_root: str = "/sys/class/powercap"
+
+
+@dataclass
+class WindowEnergy:
+    """The outcome of one window as a sensor sees it.
+
+    ``joules`` maps each measured domain (``gpu:0``, ``cpu:package-0``, ...) to the energy it
+    used in the window; the window's energy is their sum. ``state`` holds what explains
+    variance (temperatures, clocks, throttle reasons...), JSON-serialisable. ``warnings``
+    are human-readable reasons this window may not compare well (another process on the
+    GPU, thermal throttling...). ``invalid`` is set when the window must not be used at all
+    (counter went backwards) and says why.
+    """
+
+    joules: dict[str, float]
+    state: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    invalid: str | None = None
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.joules.values()))
+
+
+class Sensor(abc.ABC):
+    """An energy source. Lifecycle: ``open()`` once, many ``begin()``/``end()``, ``close()``.
+
+    ``begin()`` returns an opaque token that ``end()`` turns into a :class:`WindowEnergy`;
+    windows never nest within one sensor. Implementations import their optional
+    dependencies lazily (inside ``open``), so building the registry costs nothing.
+    """
+
+    #: Name used by ``--tpw-sensor``.
+    name: str = ""
+    #: Whether joules are measured, estimated or simulated; printed with every result.
+    provenance: Provenance = "estimated"
+    #: One line on how joules are obtained ("NVML total-energy counter", ...).
+    method: str = ""
+
+    def __init__(self, options: SensorOptions) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Acquire the device; raise :class:`SensorUnavailable` with the reason if impossible."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sensors hold nothing
+        """Release the device. Called once at the end of the session; must not raise."""
+
+    @abc.abstractmethod
+    def domains(self) -> Sequence[str]:
+        """The measured domains (``gpu:0``, ``cpu:package-0``...), valid after ``open``."""
+
+    @abc.abstractmethod
+    def min_window_s(self) -> float:
+        """The shortest window this sensor can measure well, in seconds (after ``open``)."""
+
+    @abc.abstractmethod
+    def begin(self) -> object:
+        """Start a window: read the counters now. Returns the token ``end`` needs."""
+
+    @abc.abstractmethod
+    def end(self, token: object) -> WindowEnergy:
+        """Close the window opened by ``begin``: read again and return the energy used."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Identity of what is measured, for the environment record (models, UUIDs, driver)."""
+        return {}
+
+    def hardware(self) -> tuple[str, ...]:
+        """Names of the measured hardware (e.g. ``("NVIDIA H100 80GB HBM3",)``) for the key."""
+        return ()

@@ -1,0 +1,17 @@
+"""Typed warnings, so users can filter them (``-W ignore::pytest_tpw.warning_types...``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class PytestTpwWarning(pytest.PytestWarning):
+    """Base class of every warning pytest-tpw emits."""
+
+
+class TpwMeasurementWarning(PytestTpwWarning):
+    """A window may not compare well: throttling, another process, too short a window."""
+
+
+class TpwSensorWarning(PytestTpwWarning):
+    """The sensor is weaker than it could be: estimated joules, a fallback method."""
