@@ -10,19 +10,28 @@ import os
 import warnings
 from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_tpw import files, hookspecs, report
+from pytest_tpw import hookspecs
 from pytest_tpw.errors import MarkerError, SensorUnavailable
-from pytest_tpw.meter import Meter, MeterConfig, fixed_rounds
-from pytest_tpw.session import TpwSession
-from pytest_tpw.settings import MARKER_HELP, MarkerArgs, Settings, add_options, from_config, \
-    parse_marker
-from pytest_tpw.warning_types import TpwMeasurementWarning
+from pytest_tpw.settings import (
+    MARKER_HELP,
+    MarkerArgs,
+    Settings,
+    add_options,
+    from_config,
+    parse_marker,
+)
+
+# The measuring modules load only when something is measured: a session without --tpw
+# (or a test without the fixture) pays for none of them.
+if TYPE_CHECKING:
+    from pytest_tpw.meter import Meter
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-SESSION_KEY = pytest.StashKey[TpwSession]()
+SESSION_KEY = pytest.StashKey["TpwSession"]()
 MARKER_KEY = pytest.StashKey[MarkerArgs]()
 
 
@@ -50,6 +59,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = config.stash[SETTINGS_KEY]
     if not settings.enabled:
         return
+    from pytest_tpw.session import TpwSession
+
     extra: dict[str, object] = {}
     for found in config.hook.pytest_tpw_sensor_factories():
         extra.update(found)
@@ -87,6 +98,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _meter(request: pytest.FixtureRequest) -> Meter:
+    from pytest_tpw.meter import Meter, MeterConfig, fixed_rounds
+
     item = request.node
     marker = item.stash.get(MARKER_KEY, None)
     tpw_session = request.config.stash.get(SESSION_KEY, None)
@@ -115,6 +128,9 @@ def tpw(request: pytest.FixtureRequest) -> Generator[Meter, None, None]:
     tpw_session = request.config.stash.get(SESSION_KEY, None)
     if tpw_session is None:
         return
+    from pytest_tpw import report
+    from pytest_tpw.warning_types import TpwMeasurementWarning
+
     for m in meter.measurements:
         if not m.complete:
             continue  # the test failed inside it: nothing worth recording
@@ -133,6 +149,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     tpw_session = config.stash.get(SESSION_KEY, None)
     if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
         return
+    from pytest_tpw import report
+
     terminalreporter.write_sep("=", "tokens per joule")
     lines = report.terminal_lines(tpw_session.rows(), [m for m, _ in
                                   tpw_session.measurements.values()],
@@ -147,6 +165,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     tpw_session = config.stash.get(SESSION_KEY, None)
     if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
         return
+    from pytest_tpw import files, report
+
     settings = tpw_session.settings
     if settings.json is not None:
         path = config.invocation_params.dir / settings.json  # absolute paths stay as they are

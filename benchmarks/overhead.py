@@ -1,0 +1,127 @@
+"""The plugin's own cost, printed as tables.
+
+1. Installed but off: a generated suite of trivial tests run with the plugin loaded (no
+   ``--tpw``) against the same suite with ``-p no:tpw``. Target: <= 1 % of wall time.
+2. The meter's bookkeeping per window with the ``sim`` sensor (no start delay, no minimum
+   window, a no-op workload): everything the meter does around the user's work. Target:
+   <= 20 us per window.
+
+Run: ``python benchmarks/overhead.py [--tests 1000] [--repeats 15] [--windows 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_tpw.meter import Meter, MeterConfig, fixed_rounds
+from pytest_tpw.sensors import SensorOptions
+from pytest_tpw.sensors.sim import SimSensor
+
+
+def make_suite(folder: Path, n_tests: int) -> None:
+    per_file = 100
+    for f in range(0, n_tests, per_file):
+        body = "\n".join(f"def test_{i}():\n    assert {i} + 1 > {i}\n"
+                         for i in range(f, min(f + per_file, n_tests)))
+        (folder / f"test_gen_{f // per_file:03d}.py").write_text(body)
+    (folder / "pytest.ini").write_text("[pytest]\n")
+
+
+def run_suite(folder: Path, extra: list[str]) -> float:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"suite failed ({' '.join(cmd)}):\n{out.stdout[-2000:]}")
+    return elapsed
+
+
+def off_mode(n_tests: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_suite(folder, n_tests)
+        run_suite(folder, [])  # warm the file cache and bytecode
+        run_suite(folder, ["-p", "no:tpw"])
+        on: list[float] = []
+        off: list[float] = []
+        for i in range(repeats):  # interleaved, alternating order, so drift hits both
+            pair = [(on, []), (off, ["-p", "no:tpw"])]
+            for times, extra in (pair if i % 2 == 0 else pair[::-1]):
+                times.append(run_suite(folder, extra))
+    med_on, med_off = statistics.median(on), statistics.median(off)
+    diffs = sorted(a - b for a, b in zip(on, off))
+    print(f"\n1. plugin installed, --tpw off: {n_tests} trivial tests, {repeats} runs each "
+          "(median wall time of a whole pytest process)")
+    print(f"{'configuration':<28}{'median s':>10}{'min s':>9}{'max s':>9}")
+    print(f"{'-p no:tpw (plugin absent)':<28}{med_off:>10.3f}{min(off):>9.3f}{max(off):>9.3f}")
+    print(f"{'plugin loaded, no --tpw':<28}{med_on:>10.3f}{min(on):>9.3f}{max(on):>9.3f}")
+    print(f"overhead: {(med_on / med_off - 1):+.2%} of wall time "
+          f"(median of paired differences {statistics.median(diffs) * 1e3:+.1f} ms; "
+          f"quartiles {diffs[len(diffs) // 4] * 1e3:+.1f} .. "
+          f"{diffs[3 * len(diffs) // 4] * 1e3:+.1f} ms); target <= +1%")
+
+
+def per_window(windows: int) -> None:
+    sensor = SimSensor(SensorOptions(seed=1))
+    sensor.open()
+    config = MeterConfig(enabled=True, warmup=0, min_window_s=0.0, max_delay_s=0.0,
+                         confidence=0.9, devices=None)
+
+    def noop() -> int:
+        return 1
+
+    # the bare loop: the same number of calls with no meter around them
+    start = time.perf_counter()
+    for _ in range(windows):
+        noop()
+    bare = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for _ in range(windows):
+        sensor.end(sensor.begin())
+    sensor_only = time.perf_counter() - start
+
+    rows = []
+    for form in ("call form", "loop form"):
+        meter = Meter("bench", config, sensor, fixed_rounds(windows))
+        start = time.perf_counter()
+        if form == "call form":
+            meter(noop, tokens=1)
+        else:
+            for w in meter.rounds():
+                with w:
+                    w.add_tokens(noop())
+        rows.append((form, time.perf_counter() - start))
+
+    print(f"\n2. meter bookkeeping per window, sim sensor, {windows} windows, no-op work")
+    print(f"{'what':<36}{'us/window':>10}")
+    print(f"{'sim sensor begin()+end() alone':<36}{(sensor_only) / windows * 1e6:>10.2f}")
+    for form, elapsed in rows:
+        print(f"{'meter, ' + form + ' (minus bare calls)':<36}"
+              f"{(elapsed - bare) / windows * 1e6:>10.2f}")
+    print("target: <= 20 us per window (the meter's part; a real sensor adds its own reads)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--windows", type=int, default=20000)
+    args = parser.parse_args()
+    print(f"$ python benchmarks/overhead.py --tests {args.tests} --repeats {args.repeats} "
+          f"--windows {args.windows}")
+    print(f"python {sys.version.split()[0]}, {sys.platform}")
+    per_window(args.windows)
+    off_mode(args.tests, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
