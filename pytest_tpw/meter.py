@@ -252,6 +252,21 @@ class Meter:
                 return m.result(self.config.confidence)
         return None
 
+    @property
+    def results(self) -> dict[str | None, Result]:
+        """Every finished measurement of this test by name (``None`` key: the unnamed one)."""
+        return {m.name: m.result(self.config.confidence)
+                for m in self.measurements if m.complete and m.samples}
+
+    @property
+    def min_window_s(self) -> float | None:
+        """The shortest window the sensor measures well (None without ``--tpw``).
+
+        The loop form cannot repeat the work for you: size each ``with w:`` block to last
+        at least this long.
+        """
+        return self._min_window() if self.enabled else None
+
     def __call__(self, fn: Callable[..., R], *args: Any, tokens: TokenSpec,
                  name: str | None = None, **kwargs: Any) -> R:
         """Measure ``fn(*args, **kwargs)``; ``tokens`` is an int or ``callable(result)``.

@@ -29,6 +29,7 @@ from pytest_tpw.settings import (
 # (or a test without the fixture) pays for none of them.
 if TYPE_CHECKING:
     from pytest_tpw.meter import Meter
+    from pytest_tpw.session import TpwSession  # noqa: F401 - named in a string below
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()

@@ -79,7 +79,7 @@ def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
 
     def fmt(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1]))
+        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True))
         return "  ".join([first, *rest, cells[-1]]).rstrip()
 
     return [fmt(header), *(fmt(r) for r in body)]

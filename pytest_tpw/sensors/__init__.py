@@ -78,7 +78,11 @@ def _factory(name: str, extra: Mapping[str, SensorFactory]) -> SensorFactory:
 
 
 def _open(name: str, options: SensorOptions, extra: Mapping[str, SensorFactory]) -> Sensor:
-    sensor = _factory(name, extra)(options)
+    try:
+        factory = _factory(name, extra)
+    except ImportError as exc:  # a sensor module or a plugin's entry point that cannot load
+        raise SensorUnavailable(f"cannot import the {name!r} sensor: {exc}") from exc
+    sensor = factory(options)
     sensor.open()
     return sensor
 
