@@ -56,7 +56,7 @@ def off_mode(n_tests: int, repeats: int) -> None:
             for times, extra in (pair if i % 2 == 0 else pair[::-1]):
                 times.append(run_suite(folder, extra))
     med_on, med_off = statistics.median(on), statistics.median(off)
-    diffs = sorted(a - b for a, b in zip(on, off))
+    diffs = sorted(a - b for a, b in zip(on, off, strict=True))
     print(f"\n1. plugin installed, --tpw off: {n_tests} trivial tests, {repeats} runs each "
           "(median wall time of a whole pytest process)")
     print(f"{'configuration':<28}{'median s':>10}{'min s':>9}{'max s':>9}")

@@ -1,0 +1,676 @@
+"""Statistics of tokens-per-joule samples: summaries, intervals, verdicts, FDR.
+
+Pure numpy/scipy (imported lazily by callers through this module), no pytest. The
+procedure is the one in the project's STATS.md: 20 %-trimmed means of log(tokens/J),
+Yuen's trimmed Welch intervals, between-session variance, noise floor and tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import numpy as np
+from scipy import stats as _st
+
+TRIM = 0.2
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One series of samples, summarised on the log scale and reported back in tokens/J.
+
+    ``estimate`` is exp(20 %-trimmed mean of log samples), i.e. a robust geometric mean;
+    ``ci_low``/``ci_high`` its Yuen interval at the requested confidence, or None with
+    ``why_no_ci`` saying why (too few samples, zero spread).
+    """
+
+    n: int
+    estimate: float
+    ci_low: float | None
+    ci_high: float | None
+    why_no_ci: str | None = None
+
+
+def _trim_count(n: int, trim: float) -> int:
+    return math.floor(trim * n)
+
+
+def trimmed_mean_and_se(x: np.ndarray, trim: float = TRIM) -> tuple[float, float, int]:
+    """Trimmed mean, Yuen's standard error and degrees of freedom (h - 1) of ``x``.
+
+    The standard error is sqrt((n-1) s_w^2 / (h (h-1))) with s_w^2 the winsorised variance
+    and h = n - 2g the number of kept values; it is NaN when h < 2.
+    """
+    n = int(x.size)
+    g = _trim_count(n, trim)
+    xs = np.sort(x)
+    h = n - 2 * g
+    tm = float(np.mean(xs[g : n - g])) if h > 0 else float("nan")
+    if h < 2:
+        return tm, float("nan"), max(h - 1, 0)
+    w = xs.copy()
+    w[:g] = xs[g]
+    w[n - g :] = xs[n - g - 1]
+    sw2 = float(np.var(w, ddof=1))
+    se = math.sqrt((n - 1) * sw2 / (h * (h - 1)))
+    return tm, se, h - 1
+
+
+def summarize(samples: Sequence[float], confidence: float = 0.90, trim: float = TRIM) -> Summary:
+    """Robust level and two-sided interval of positive samples (tokens per joule)."""
+    x = np.asarray(samples, dtype=float)
+    if x.size == 0:
+        raise ValueError("no samples to summarise")
+    if np.any(~np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError("samples must be finite and positive")
+    logs = np.log(x)
+    tm, se, df = trimmed_mean_and_se(logs, trim)
+    estimate = math.exp(tm)
+    if not math.isfinite(se):
+        why = f"{x.size} sample(s): too few for an interval"
+        return Summary(int(x.size), estimate, None, None, why)
+    if se == 0.0:
+        return Summary(int(x.size), estimate, estimate, estimate, "all samples equal")
+    q = float(_st.t.ppf(0.5 + confidence / 2.0, df))
+    return Summary(int(x.size), estimate, math.exp(tm - q * se), math.exp(tm + q * se))
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdict engine (STATS.md "Per measurement" and "Across the suite")
+# ---------------------------------------------------------------------------------------------
+
+
+class Verdict(str, Enum):
+    """Outcome of one comparison; the value is the name printed in reports."""
+
+    REGRESSED = "REGRESSED"
+    MINOR_REGRESSION = "MINOR_REGRESSION"
+    UNCHANGED = "UNCHANGED"
+    IMPROVED = "IMPROVED"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    NO_BASELINE = "NO_BASELINE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Order of the integer codes returned by :func:`classify_bounds` (vectorised classification).
+VERDICT_CODES: tuple[Verdict, ...] = (
+    Verdict.REGRESSED,
+    Verdict.MINOR_REGRESSION,
+    Verdict.UNCHANGED,
+    Verdict.IMPROVED,
+    Verdict.INCONCLUSIVE,
+)
+_REG, _MINOR, _UNCH, _IMP, _INC = range(5)
+
+#: Candidate round counts at which the sequential procedure decides (STATS.md step 4).
+DEFAULT_LOOKS: tuple[int, ...] = (5, 10, 15, 20)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Knobs of the verdict engine (STATS.md defaults).
+
+    ``confidence`` is the two-sided confidence of the interval ``[L, U]``; each side is tested at
+    ``alpha = (1 - confidence) / 2``. ``looks`` are the candidate round counts at which the
+    sequential procedure decides. ``sigma_b_min_sessions`` is the number of usable baseline
+    sessions (each with at least 2 samples left after trimming) needed before ``sigma_b`` is
+    estimated from the baseline itself; with fewer, ``sigma_b`` is 0 unless given.
+    """
+
+    tolerance: float = 0.05
+    noise_floor: float = 0.01
+    confidence: float = 0.90
+    trim: float = TRIM
+    looks: tuple[int, ...] = DEFAULT_LOOKS
+    fdr_q: float = 0.05
+    sigma_b_min_sessions: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tolerance < 1.0:
+            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        if not 0.0 <= self.noise_floor < self.tolerance:
+            raise ValueError(
+                f"noise_floor must be in [0, tolerance), got {self.noise_floor} "
+                f"(tolerance {self.tolerance})"
+            )
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if not 0.0 <= self.trim < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), got {self.trim}")
+        if (
+            not self.looks
+            or any(k < 2 for k in self.looks)
+            or list(self.looks) != sorted(set(self.looks))
+        ):
+            raise ValueError(f"looks must be increasing round counts >= 2, got {self.looks}")
+        if not 0.0 < self.fdr_q < 1.0:
+            raise ValueError(f"fdr_q must be in (0, 1), got {self.fdr_q}")
+        if self.sigma_b_min_sessions < 2:
+            raise ValueError("sigma_b_min_sessions must be >= 2")
+
+    @property
+    def alpha(self) -> float:
+        """One-sided level per side, ``(1 - confidence) / 2``."""
+        return (1.0 - self.confidence) / 2.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate against baseline for one measurement (all ratios are candidate / baseline).
+
+    ``ratio`` is exp(difference of trimmed means of log tokens/J), after dividing out ``shift``.
+    ``ci_low`` uses ``alpha_equiv`` (tolerance side), ``ci_high`` uses ``alpha`` (regression
+    side); both are None, with ``why`` saying so, when no interval exists. ``p_regression`` is the
+    one-sided p-value of H0: r >= 1 - noise_floor (1.0 when no interval exists). ``outliers`` and
+    ``outliers_baseline`` count log samples outside Tukey's fences (1.5 IQR). ``untrimmed_ratio``
+    and ``untrimmed_verdict`` come from the same rule without trimming (Welch on logs);
+    ``tail_regression`` is True when that verdict is REGRESSED while the trimmed one is not.
+    ``provisional`` marks an interim look that did not stop (its verdict is not to be reported);
+    ``stopped_early`` an interim look that stopped on UNCHANGED/IMPROVED (enters FDR with p = 1).
+    ``p_adjusted`` is the Benjamini-Hochberg adjusted p once :func:`apply_fdr` ran.
+    """
+
+    verdict: Verdict
+    ratio: float
+    ci_low: float | None
+    ci_high: float | None
+    p_regression: float
+    n_baseline: int
+    n_candidate: int
+    n_sessions: int
+    sigma_b: float
+    sigma_b_source: str
+    df: float
+    se_log: float
+    alpha: float
+    alpha_equiv: float
+    shift: float = 0.0
+    outliers: int = 0
+    outliers_baseline: int = 0
+    untrimmed_ratio: float = math.nan
+    untrimmed_verdict: Verdict | None = None
+    tail_regression: bool = False
+    why: str | None = None
+    warnings: tuple[str, ...] = ()
+    provisional: bool = False
+    stopped_early: bool = False
+    p_adjusted: float | None = None
+
+    @property
+    def change(self) -> float:
+        """``ratio - 1`` (e.g. -0.05 for 5 % fewer tokens per joule)."""
+        return self.ratio - 1.0
+
+
+# --- vectorised building blocks (also used by benchmarks/stats_power.py) ----------------------
+
+
+def trimmed_stats(x: np.ndarray, trim: float = TRIM) -> tuple[np.ndarray, np.ndarray, int]:
+    """Trimmed mean ``m``, Yuen squared standard error ``d``, kept count ``h`` (last axis).
+
+    ``x`` holds log samples, shape ``(..., n)``. ``d = (n-1) s_w^2 / (h (h-1))`` with ``s_w^2``
+    the winsorised variance; ``d`` is NaN when ``h < 2``, ``m`` is NaN when ``h == 0``. Same
+    numbers as :func:`trimmed_mean_and_se` (``d = se**2``), for many series at once.
+    """
+    xs = np.sort(np.asarray(x, dtype=float), axis=-1)
+    n = int(xs.shape[-1])
+    g = _trim_count(n, trim)
+    h = n - 2 * g
+    shape = xs.shape[:-1]
+    if h <= 0:
+        return np.full(shape, np.nan), np.full(shape, np.nan), max(h, 0)
+    m = np.mean(xs[..., g : n - g], axis=-1)
+    if h < 2:
+        return m, np.full(shape, np.nan), h
+    w = np.clip(xs, xs[..., g : g + 1], xs[..., n - g - 1 : n - g])
+    sw2 = np.var(w, axis=-1, ddof=1)
+    d = (n - 1) * sw2 / (h * (h - 1))
+    # all kept values equal: exactly zero spread (the float mean of equal values can be off by
+    # an ulp and leave a ~1e-32 variance)
+    d = np.where(xs[..., g] == xs[..., n - g - 1], 0.0, d)
+    return m, d, h
+
+
+def welch_df(
+    d_b: np.ndarray | float,
+    d_c: np.ndarray | float,
+    h_b: np.ndarray | float,
+    h_c: np.ndarray | float,
+) -> np.ndarray:
+    """Welch-Satterthwaite (Yuen) degrees of freedom of ``d_b + d_c``; +inf when both are 0.
+
+    ``sigma_b`` does not enter: it is treated as a known constant (STATS.md vectors; see
+    :func:`compare`).
+    """
+    db = np.asarray(d_b, dtype=float)
+    dc = np.asarray(d_c, dtype=float)
+    num = (db + dc) ** 2
+    den = db**2 / (np.asarray(h_b, dtype=float) - 1.0) + dc**2 / (
+        np.asarray(h_c, dtype=float) - 1.0
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(den > 0.0, num / np.where(den > 0.0, den, 1.0), np.inf)
+    return np.asarray(df, dtype=float)
+
+
+def classify_bounds(
+    low: np.ndarray | float,
+    high: np.ndarray | float,
+    tolerance: float,
+    noise_floor: float,
+) -> np.ndarray:
+    """Integer verdict codes (index into :data:`VERDICT_CODES`) of log-ratio bounds ``[L, U]``.
+
+    STATS.md step 3: ``U < log(1-d0)`` and ``L <= log(1-d)`` -> REGRESSED; ``U < log(1-d0)`` ->
+    MINOR_REGRESSION; ``L > log(1+d0)`` -> IMPROVED; ``L > log(1-d)`` -> UNCHANGED; otherwise
+    INCONCLUSIVE (also for NaN bounds).
+    """
+    lo = np.asarray(low, dtype=float)
+    hi = np.asarray(high, dtype=float)
+    log_tol = math.log(1.0 - tolerance)
+    below = hi < math.log(1.0 - noise_floor)
+    return np.where(
+        below & (lo <= log_tol),
+        _REG,
+        np.where(
+            below,
+            _MINOR,
+            np.where(
+                lo > math.log(1.0 + noise_floor),
+                _IMP,
+                np.where(lo > log_tol, _UNCH, _INC),
+            ),
+        ),
+    ).astype(np.int8)
+
+
+def log_interval(
+    est: np.ndarray | float,
+    se: np.ndarray | float,
+    df: np.ndarray | float,
+    alpha: float,
+    alpha_equiv: float,
+    noise_floor: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-scale bounds ``L`` (at ``alpha_equiv``), ``U`` (at ``alpha``) and ``p_regression``.
+
+    ``p_regression = T_df((est - log(1 - noise_floor)) / se)``, the one-sided p-value of
+    H0: r >= 1 - noise_floor. ``se`` must be > 0.
+    """
+    e = np.asarray(est, dtype=float)
+    s = np.asarray(se, dtype=float)
+    low = e - _st.t.ppf(1.0 - alpha_equiv, df) * s
+    high = e + _st.t.ppf(1.0 - alpha, df) * s
+    p = _st.t.cdf((e - math.log(1.0 - noise_floor)) / s, df)
+    return np.asarray(low), np.asarray(high), np.asarray(p)
+
+
+def estimate_sigma_b(
+    session_logs: Sequence[np.ndarray], trim: float = TRIM, min_sessions: int = 2
+) -> float | None:
+    """Between-session SD of the trimmed mean of log tokens/J, or None with too few sessions.
+
+    Method of moments (reference statistics.md 7.3): ``sigma_b^2 = var(m_s, ddof=1) -
+    mean(d_s)`` over the sessions ``s`` that keep at least 2 samples after trimming, where
+    ``m_s`` is the session's trimmed mean and ``d_s`` its Yuen squared standard error (the part
+    of the spread of session means that within-session noise already explains); floored at 0.
+    """
+    ms: list[float] = []
+    ds: list[float] = []
+    for logs in session_logs:
+        if logs.size == 0:
+            continue
+        m, d, h = trimmed_stats(logs, trim)
+        if h >= 2:
+            ms.append(float(m))
+            ds.append(float(d))
+    if len(ms) < min_sessions:
+        return None
+    between = float(np.var(np.asarray(ms), ddof=1)) - float(np.mean(ds))
+    return math.sqrt(between) if between > 0.0 else 0.0
+
+
+def tukey_outliers(logs: np.ndarray) -> int:
+    """Number of values outside Tukey's fences ``[Q1 - 1.5 IQR, Q3 + 1.5 IQR]``."""
+    if logs.size < 4:
+        return 0
+    q1, q3 = np.percentile(logs, [25.0, 75.0])
+    iqr = q3 - q1
+    return int(np.count_nonzero((logs < q1 - 1.5 * iqr) | (logs > q3 + 1.5 * iqr)))
+
+
+def _positive_logs(samples: Sequence[float], what: str) -> np.ndarray:
+    x = np.asarray(samples, dtype=float).ravel()
+    if np.any(~np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError(f"{what} samples must be finite and positive (tokens per joule)")
+    return np.asarray(np.log(x), dtype=float)
+
+
+def _fmt_pct(r: float) -> str:
+    return f"{(r - 1.0) * 100:+.2f} %"
+
+
+def _untrimmed(
+    b: np.ndarray,
+    c: np.ndarray,
+    extra_var: float,
+    shift: float,
+    params: Params,
+    alpha: float,
+    alpha_equiv: float,
+) -> tuple[float, Verdict | None]:
+    est = float(np.mean(c) - np.mean(b)) - shift
+    ratio = math.exp(est)
+    if b.size < 2 or c.size < 2:
+        return ratio, None
+    d_b = float(np.var(b, ddof=1)) / b.size
+    d_c = float(np.var(c, ddof=1)) / c.size
+    se = math.sqrt(d_b + d_c + extra_var)
+    if se == 0.0:
+        code = int(classify_bounds(est, est, params.tolerance, params.noise_floor))
+        return ratio, VERDICT_CODES[code]
+    df = welch_df(d_b, d_c, b.size, c.size)
+    lo, hi, _ = log_interval(est, se, df, alpha, alpha_equiv, params.noise_floor)
+    code = int(classify_bounds(lo, hi, params.tolerance, params.noise_floor))
+    return ratio, VERDICT_CODES[code]
+
+
+def compare(
+    baseline_sessions: Sequence[Sequence[float]],
+    candidate: Sequence[float],
+    params: Params | None = None,
+    *,
+    alpha: float | None = None,
+    alpha_equiv: float | None = None,
+    sigma_b: float | None = None,
+    shift: float = 0.0,
+    shift_se: float = 0.0,
+) -> Comparison:
+    """Compare candidate tokens/J samples against baseline sessions (STATS.md steps 2-3, 5, 7).
+
+    * ``baseline_sessions``: one list of tokens/J samples per stored session; they are pooled for
+      the trimmed mean. ``candidate``: this session's samples.
+    * ``alpha`` (regression side, bound ``U``) defaults to ``params.alpha``; ``alpha_equiv``
+      (tolerance side, bound ``L``) defaults to ``alpha`` (fixed n; the sequential procedure
+      passes ``alpha / K``).
+    * ``sigma_b`` (log scale) overrides the between-session SD; otherwise it is estimated with
+      :func:`estimate_sigma_b` when at least ``params.sigma_b_min_sessions`` usable sessions
+      exist, else 0. ``(1 + 1/S) sigma_b^2`` is added to the variance of the estimate, S the
+      number of baseline sessions: the candidate session's own shift plus the mean of S
+      baseline shifts. For a one-session baseline this is STATS.md's ``2 sigma_b^2``; for a
+      pooled S-session one, 2 sigma_b^2 would overstate the baseline's part (what-if table of
+      benchmarks/stats_power.py: -5 % detection 82 % with 2 sigma_b^2, 88 % with (1 + 1/S)).
+      The degrees of freedom stay the Welch-Satterthwaite (Yuen) df of the two within-session
+      parts: ``sigma_b`` is treated as known. The reference vectors require this for a given
+      ``sigma_b``; for an estimated one, counting its S - 1 df in a Satterthwaite sum collapses
+      df to ~2-5 with 3 sessions (benchmarks/stats_power.py: detection of -5 % fell from ~82 %
+      to 57 %, 15 % of unchanged tests INCONCLUSIVE, with false alarms already at 0), so the
+      plug-in is used.
+    * ``shift`` (log scale, e.g. :func:`canary_shift`) is subtracted from the estimate before
+      classification and ``shift_se**2`` added to its variance (reference statistics.md 7.6).
+
+    Degenerate inputs never raise: no baseline samples -> NO_BASELINE; a side with fewer than
+    2 samples left after trimming -> INCONCLUSIVE without interval; zero total variance (both
+    sides constant, no sigma_b, no shift_se) -> classified on the point estimate (L = U =
+    estimate, p_regression 0 or 1), with ``why`` saying so. Non-finite or non-positive samples
+    raise ValueError.
+    """
+    p = params if params is not None else Params()
+    a = p.alpha if alpha is None else float(alpha)
+    a_eq = a if alpha_equiv is None else float(alpha_equiv)
+    for name, val in (("alpha", a), ("alpha_equiv", a_eq)):
+        if not 0.0 < val < 0.5:
+            raise ValueError(f"{name} must be in (0, 0.5), got {val}")
+    if sigma_b is not None and not (math.isfinite(sigma_b) and sigma_b >= 0.0):
+        raise ValueError(f"sigma_b must be finite and >= 0, got {sigma_b}")
+    if not (math.isfinite(shift_se) and shift_se >= 0.0) or not math.isfinite(shift):
+        raise ValueError("shift must be finite and shift_se finite and >= 0")
+
+    sessions = [_positive_logs(s, "baseline") for s in baseline_sessions]
+    sessions = [s for s in sessions if s.size > 0]
+    c = _positive_logs(candidate, "candidate")
+    b = np.concatenate(sessions) if sessions else np.empty(0)
+    n_b, n_c = int(b.size), int(c.size)
+
+    if sigma_b is not None:
+        sb, sb_source = float(sigma_b), "given"
+    else:
+        est_sb = estimate_sigma_b(sessions, p.trim, p.sigma_b_min_sessions)
+        sb, sb_source = (0.0, "none") if est_sb is None else (est_sb, "estimated")
+
+    proto = Comparison(
+        verdict=Verdict.INCONCLUSIVE,
+        ratio=math.nan,
+        ci_low=None,
+        ci_high=None,
+        p_regression=1.0,
+        n_baseline=n_b,
+        n_candidate=n_c,
+        n_sessions=len(sessions),
+        sigma_b=sb,
+        sigma_b_source=sb_source,
+        df=math.nan,
+        se_log=math.nan,
+        alpha=a,
+        alpha_equiv=a_eq,
+        shift=float(shift),
+        outliers=tukey_outliers(c),
+        outliers_baseline=tukey_outliers(b),
+    )
+    if n_b == 0:
+        return replace(
+            proto,
+            verdict=Verdict.NO_BASELINE,
+            why="no baseline samples: nothing to compare against",
+        )
+    if n_c == 0:
+        return replace(proto, why="no candidate samples: nothing to compare")
+
+    m_b, d_b, h_b = trimmed_stats(b, p.trim)
+    m_c, d_c, h_c = trimmed_stats(c, p.trim)
+    est = float(m_c - m_b) - float(shift)
+    ratio = math.exp(est)
+    # between-session variance of (candidate mean - pooled baseline mean): the candidate's
+    # session shift (sigma_b^2) plus the mean of S baseline shifts (sigma_b^2 / S)
+    extra_var = (1.0 + 1.0 / max(len(sessions), 1)) * sb * sb + float(shift_se) ** 2
+    untrimmed_ratio, untrimmed_verdict = _untrimmed(b, c, extra_var, float(shift), p, a, a_eq)
+    proto = replace(
+        proto, ratio=ratio, untrimmed_ratio=untrimmed_ratio, untrimmed_verdict=untrimmed_verdict
+    )
+
+    if h_b < 2 or h_c < 2:
+        short = []
+        if h_b < 2:
+            short.append(f"baseline has {n_b} sample(s), {h_b} after trimming")
+        if h_c < 2:
+            short.append(f"candidate has {n_c} sample(s), {h_c} after trimming")
+        return replace(
+            proto,
+            why="no interval: "
+            + " and ".join(short)
+            + " (an interval needs at least 2 per side); verdict INCONCLUSIVE",
+        )
+
+    d_bf, d_cf = float(d_b), float(d_c)
+    se = math.sqrt(d_bf + d_cf + extra_var)
+    df = float(welch_df(d_bf, d_cf, h_b, h_c))
+    why: str | None = None
+    if se == 0.0:
+        code = int(classify_bounds(est, est, p.tolerance, p.noise_floor))
+        p_reg = 0.0 if est < math.log(1.0 - p.noise_floor) else 1.0
+        why = (
+            "no interval: both sides have zero spread after trimming (and no sigma_b), "
+            f"so the verdict compares point estimates ({_fmt_pct(ratio)})"
+        )
+        ci_low, ci_high = ratio, ratio
+    else:
+        lo_a, hi_a, p_a = log_interval(est, se, df, a, a_eq, p.noise_floor)
+        lo, hi, p_reg = float(lo_a), float(hi_a), float(p_a)
+        code = int(classify_bounds(lo, hi, p.tolerance, p.noise_floor))
+        ci_low, ci_high = math.exp(lo), math.exp(hi)
+    verdict = VERDICT_CODES[code]
+
+    warnings: list[str] = []
+    tail = untrimmed_verdict is Verdict.REGRESSED and verdict is not Verdict.REGRESSED
+    if tail:
+        warnings.append(
+            f"untrimmed ratio {_fmt_pct(untrimmed_ratio)} says REGRESSED while the trimmed "
+            f"ratio {_fmt_pct(ratio)} says {verdict.value}: more slow/throttled rounds "
+            f"({proto.outliers} candidate outlier(s) vs {proto.outliers_baseline} in the "
+            "baseline) are a real energy cost"
+        )
+    return replace(
+        proto,
+        verdict=verdict,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_regression=p_reg,
+        df=df,
+        se_log=se,
+        tail_regression=tail,
+        why=why,
+        warnings=tuple(warnings),
+    )
+
+
+# --- sequential looks (STATS.md step 4) --------------------------------------------------------
+
+
+def next_look(n_recorded: int, looks: Sequence[int] = DEFAULT_LOOKS) -> int | None:
+    """Round count of the next decision after ``n_recorded`` rounds were taken (and looked at).
+
+    The smallest look strictly greater than ``n_recorded``; None once the last look is reached.
+    ``next_look(0) == 5``, ``next_look(5) == 10``, ``next_look(7) == 10``, ``next_look(20)`` is
+    None with the default looks.
+    """
+    for k in sorted(looks):
+        if k > n_recorded:
+            return int(k)
+    return None
+
+
+def sequential_decision(
+    baseline_sessions: Sequence[Sequence[float]],
+    candidate_so_far: Sequence[float],
+    params: Params | None,
+    look_index: int,
+    n_looks: int,
+    *,
+    sigma_b: float | None = None,
+    shift: float = 0.0,
+    shift_se: float = 0.0,
+) -> tuple[bool, Comparison]:
+    """Decide at look ``look_index`` (0-based) of ``n_looks``: returns ``(stop, comparison)``.
+
+    Every look uses ``alpha`` on the regression side and ``alpha / K`` (K = ``n_looks``) on the
+    tolerance side (Bonferroni over looks for the equivalence claim, reference statistics.md
+    7.4-7.5; the last look included). Before the last look the run stops only on UNCHANGED or
+    IMPROVED (``stopped_early`` set; such a test enters FDR with p = 1); otherwise ``stop`` is
+    False and the comparison is ``provisional`` (its verdict, even REGRESSED, is not reported).
+    At the last look the comparison is final whatever it says: REGRESSED can only appear there.
+    """
+    if n_looks < 1 or not 0 <= look_index < n_looks:
+        raise ValueError(f"look_index must be in [0, {n_looks}), got {look_index}")
+    p = params if params is not None else Params()
+    a = p.alpha
+    cmp = compare(
+        baseline_sessions,
+        candidate_so_far,
+        p,
+        alpha=a,
+        alpha_equiv=a / n_looks,
+        sigma_b=sigma_b,
+        shift=shift,
+        shift_se=shift_se,
+    )
+    if look_index == n_looks - 1:
+        return True, cmp
+    if cmp.verdict in (Verdict.UNCHANGED, Verdict.IMPROVED):
+        return True, replace(cmp, stopped_early=True)
+    return False, replace(cmp, provisional=True)
+
+
+# --- suite level: false-discovery control (STATS.md step 6) -----------------------------------
+
+
+def bh_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control``, 'bh')."""
+    ps = np.asarray(p_values, dtype=float)
+    if ps.size == 0:
+        return []
+    if np.any(~np.isfinite(ps)) or np.any((ps < 0) | (ps > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    return [float(v) for v in _st.false_discovery_control(ps, method="bh")]
+
+
+def fdr_adjust(p_values: Sequence[float], q: float = 0.05) -> list[bool]:
+    """Which hypotheses Benjamini-Hochberg rejects at level ``q`` (adjusted p <= q)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    return [v <= q for v in bh_adjusted(p_values)]
+
+
+def apply_fdr(comparisons: Sequence[Comparison], q: float = 0.05) -> list[Comparison]:
+    """Benjamini-Hochberg over the session's comparisons; a REGRESSED that fails it -> INCONCLUSIVE.
+
+    All compared measurements enter (NO_BASELINE and provisional ones do not); a comparison that
+    stopped early on UNCHANGED/IMPROVED enters with p = 1 (reference statistics.md 7.5). Every
+    entering comparison gets ``p_adjusted``; a demoted one says why in ``why``. Order is kept.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    idx = [
+        i
+        for i, c in enumerate(comparisons)
+        if c.verdict is not Verdict.NO_BASELINE and not c.provisional
+    ]
+    ps = [
+        1.0
+        if comparisons[i].stopped_early or not math.isfinite(comparisons[i].p_regression)
+        else min(max(comparisons[i].p_regression, 0.0), 1.0)
+        for i in idx
+    ]
+    adj = bh_adjusted(ps)
+    out = list(comparisons)
+    m = len(idx)
+    for i, pa in zip(idx, adj, strict=True):
+        c = out[i]
+        if c.verdict is Verdict.REGRESSED and pa > q:
+            out[i] = replace(
+                c,
+                verdict=Verdict.INCONCLUSIVE,
+                p_adjusted=pa,
+                why=(
+                    f"REGRESSED on its own (p = {c.p_regression:.3g}) but not after "
+                    f"Benjamini-Hochberg over {m} comparisons (adjusted p = {pa:.3g} > "
+                    f"q = {q:g}): not enough evidence suite-wide"
+                ),
+            )
+        else:
+            out[i] = replace(c, p_adjusted=pa)
+    return out
+
+
+# --- canaries (STATS.md step 7) ---------------------------------------------------------------
+
+
+def canary_shift(canary_log_ratios: Sequence[float]) -> float:
+    """Suite-wide shift in log units: the median of the canaries' log ratios (0.0 without any).
+
+    Pass it as ``shift=`` to :func:`compare` (or :func:`sequential_decision`) so that it is
+    divided out of every other ratio before classification.
+    """
+    x = np.asarray(canary_log_ratios, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else 0.0
+
+
+def environment_shifted(shift: float, params: Params | None = None) -> bool:
+    """True when the canary shift exceeds the noise floor either way ("ENVIRONMENT SHIFT")."""
+    p = params if params is not None else Params()
+    return shift < math.log(1.0 - p.noise_floor) or shift > math.log(1.0 + p.noise_floor)
