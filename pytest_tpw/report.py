@@ -50,7 +50,9 @@ def num(value: float | None) -> str:
     if value is None:
         return "-"
     if value == 0 or 1e-3 <= abs(value) < 1e6:
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+        text = f"{value:.4g}"
+        # 4 significant digits of 9999.96 round up to "1e+04": print the integer instead
+        return f"{value:.0f}" if "e" in text or abs(value) >= 1e4 else text
     return f"{value:.3e}"
 
 
@@ -124,7 +126,8 @@ def markdown(rows: Sequence[Row], sensor: SensorInfo, confidence: float) -> str:
     ]
     for row in rows:
         r = row.result
-        lines.append(f"| `{row.name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
+        name = row.name.replace("|", "\\|")  # a | in a parametrize id would split the cell
+        lines.append(f"| `{name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
                      f"{num(r.joules_per_token)} | {num(r.watts)} | "
                      f"{num(r.tokens_per_second)} | {num(row.baseline)} | {_change(row)} | "
                      f"{r.verdict} |")

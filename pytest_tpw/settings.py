@@ -27,14 +27,22 @@ T = TypeVar("T")
 def parse_fraction(text: str) -> float:
     """``"5%"`` or ``"0.05"`` -> 0.05. A bare number of 1 or more is refused (write ``5%``)."""
     raw = text.strip()
-    if raw.endswith("%"):
-        value = float(raw[:-1]) / 100.0
-    else:
-        value = float(raw)
-        if value >= 1.0:
-            raise ValueError(f"{raw!r} is ambiguous: write a percentage such as '{raw}%'")
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a percentage such as '5%' or a fraction such as "
+                         "0.05") from None
+    if not raw.endswith("%") and value >= 1.0:
+        raise ValueError(f"{raw!r} is ambiguous: write a percentage such as '{raw}%'")
     if not 0.0 <= value < 1.0 or math.isnan(value):
         raise ValueError(f"{raw!r} must lie between 0% and 100%")
+    return value
+
+
+def parse_positive_fraction(text: str) -> float:
+    value = parse_fraction(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be above 0%")
     return value
 
 
@@ -122,14 +130,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("strict", "--tpw-strict", None,
            "CI mode: no baseline, inconclusive or hardware mismatch fail the test", str),
     Option("tolerance", "--tpw-tolerance", "5%",
-           "largest tolerated drop in tokens per joule (default: 5%)", parse_fraction, "P"),
+           "largest tolerated drop in tokens per joule (default: 5%)", parse_positive_fraction,
+           "P"),
     Option("noise_floor", "--tpw-noise-floor", "1%",
            "smallest change worth reporting (default: 1%)", parse_fraction, "P"),
     Option("confidence", "--tpw-confidence", "0.90",
            "two-sided confidence of reported intervals (default: 0.90)", parse_confidence, "C"),
     Option("fdr", "--tpw-fdr", "0.05",
            "false-discovery rate across the suite's regressions (default: 0.05)",
-           parse_fraction, "Q"),
+           parse_positive_fraction, "Q"),
     Option("rounds", "--tpw-rounds", None,
            "fixed number of recorded windows (default: adaptive; 20 when updating)",
            _parse_int(2), "N"),
@@ -256,6 +265,10 @@ def from_config(config: pytest.Config) -> Settings:
     if settings.update and settings.update_missing:
         raise pytest.UsageError("pytest-tpw: --tpw-update and --tpw-update-missing exclude "
                                 "each other; choose one")
+    if settings.noise_floor >= settings.tolerance:
+        raise pytest.UsageError(
+            f"pytest-tpw: the noise floor ({settings.noise_floor:.1%}) must be below the "
+            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance")
     if (settings.update or settings.update_missing) and not settings.enabled:
         settings = dataclasses.replace(settings, enabled=True)
     return settings
@@ -317,7 +330,7 @@ def _int_at_least(minimum: int) -> Callable[[object], int]:
 
 def _tolerance(value: object) -> float:
     if isinstance(value, str):
-        return parse_fraction(value)
+        return parse_positive_fraction(value)
     number = _number(value)
     if number >= 1:
         raise ValueError("a fraction below 1 or a percentage string such as '3%'")
@@ -352,6 +365,19 @@ _MARKER_CHECKS: Mapping[str, Callable[[object], object]] = {
 }
 
 
+_MARKER_EXPECTED: Mapping[str, str] = {
+    "min_tokens_per_joule": "a positive number (tokens per joule)",
+    "max_joules_per_token": "a positive number (joules per token)",
+    "max_watts": "a positive number (watts)",
+    "min_tokens_per_second": "a positive number (tokens per second)",
+    "tolerance": "a percentage string such as '3%' or a fraction such as 0.03, above 0",
+    "rounds": "an integer >= 2",
+    "warmup": "an integer >= 0",
+    "devices": "a non-empty list of GPU indices such as [0] or [0, 1]",
+    "canary": "True or False",
+}
+
+
 def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, object]) -> MarkerArgs:
     """Validate one test's marker; a :class:`MarkerError` names the test and the argument."""
     allowed = ", ".join(_MARKER_CHECKS)
@@ -366,7 +392,7 @@ def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, objec
                               f"allowed: {allowed}")
         try:
             parsed[key] = check(value)
-        except (TypeError, ValueError) as exc:
-            raise MarkerError(f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected {exc}") \
-                from None
+        except (TypeError, ValueError):
+            raise MarkerError(f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected "
+                              f"{_MARKER_EXPECTED[key]}") from None
     return MarkerArgs(**parsed)  # type: ignore[arg-type]

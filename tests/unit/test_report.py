@@ -1,0 +1,281 @@
+"""The report's text and data: number formatting, table, Markdown, JUnit, JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pytest_tpw import files
+from pytest_tpw.meter import Measurement, Result, Sample
+from pytest_tpw.report import (
+    Row,
+    SensorInfo,
+    json_document,
+    junit_properties,
+    markdown,
+    num,
+    sensor_line,
+    table_lines,
+    terminal_lines,
+    totals_line,
+)
+
+
+def result(name: str = "t", tpj: float = 100.0, *, ci: tuple[float, float] | None = (90.0, 110.0),
+           verdict: str = "NO_BASELINE", n: int = 5) -> Result:
+    return Result(name=name, tokens_per_joule=tpj, joules_per_token=1.0 / tpj, watts=250.0,
+                  tokens_per_second=25000.0, n=n, ci=ci, verdict=verdict,
+                  samples=(tpj,) * n, provenance="measured")
+
+
+def sample(tokens: int, joules: float, seconds: float = 1.0) -> Sample:
+    return Sample(tokens=tokens, joules=joules, seconds=seconds, calls=1,
+                  domains={"gpu:0": joules}, state={"temp": 60}, warnings=[])
+
+
+SENSOR = SensorInfo("nvml", "measured", "NVML total-energy counter")
+
+# -- num -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (0, "0"),
+        (0.0, "0"),
+        (1e-5, "1.000e-05"),  # below 1e-3: exponent, 4 significant digits
+        (0.0123, "0.0123"),  # 4 significant digits without trailing zeros (%g)
+        (0.001, "0.001"),  # the smallest magnitude shown plainly
+        (12.345, "12.35"),  # 12.345 is stored as 12.3450000000000006 -> rounds up
+        (1234.0, "1234"),
+        (12345.6, "12346"),  # >= 1e4: no decimals rather than an exponent
+        (999999.4, "999999"),
+        (1e7, "1.000e+07"),  # >= 1e6: exponent
+        (-12.345, "-12.35"),
+    ],
+)
+def test_num(value: float | None, text: str) -> None:
+    assert num(value) == text
+
+
+def test_num_just_below_ten_thousand_has_no_exponent() -> None:
+    assert "e" not in num(9999.96)
+
+
+# -- table_lines ---------------------------------------------------------------------------
+
+
+def column_starts(line: str) -> list[int]:
+    """Start of every cell: a non-blank after two blanks (or at 0)."""
+    return [m.start() for m in re.finditer(r"(?:(?<=  )|^)\S", line)]
+
+
+def test_table_lines_columns_aligned_and_names_not_cut() -> None:
+    long_name = "tests/test_models.py::test_generate_with_a_very_long_name[" + "x" * 60 + "]"
+    rows = [
+        Row("a", result("a", 123.456, ci=(120.0, 130.0)), baseline=118.0),
+        Row(long_name, result(long_name, 0.5, ci=None, verdict="REGRESSED"), baseline=None),
+        Row("b", result("b", 45678.9, ci=(40000.0, 50000.0), verdict="IMPROVED")),
+    ]
+    lines = table_lines(rows, 0.9)
+    assert len(lines) == 4  # header + 3 rows
+    header = lines[0]
+    assert header.startswith("measurement")
+    assert "90% CI" in header  # the confidence shows in the header
+    # the long name appears whole
+    assert lines[2].startswith(long_name + "  ")
+    # every right-aligned column ends at the same offset in every line:
+    # find the header's column ends and check the cell before each is non-blank in all lines
+    widths_end = [m.end() for m in re.finditer(r"\S+(?: CI)?", header)][1:-1]
+    for line in lines:
+        for end in widths_end:
+            assert line[end - 1] != " ", (line, end)
+            assert line[end:end + 2] == "  ", (line, end)
+    # the verdict column starts at the same offset in every line
+    verdict_at = header.index("verdict")
+    assert lines[1][verdict_at:] == "NO_BASELINE"
+    assert lines[2][verdict_at:] == "REGRESSED"
+    assert lines[3][verdict_at:] == "IMPROVED"
+    # same number of cells everywhere; a missing CI / baseline / change shows "-"
+    long_cells = lines[2].split()
+    assert long_cells[2] == "-"  # CI
+    assert long_cells[-3:-1] == ["-", "-"]  # baseline, change
+    assert lines[3].split()[-3:-1] == ["-", "-"]
+    for line in lines[1:]:
+        assert len(column_starts(line)) == len(column_starts(lines[1]))
+
+
+def test_table_lines_values() -> None:
+    row = Row("m", result("m", 104.0, ci=(100.0, 108.0), n=5), baseline=100.0)
+    cells = table_lines([row], 0.95)[1].split()
+    # name, tokens/J, CI "[100," "108]", J/token 1/104 = 0.009615..., W, tokens/s, n,
+    # baseline, change 104/100 - 1 = +4.0 %, verdict
+    assert cells == ["m", "104", "[100,", "108]", "0.009615", "250", "25000", "5", "100",
+                     "+4.0%", "NO_BASELINE"]
+    assert "95% CI" in table_lines([row], 0.95)[0]
+
+
+@pytest.mark.parametrize(
+    ("tpj", "baseline", "change"),
+    [
+        (104.0, 100.0, "+4.0%"),  # 104 / 100 - 1 = 0.04
+        (96.5, 100.0, "-3.5%"),  # 96.5 / 100 - 1 = -0.035
+        (100.0, 100.0, "+0.0%"),
+        (50.0, 40.0, "+25.0%"),  # 50 / 40 - 1 = 0.25
+    ],
+)
+def test_change_column_sign(tpj: float, baseline: float, change: str) -> None:
+    row = Row("m", result("m", tpj), baseline=baseline)
+    assert table_lines([row], 0.9)[1].split()[-2] == change
+    assert f"| {change} |" in markdown([row], SENSOR, 0.9)
+
+
+def test_row_change_is_none_without_baseline() -> None:
+    assert Row("m", result()).change is None
+    assert Row("m", result("m", 110.0), baseline=100.0).change == pytest.approx(0.1)
+
+
+def test_table_marks_rows_with_warnings() -> None:
+    rows = [Row("m", result(), warnings=2), Row("n", result())]
+    lines = table_lines(rows, 0.9)
+    assert lines[1].endswith("NO_BASELINE (!)")
+    assert lines[2].endswith("NO_BASELINE")
+
+
+# -- sensor_line / totals_line -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provenance", "label", "absent"),
+    [
+        ("measured", "MEASURED", ("ESTIMATED", "SIMULATED")),
+        ("estimated", "ESTIMATED", ("MEASURED", "SIMULATED")),
+        ("simulated", "SIMULATED", ("MEASURED", "ESTIMATED")),
+    ],
+)
+def test_sensor_line_says_provenance(provenance: str, label: str,
+                                     absent: tuple[str, ...]) -> None:
+    line = sensor_line(SensorInfo("s", provenance, "how it works"))
+    assert f"joules {label}" in line
+    assert line.startswith("sensor: s (how it works)")
+    for other in absent:
+        assert other not in line
+
+
+def test_totals_line_arithmetic() -> None:
+    m1 = Measurement("t1", None, "nvml", "measured",
+                     samples=[sample(100, 4.0), sample(50, 1.0)])
+    m2 = Measurement("t2", "x", "nvml", "measured", samples=[sample(30, 5.0)])
+    empty = Measurement("t3", None, "nvml", "measured")
+    # tokens 100 + 50 + 30 = 180, joules 4 + 1 + 5 = 10, 180 / 10 = 18 tokens/J,
+    # the measurement without samples is left out of the count
+    assert totals_line([m1, m2, empty]) == (
+        "total: 180 tokens, 10 J, 18 tokens/J overall, 2 measurement(s)")
+
+
+def test_totals_line_nothing_measured() -> None:
+    assert totals_line([]) == "total: 0 tokens, 0 J, - tokens/J overall, 0 measurement(s)"
+
+
+def test_terminal_lines() -> None:
+    m = Measurement("t1", None, "nvml", "measured", samples=[sample(100, 4.0)])
+    lines = terminal_lines([Row("t1", result("t1"), warnings=1)], [m], SENSOR, 0.9,
+                           notes=["a note"])
+    assert lines[2] == ""
+    assert lines[3].startswith("total: 100 tokens, 4 J, 25 tokens/J overall")
+    assert lines[4] == sensor_line(SENSOR)
+    assert lines[5].startswith("(!)")
+    assert lines[-1] == "a note"
+    empty = terminal_lines([], [], SENSOR, 0.9)
+    assert empty == ["no measurements: no test used the tpw fixture", sensor_line(SENSOR)]
+
+
+# -- markdown --------------------------------------------------------------------------------
+
+
+def test_markdown_table() -> None:
+    rows = [Row("tests/a.py::test_a", result("a", 104.0), baseline=100.0),
+            Row("tests/b.py::test_b", result("b", 50.0, ci=None))]
+    text = markdown(rows, SENSOR, 0.9)
+    lines = text.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 2 + len(rows)  # header, separator, one per row
+    header, separator, *body = table
+    assert header.startswith("| measurement | tokens/J | 90% CI |")
+    assert set(separator) <= set("|-: ")
+    ncols = header.count("|")
+    assert separator.count("|") == ncols
+    assert len(body) == len(rows)
+    for line, row in zip(body, rows, strict=True):
+        assert line.startswith(f"| `{row.name}` |")
+        assert line.count("|") == ncols
+    assert "| 104 | [90, 110] |" in body[0]
+    assert "| +4.0% |" in body[0]
+    assert "| 50 | - |" in body[1]  # no CI
+    assert sensor_line(SENSOR) in lines
+    assert text.endswith("\n")
+
+
+def test_markdown_escapes_pipes_in_names() -> None:
+    row = Row("tests/a.py::test_op[a|b]", result())
+    text = markdown([row], SENSOR, 0.9)
+    header, _, body = [line for line in text.splitlines() if line.startswith("|")]
+    unescaped = re.compile(r"(?<!\\)\|")
+    assert len(unescaped.findall(body)) == len(unescaped.findall(header))
+
+
+# -- junit_properties ------------------------------------------------------------------------
+
+
+def test_junit_properties_unnamed() -> None:
+    props = dict(junit_properties(result("t", 123.4567891), None, SENSOR))
+    assert all(k.startswith("tpw.") for k in props)
+    assert props["tpw.measurement"] == "t"
+    assert props["tpw.tokens_per_joule"] == 123.456789  # rounded to 6 decimals
+    assert props["tpw.watts"] == 250.0
+    assert props["tpw.n"] == 5
+    assert props["tpw.verdict"] == "NO_BASELINE"
+    assert props["tpw.sensor"] == "nvml"
+    assert props["tpw.joules"] == "measured"
+    assert props["tpw.ci"] == "90..110"
+
+
+def test_junit_properties_named_and_without_ci() -> None:
+    props = junit_properties(result("t::prefill", ci=None), "prefill", SENSOR)
+    keys = [k for k, _ in props]
+    assert all(k.startswith("tpw[prefill].") for k in keys)
+    assert "tpw[prefill].ci" not in keys
+    assert "tpw[prefill].tokens_per_joule" in keys
+    assert len(keys) == len(set(keys))
+
+
+# -- json_document ---------------------------------------------------------------------------
+
+
+def test_json_document_round_trips_through_dump_json() -> None:
+    m = Measurement("tests/a.py::test_a", None, "nvml", "measured", warmup=1,
+                    samples=[sample(100, 4.0), sample(110, 4.0), sample(90, 4.0)],
+                    warnings=["hot"])
+    single = Measurement("tests/a.py::test_b", "x", "nvml", "measured",
+                         samples=[sample(10, 2.0)])
+    empty = Measurement("tests/a.py::test_c", None, "nvml", "measured")
+    measurements = {m.key: (m, m.result(0.9)), single.key: (single, single.result(0.9)),
+                    empty.key: (empty, None)}
+    doc = json_document(measurements, {"hardware_key": "x-x1"}, {"tolerance": 0.05})
+    text = files.dump_json(doc)  # allow_nan=False: must not raise on normal data
+    assert json.loads(text) == doc
+    assert doc["schema"] == 1
+    a = doc["measurements"]["tests/a.py::test_a"]
+    assert [s["tokens"] for s in a["samples"]] == [100, 110, 90]
+    assert a["samples"][0]["tokens_per_joule"] == 25.0  # 100 / 4
+    assert a["summary"]["n"] == 3
+    assert isinstance(a["summary"]["ci"], list) and len(a["summary"]["ci"]) == 2
+    assert a["warnings"] == ["hot"]
+    b = doc["measurements"]["tests/a.py::test_b::x"]
+    assert b["name"] == "x"
+    assert b["summary"]["tokens_per_joule"] == pytest.approx(5.0)  # 10 / 2
+    assert b["summary"]["ci"] is None  # one sample: no interval
+    assert "summary" not in doc["measurements"]["tests/a.py::test_c"]
