@@ -236,6 +236,7 @@ class Meter:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._sync = sync
+        self._invalid_run = 0  # consecutive invalid windows (counter resets...)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -414,11 +415,13 @@ class Meter:
         """Validate one closed window and record it; False when it must be run again."""
         if energy.invalid is not None:
             measurement.warnings.append(f"{where}: window discarded: {energy.invalid}")
-            invalid = sum(1 for w in measurement.warnings if "window discarded" in w)
-            if invalid >= MAX_INVALID_WINDOWS:
-                raise MeasurementError(f"{where}: {invalid} windows in a row were invalid "
-                                       f"({energy.invalid}); the sensor cannot be trusted now")
+            self._invalid_run += 1
+            if self._invalid_run >= MAX_INVALID_WINDOWS:
+                raise MeasurementError(f"{where}: {self._invalid_run} windows in a row were "
+                                       f"invalid ({energy.invalid}); the sensor cannot be "
+                                       "trusted now")
             return False
+        self._invalid_run = 0
         joules = energy.total
         if not joules > 0 or math.isnan(joules):
             raise MeasurementError(

@@ -1,7 +1,7 @@
 """The hook layer: options, the marker, the ``tpw`` fixture and the report hooks.
 
 No arithmetic, no file formats, no NVML here: each hook delegates to the module that owns
-the work (settings, session, meter, report, files).
+the work (settings, session, judge, outcomes, report, files).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_tpw import hookspecs
-from pytest_tpw.errors import MarkerError, SensorUnavailable
+from pytest_tpw.errors import MarkerError, SensorUnavailable, TpwError
 from pytest_tpw.settings import (
     MARKER_HELP,
     MarkerArgs,
@@ -29,11 +29,14 @@ from pytest_tpw.settings import (
 # (or a test without the fixture) pays for none of them.
 if TYPE_CHECKING:
     from pytest_tpw.meter import Meter
-    from pytest_tpw.session import TpwSession  # noqa: F401 - named in a string below
+    from pytest_tpw.outcomes import Deferrals  # noqa: F401 - named in a string below
+    from pytest_tpw.session import TpwSession
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()
+DEFERRALS_KEY = pytest.StashKey["Deferrals"]()
 MARKER_KEY = pytest.StashKey[MarkerArgs]()
+METER_KEY = pytest.StashKey["Meter"]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -53,13 +56,18 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _session(config: pytest.Config) -> TpwSession | None:
+    return config.stash.get(SESSION_KEY, None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Open the sensor before any test runs, so a bad ``--tpw-sensor`` fails at once."""
+    """Open the sensor and read the baselines before any test runs: bad input fails at once."""
     config = session.config
     settings = config.stash[SETTINGS_KEY]
     if not settings.enabled:
         return
+    from pytest_tpw.outcomes import Deferrals
     from pytest_tpw.session import TpwSession
 
     extra: dict[str, object] = {}
@@ -68,23 +76,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     tpw_session = TpwSession(settings, config.rootpath, extra)  # type: ignore[arg-type]
     try:
         tpw_session.open_sensor()
+        tpw_session.load_baselines()
     except SensorUnavailable as exc:
+        tpw_session.close()
         raise pytest.UsageError(f"pytest-tpw: sensor {settings.sensor!r}: {exc}") from None
+    except TpwError as exc:
+        tpw_session.close()
+        raise pytest.UsageError(f"pytest-tpw: {exc}") from None
     config.stash[SESSION_KEY] = tpw_session
+    config.stash[DEFERRALS_KEY] = Deferrals()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    tpw_session = config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(config)
     if tpw_session is None or tpw_session.sensor is None:
         return []
     sensor = tpw_session.sensor
     lines = [f"tpw: sensor {sensor.name}, joules {sensor.provenance} ({sensor.method})"]
     lines += [f"tpw: passed over {name}: {why}" for name, why in tpw_session.skipped.items()]
+    judge = tpw_session.judge
+    if judge is not None:
+        where = tpw_session.baseline_path
+        found = f"{len(judge.baseline.measurements)} measurement(s)" if judge.baseline \
+            else "none yet"
+        lines.append(f"tpw: baselines {where} ({found})")
     return lines
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every ``@pytest.mark.tpw``; all bad markers are reported together."""
+    """Validate every ``@pytest.mark.tpw``; run canaries first when comparing."""
     problems = []
     for item in items:
         marker = item.get_closest_marker("tpw")
@@ -96,6 +116,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             problems.append(str(exc))
     if problems:
         raise pytest.UsageError("pytest-tpw: invalid marker(s):\n  " + "\n  ".join(problems))
+    tpw_session = _session(config)
+    if tpw_session is not None and tpw_session.judge is not None and \
+            tpw_session.judge.comparing:
+        # canaries estimate the suite-wide shift that the other tests' ratios are corrected
+        # by, so they must be measured first; the sort is stable for everything else
+        def canary_first(item: pytest.Item) -> int:
+            marker = item.stash.get(MARKER_KEY, None)
+            return 0 if marker is not None and marker.canary else 1
+
+        items.sort(key=canary_first)
 
 
 def _meter(request: pytest.FixtureRequest) -> Meter:
@@ -103,7 +133,7 @@ def _meter(request: pytest.FixtureRequest) -> Meter:
 
     item = request.node
     marker = item.stash.get(MARKER_KEY, None)
-    tpw_session = request.config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(request.config)
     if tpw_session is not None:
         return tpw_session.meter_for(item.nodeid, marker)
     settings = request.config.stash[SETTINGS_KEY]
@@ -121,17 +151,23 @@ def tpw(request: pytest.FixtureRequest) -> Generator[Meter, None, None]:
     the sensor's minimum) and returns the last result. Loop form:
     ``for w in tpw.rounds(): with w: ...; w.add_tokens(n)``. Coroutines:
     ``await tpw.acall(fn, ..., tokens=...)``. ``tpw.result`` holds the last measurement's
-    tokens_per_joule, joules_per_token, watts, tokens_per_second, n, ci, verdict, samples.
-    Without ``--tpw`` the work runs once, nothing is measured and ``tpw.result`` is None.
+    tokens_per_joule, joules_per_token, watts, tokens_per_second, n, ci, verdict, samples
+    (``tpw.results`` every measurement of the test by name). With a baseline, the verdict
+    decides the outcome: REGRESSED fails the test. Without ``--tpw`` the work runs once,
+    nothing is measured and ``tpw.result`` is None.
     """
     meter = _meter(request)
+    request.node.stash[METER_KEY] = meter
     yield meter
-    tpw_session = request.config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(request.config)
     if tpw_session is None:
         return
     from pytest_tpw import report
+    from pytest_tpw.outcomes import JUDGEMENTS_KEY
     from pytest_tpw.warning_types import TpwMeasurementWarning
 
+    judgements = request.node.stash.get(JUDGEMENTS_KEY, {})
+    path, line, _ = request.node.location
     for m in meter.measurements:
         if not m.complete:
             continue  # the test failed inside it: nothing worth recording
@@ -139,15 +175,61 @@ def tpw(request: pytest.FixtureRequest) -> Generator[Meter, None, None]:
         if result is not None:
             for key, value in report.junit_properties(result, m.name, tpw_session.sensor_info()):
                 request.node.user_properties.append((key, value))
-        path, line, _ = request.node.location
-        for text in m.warnings:
+        j = judgements.get(m.key)
+        for text in [*m.warnings, *(j.warnings if j is not None else [])]:
             # attributed to the test, not to this file, in the warnings summary
             warnings.warn_explicit(TpwMeasurementWarning(text), None, path, (line or 0) + 1)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    """After the test body: judge its measurements; a failing verdict fails the test."""
+    report = yield
+    if call.when != "call":
+        return report
+    tpw_session = _session(item.config)
+    meter = item.stash.get(METER_KEY, None)
+    if tpw_session is None or meter is None or tpw_session.judge is None:
+        return report
+    from pytest_tpw.outcomes import JUDGEMENTS_KEY, fail_report
+
+    marker = item.stash.get(MARKER_KEY, None)
+    judgements = tpw_session.judge_meter(meter, marker)
+    item.stash[JUDGEMENTS_KEY] = {j.key: j for j in judgements}
+    assert isinstance(report, pytest.TestReport)
+    fail_report(report, judgements)
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Hold the reports of tests whose verdict waits for the session's FDR control."""
+    deferrals = item.config.stash.get(DEFERRALS_KEY, None)
+    tpw_session = _session(item.config)
+    if deferrals is None or tpw_session is None or tpw_session.judge is None or \
+            not tpw_session.judge.comparing or "tpw" not in getattr(item, "fixturenames", ()):
+        return None
+    deferrals.run(item, nextitem)
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    """Once every test has run: apply FDR and log the held tests with their final outcome."""
+    try:
+        return (yield)
+    finally:
+        deferrals = session.config.stash.get(DEFERRALS_KEY, None)
+        tpw_session = _session(session.config)
+        if deferrals is not None and tpw_session is not None and tpw_session.judge:
+            tpw_session.judge.apply_fdr()
+            deferrals.release()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    tpw_session = config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(config)
     if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
         return
     from pytest_tpw import report
@@ -155,20 +237,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     terminalreporter.write_sep("=", "tokens per joule")
     lines = report.terminal_lines(tpw_session.rows(), [m for m, _ in
                                   tpw_session.measurements.values()],
-                                  tpw_session.sensor_info(), tpw_session.settings.confidence)
+                                  tpw_session.sensor_info(), tpw_session.settings.confidence,
+                                  tpw_session.summary_notes())
     for line in lines:
         terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write ``--tpw-json`` and the GitHub step summary (the controller only)."""
+    """Write baselines, ``--tpw-json`` and the GitHub step summary (the controller only)."""
     config = session.config
-    tpw_session = config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(config)
     if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
         return
     from pytest_tpw import files, report
 
     settings = tpw_session.settings
+    if settings.update or settings.update_missing:
+        _write_baselines(tpw_session, config, session.exitstatus)
+    config.hook.pytest_tpw_environment(environment=tpw_session.extra_environment)
     if settings.json is not None:
         path = config.invocation_params.dir / settings.json  # absolute paths stay as they are
         files.atomic_write_text(path, files.dump_json(tpw_session.json_document()))
@@ -179,7 +265,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                                     settings.confidence))
 
 
+def _write_baselines(tpw_session: TpwSession, config: pytest.Config,
+                     exitstatus: int | pytest.ExitCode) -> None:
+    from pytest_tpw.errors import TpwError
+
+    try:
+        path, written = tpw_session.flush_baselines()
+    except TpwError as exc:
+        tpw_session.notes.append(f"baselines NOT written: {exc}")
+        return
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    what = f"{len(written)} measurement(s) written to {path}"
+    if interrupted:
+        what += " (interrupted: only the measurements that finished; the rest untouched)"
+    tpw_session.notes.append(what)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    tpw_session = config.stash.get(SESSION_KEY, None)
+    tpw_session = _session(config)
     if tpw_session is not None:
         tpw_session.close()

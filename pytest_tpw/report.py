@@ -5,11 +5,15 @@ Text and data only: this module decides how results look, never where they go.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_tpw.meter import Measurement, Result
+
+if TYPE_CHECKING:
+    from pytest_tpw.judge import Judgement
 
 JSON_SCHEMA_VERSION = 1
 
@@ -28,12 +32,22 @@ class Row:
     result: Result
     baseline: float | None = None
     warnings: int = 0
+    #: The final verdict (after suite-wide FDR); the result's own when None.
+    verdict: str | None = None
+    #: candidate / baseline as the verdict engine estimated it (canary shift divided out).
+    ratio: float | None = None
 
     @property
     def change(self) -> float | None:
+        if self.ratio is not None:
+            return self.ratio - 1.0
         if self.baseline is None:
             return None
         return self.result.tokens_per_joule / self.baseline - 1.0
+
+    @property
+    def final_verdict(self) -> str:
+        return self.verdict if self.verdict is not None else self.result.verdict
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
         (row.name, num(row.result.tokens_per_joule), _interval(row.result),
          num(row.result.joules_per_token), num(row.result.watts),
          num(row.result.tokens_per_second), str(row.result.n), num(row.baseline),
-         _change(row), row.result.verdict + (" (!)" if row.warnings else ""))
+         _change(row), row.final_verdict + (" (!)" if row.warnings else ""))
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -130,7 +144,7 @@ def markdown(rows: Sequence[Row], sensor: SensorInfo, confidence: float) -> str:
         lines.append(f"| `{name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
                      f"{num(r.joules_per_token)} | {num(r.watts)} | "
                      f"{num(r.tokens_per_second)} | {num(row.baseline)} | {_change(row)} | "
-                     f"{r.verdict} |")
+                     f"{row.final_verdict} |")
     lines += ["", sensor_line(sensor), ""]
     return "\n".join(lines)
 
@@ -191,3 +205,37 @@ def json_document(measurements: Mapping[str, tuple[Measurement, Result | None]],
         "settings": dict(settings),
         "measurements": {key: measurement_json(m, r) for key, (m, r) in measurements.items()},
     }
+
+
+def _finite(x: float | None) -> float | None:
+    """NaN and infinities become null: JSON has no NaN."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+def comparison_json(j: Judgement) -> dict[str, Any] | None:
+    """The verdict engine's figures for one measurement, for ``--tpw-json``."""
+    c = j.comparison
+    out: dict[str, Any] = {
+        "verdict": j.verdict,
+        "baseline_tokens_per_joule": j.baseline_level,
+        "tolerance": j.tolerance,
+        "failures": list(j.failures),
+        "notes": list(j.notes),
+    }
+    if c is None:
+        return out
+    out.update({
+        "ratio": _finite(c.ratio),
+        "ci": [c.ci_low, c.ci_high] if c.ci_low is not None else None,
+        "p_regression": _finite(c.p_regression),
+        "p_adjusted": c.p_adjusted,
+        "n_baseline": c.n_baseline,
+        "n_candidate": c.n_candidate,
+        "baseline_sessions": c.n_sessions,
+        "sigma_b": _finite(c.sigma_b),
+        "shift": c.shift,
+        "outliers": c.outliers,
+        "untrimmed_ratio": _finite(c.untrimmed_ratio),
+        "why": c.why,
+    })
+    return out

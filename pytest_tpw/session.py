@@ -1,4 +1,4 @@
-"""One measuring session: the opened sensor, the meters it hands out, what they measured.
+"""One measuring session: the opened sensor, baselines, the meters it hands out, results.
 
 Holds the session's state so that ``plugin.py`` stays a thin hook layer. No pytest import:
 settings arrive already parsed, and the results leave as plain data.
@@ -7,17 +7,20 @@ settings arrive already parsed, and the results leave as plain data.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_tpw import fingerprint, report, sensors
+from pytest_tpw import baseline, fingerprint, report, sensors
+from pytest_tpw.judge import BaselinePolicy, Judge, Judgement
 from pytest_tpw.meter import Measurement, Meter, MeterConfig, Result, fixed_rounds
 from pytest_tpw.settings import MarkerArgs, Settings
 
 
 class TpwSession:
-    """State of one pytest session with ``--tpw``: sensor, measurements, environment."""
+    """State of one pytest session with ``--tpw``: sensor, baselines, judge, results."""
 
     def __init__(self, settings: Settings, rootdir: Path,
                  extra_sensors: Mapping[str, sensors.SensorFactory] | None = None) -> None:
@@ -28,8 +31,14 @@ class TpwSession:
         self.skipped: dict[str, str] = {}
         self.measurements: dict[str, tuple[Measurement, Result | None]] = {}
         self.extra_environment: dict[str, Any] = {}
+        self.judge: Judge | None = None
+        self.hardware_key = ""
+        self.software: dict[str, Any] = {}
+        self.started = dt.datetime.now(dt.timezone.utc)
+        #: Lines for the end of the terminal section (baselines written...).
+        self.notes: list[str] = []
 
-    # -- sensor ----------------------------------------------------------------------------
+    # -- sensor and baselines --------------------------------------------------------------
 
     def open_sensor(self) -> sensors.Sensor:
         """Open the configured sensor (raises :class:`SensorUnavailable` with the reason)."""
@@ -39,7 +48,25 @@ class TpwSession:
             cpu_watts_per_core=s.cpu_watts_per_core)
         selection = sensors.select(s.sensor, options, self.extra_sensors)
         self.sensor, self.skipped = selection.sensor, selection.skipped
+        self.hardware_key = fingerprint.hardware_key(self.sensor.hardware())
         return self.sensor
+
+    @property
+    def baseline_dir(self) -> Path:
+        return self.rootdir / self.settings.baseline_dir
+
+    @property
+    def baseline_path(self) -> Path:
+        return baseline.path_for(self.baseline_dir, self.hardware_key)
+
+    def load_baselines(self) -> None:
+        """Read this hardware's baseline file (raises :class:`BaselineError` when unusable)."""
+        assert self.sensor is not None
+        stored = baseline.load(self.baseline_path, self.hardware_key)
+        others = [] if stored is not None else baseline.other_hardware(self.baseline_dir,
+                                                                        self.hardware_key)
+        self.software = fingerprint.software_stack(self.sensor.describe())
+        self.judge = Judge(self.settings, stored, self.hardware_key, others, self.software)
 
     def close(self) -> None:
         if self.sensor is not None:
@@ -49,7 +76,7 @@ class TpwSession:
         assert self.sensor is not None
         return report.SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
 
-    # -- meters ----------------------------------------------------------------------------
+    # -- meters and verdicts ---------------------------------------------------------------
 
     def meter_for(self, nodeid: str, marker: MarkerArgs | None) -> Meter:
         """A meter for one test, with the test's marker overriding the session settings."""
@@ -57,8 +84,21 @@ class TpwSession:
         config = MeterConfig(enabled=s.enabled, warmup=s.warmup, min_window_s=s.min_window,
                              max_delay_s=s.max_delay, confidence=s.confidence,
                              devices=s.devices)
-        return Meter(nodeid, config, self.sensor if s.enabled else None,
-                     fixed_rounds(s.rounds_for_session()))
+        policy = (self.judge.policy(marker) if self.judge is not None
+                  else fixed_rounds(s.rounds_for_session()))
+        return Meter(nodeid, config, self.sensor if s.enabled else None, policy)
+
+    def judge_meter(self, meter: Meter, marker: MarkerArgs | None) -> list[Judgement]:
+        """Verdicts and budgets of a test's finished measurements."""
+        assert self.judge is not None
+        policy = meter.policy
+        comparisons = policy.comparisons if isinstance(policy, BaselinePolicy) else {}
+        out = []
+        for m in meter.measurements:
+            if m.complete and m.samples:
+                result = m.result(self.settings.confidence)
+                out.append(self.judge.judge(m, result, marker, comparisons.get(m.key)))
+        return out
 
     def record(self, measurement: Measurement) -> Result | None:
         """Keep a finished measurement; returns its summary (None if it has no samples)."""
@@ -66,17 +106,72 @@ class TpwSession:
         self.measurements[measurement.key] = (measurement, result)
         return result
 
+    # -- baselines out ---------------------------------------------------------------------
+
+    def flush_baselines(self) -> tuple[Path, list[str]]:
+        """Write this session's samples (``--tpw-update``/``-missing``); returns what was written.
+
+        Only complete measurements are written, merged into the file as it is on disk now:
+        an interrupted session adds what it finished and removes nothing.
+        """
+        assert self.sensor is not None
+        date = self.started.replace(microsecond=0).isoformat()
+        commit = fingerprint.git_commit(self.rootdir)
+        updates = {
+            key: baseline.StoredSession(
+                date=date, commit=commit, software=self.software, sensor=m.sensor,
+                provenance=m.provenance,
+                samples=[(s.tokens, s.joules, s.seconds) for s in m.samples])
+            for key, (m, _) in self.measurements.items() if m.complete and m.samples
+        }
+        hardware = {"models": list(self.sensor.hardware()), "sensor": self.sensor.name,
+                    "provenance": self.sensor.provenance}
+        written = baseline.flush(self.baseline_path, self.hardware_key, hardware, updates,
+                                 self.settings.history, self.settings.update_missing)
+        return self.baseline_path, written
+
     # -- output ----------------------------------------------------------------------------
 
+    def summary_notes(self) -> list[str]:
+        """Verdict counts, the canary shift, hardware notes, files written."""
+        lines: list[str] = []
+        judge = self.judge
+        if judge is not None and judge.judgements:
+            counts: dict[str, int] = {}
+            for j in judge.judgements.values():
+                counts[j.verdict] = counts.get(j.verdict, 0) + 1
+            lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+                         + f" (tolerance {self.settings.tolerance:.0%}, noise floor "
+                         f"{self.settings.noise_floor:.0%}, FDR q = {self.settings.fdr:g})")
+            shift, _ = judge.shift()
+            if judge.canary_log_ratios:
+                lines.append(f"canary shift: {math.exp(shift) - 1:+.1%} from "
+                             f"{len(judge.canary_log_ratios)} canary measurement(s), divided "
+                             "out of the other ratios")
+            lines += [note for j in judge.judgements.values() for note in j.notes]
+            if judge.other_hardware and judge.baseline is None:
+                lines.append(f"no baseline for {self.hardware_key}; baselines exist for "
+                             f"{', '.join(judge.other_hardware)} (not compared)")
+        return [*lines, *self.notes]
+
     def rows(self) -> list[report.Row]:
-        return [report.Row(key, result, None, len(m.warnings))
-                for key, (m, result) in self.measurements.items() if result is not None]
+        judgements = self.judge.judgements if self.judge is not None else {}
+        rows = []
+        for key, (m, result) in self.measurements.items():
+            if result is None:
+                continue
+            j = judgements.get(key)
+            ratio = j.comparison.ratio if j and j.comparison and j.comparison.ratio == \
+                j.comparison.ratio else None
+            rows.append(report.Row(key, result, j.baseline_level if j else None,
+                                   len(m.warnings), j.verdict if j else None, ratio))
+        return rows
 
     def environment(self) -> dict[str, Any]:
         assert self.sensor is not None
         described = dict(self.sensor.describe())
         env: dict[str, Any] = {
-            "hardware_key": fingerprint.hardware_key(self.sensor.hardware()),
+            "hardware_key": self.hardware_key,
             "sensor": {
                 "name": self.sensor.name,
                 "provenance": self.sensor.provenance,
@@ -86,7 +181,7 @@ class TpwSession:
                 "skipped": dict(self.skipped),
                 "details": described,
             },
-            "software": fingerprint.software_stack(described),
+            "software": self.software or fingerprint.software_stack(described),
             "commit": fingerprint.git_commit(self.rootdir),
         }
         env.update(self.extra_environment)
@@ -97,4 +192,11 @@ class TpwSession:
             k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(self.settings).items()
         }
-        return report.json_document(self.measurements, self.environment(), settings)
+        doc = report.json_document(self.measurements, self.environment(), settings)
+        judgements = self.judge.judgements if self.judge is not None else {}
+        for key, entry in doc["measurements"].items():
+            j = judgements.get(key)
+            if j is not None:
+                entry["verdict"] = j.verdict
+                entry["comparison"] = report.comparison_json(j)
+        return doc

@@ -226,8 +226,9 @@ def add_options(parser: pytest.Parser) -> None:
                 group.addoption(opt.flag, action="store_true", default=None,
                                 dest="tpw_" + opt.field, help=opt.help)
             else:
+                # argparse %-formats help texts: "5%" must be written "5%%" there
                 group.addoption(opt.flag, action="store", default=None, metavar=opt.metavar,
-                                dest="tpw_" + opt.field, help=opt.help)
+                                dest="tpw_" + opt.field, help=opt.help.replace("%", "%%"))
         parser.addini(opt.ini, opt.help + (f" (ini twin of {opt.flag})" if opt.flag else ""),
                       default="")
     parser.addini("tpw", "measure tokens per joule, as --tpw does", type="bool", default=False)

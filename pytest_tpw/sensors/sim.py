@@ -46,4 +46,6 @@ class SimSensor(Sensor):
         return {"watts": self.options.sim_watts, "noise": self.options.sim_noise}
 
     def hardware(self) -> tuple[str, ...]:
-        return (f"sim {self.options.sim_watts:g}W",)
+        # one simulated device whatever its watts: changing tpw_sim_watts is how a demo
+        # or a test injects a regression against the same baseline
+        return ("sim",)

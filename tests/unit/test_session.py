@@ -22,6 +22,7 @@ SETTINGS = Settings(enabled=True, sensor="sim", max_delay=0, rounds=3)
 def session(tmp_path: Path) -> Iterator[TpwSession]:
     s = TpwSession(SETTINGS, tmp_path)
     s.open_sensor()
+    s.load_baselines()
     yield s
     s.close()
 
@@ -115,7 +116,7 @@ def test_rows_count_warnings(session: TpwSession) -> None:
 
 def test_environment(session: TpwSession) -> None:
     env = session.environment()
-    assert env["hardware_key"] == "sim-300w-x1"  # slug("sim 300W") with count 1
+    assert env["hardware_key"] == "sim-x1"  # slug("sim") with count 1
     sensor = env["sensor"]
     assert sensor["name"] == "sim"
     assert sensor["provenance"] == "simulated"
@@ -137,6 +138,7 @@ def test_json_document_is_serialisable(tmp_path: Path) -> None:
                         devices=(0, 1))
     s = TpwSession(settings, tmp_path)
     s.open_sensor()
+    s.load_baselines()
     meter = s.meter_for("t.py::test_a", None)
     meter(work, tokens=10)
     s.record(meter.measurements[0])
@@ -150,7 +152,7 @@ def test_json_document_is_serialisable(tmp_path: Path) -> None:
     assert st["devices"] == [0, 1]
     assert st["rounds"] == 3
     assert st["sensor"] == "sim"
-    assert doc["environment"]["hardware_key"] == "sim-300w-x1"
+    assert doc["environment"]["hardware_key"] == "sim-x1"
     a = doc["measurements"]["t.py::test_a"]
     assert len(a["samples"]) == 3
     assert a["provenance"] == "simulated"

@@ -106,13 +106,13 @@ def test_sim_identity() -> None:
     sensor = opened_sim(sim_watts=300.0, sim_noise=0.01)
     assert sensor.name == "sim"
     assert sensor.provenance == "simulated"
-    assert sensor.hardware() == ("sim 300W",)
+    assert sensor.hardware() == ("sim",)  # the same device whatever its watts
     assert "300 W" in sensor.method and "1.0% noise" in sensor.method
     assert sensor.domains() == ("sim:0",)
     assert sensor.min_window_s() > 0
     assert sensor.describe() == {"watts": 300.0, "noise": 0.01}
     json.dumps(sensor.describe())
-    assert opened_sim(sim_watts=42.5).hardware() == ("sim 42.5W",)
+    assert opened_sim(sim_watts=42.5).hardware() == ("sim",)
 
 
 def test_sim_with_real_clock_is_close_to_watts_times_elapsed() -> None:

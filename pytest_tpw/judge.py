@@ -1,0 +1,311 @@
+"""Judging measurements: rounds against a baseline, verdicts, budgets, failure messages.
+
+Pure Python over :mod:`pytest_tpw.stats` and :mod:`pytest_tpw.baseline`; no pytest. The
+plugin asks, per measurement, for a :class:`Judgement` and turns it into a test outcome.
+
+The order of decisions (STATS.md): rounds run until a look says the measurement is clearly
+fine, or until the last look; the verdict of the last look is per-test; a ``REGRESSED``
+is final only after Benjamini-Hochberg over every comparison of the session
+(:meth:`Judge.apply_fdr`), which the plugin runs when the session has all p-values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_tpw import stats
+from pytest_tpw.baseline import BaselineFile, StoredSession, pooled, stack_changes
+from pytest_tpw.meter import Measurement, Result
+from pytest_tpw.settings import MarkerArgs, Settings
+
+#: Software-stack entries worth naming in a regression message, in this order.
+STACK_KEYS = ("driver", "cuda_driver", "cuda_runtime", "torch", "transformers", "vllm",
+              "triton", "flash-attn", "jax", "numpy", "kernel", "os", "cpu_governor", "python",
+              "pytest-tpw")
+
+
+@dataclass
+class Judgement:
+    """What one measurement's figures mean for its test."""
+
+    key: str
+    nodeid: str
+    verdict: str
+    tolerance: float
+    comparison: stats.Comparison | None = None
+    baseline_level: float | None = None
+    failures: list[str] = field(default_factory=list)
+    #: Lines for the terminal summary (improved, minor regression, FDR demotions).
+    notes: list[str] = field(default_factory=list)
+    #: What makes the comparison doubtful; emitted as pytest warnings on the test.
+    warnings: list[str] = field(default_factory=list)
+    #: REGRESSED on its own; final only after FDR over the session.
+    pending_fdr: bool = False
+    canary: bool = False
+
+    @property
+    def fails(self) -> bool:
+        return bool(self.failures)
+
+
+class Judge:
+    """Baselines and settings of one session, and every judgement it made."""
+
+    def __init__(self, settings: Settings, baseline: BaselineFile | None,
+                 hardware_key: str, other_hardware: Sequence[str] = (),
+                 software: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.baseline = baseline
+        self.hardware_key = hardware_key
+        self.other_hardware = list(other_hardware)
+        self.software = dict(software or {})
+        self.judgements: dict[str, Judgement] = {}
+        self.canary_log_ratios: list[float] = []
+        self.canary_ses: list[float] = []
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def params(self, tolerance: float | None = None) -> stats.Params:
+        s = self.settings
+        return stats.Params(tolerance=tolerance if tolerance is not None else s.tolerance,
+                            noise_floor=s.noise_floor, confidence=s.confidence, fdr_q=s.fdr)
+
+    def sessions(self, key: str) -> list[StoredSession]:
+        return self.baseline.sessions(key) if self.baseline is not None else []
+
+    def shift(self) -> tuple[float, float]:
+        """The canaries' suite-wide shift (log units) and its standard error so far."""
+        if not self.canary_log_ratios:
+            return 0.0, 0.0
+        k = len(self.canary_ses)
+        se = math.sqrt(sum(x * x for x in self.canary_ses)) / k if k else 0.0
+        return stats.canary_shift(self.canary_log_ratios), se
+
+    @property
+    def comparing(self) -> bool:
+        """True when measurements are compared against stored baselines this session."""
+        return self.baseline is not None and bool(self.baseline.measurements)
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def policy(self, marker: MarkerArgs | None) -> BaselinePolicy:
+        """The round policy of one test (fixed rounds, or looks against its baseline)."""
+        return BaselinePolicy(self, marker)
+
+    # -- verdicts --------------------------------------------------------------------------
+
+    def judge(self, m: Measurement, result: Result, marker: MarkerArgs | None,
+              comparison: stats.Comparison | None) -> Judgement:
+        """Verdict, budgets and messages of one finished measurement."""
+        s = self.settings
+        canary = bool(marker and marker.canary)
+        j = Judgement(m.key, m.nodeid, stats.Verdict.NO_BASELINE.value,
+                      self._tolerance(marker), comparison, canary=canary)
+        sessions = self.sessions(m.key)
+        if sessions:
+            j.baseline_level = stats.summarize(pooled(sessions), s.confidence).estimate
+        if comparison is not None and comparison.verdict is not stats.Verdict.NO_BASELINE:
+            j.verdict = comparison.verdict.value
+            self._classify(j, comparison)
+        else:
+            self._no_baseline(j)
+        self._budgets(j, result, marker)
+        m.verdict = j.verdict
+        self.judgements[m.key] = j
+        return j
+
+    def _no_baseline(self, j: Judgement) -> None:
+        s = self.settings
+        if self.other_hardware and self.baseline is None:
+            # said once in the terminal summary, and a failure under --tpw-strict
+            others = ", ".join(self.other_hardware)
+            if s.strict:
+                j.failures.append(f"{j.key}: hardware mismatch under --tpw-strict: this "
+                                  f"machine is {self.hardware_key}, the baselines are for "
+                                  f"{others}. Record one here with --tpw-update")
+        elif s.strict and not (s.update or s.update_missing):
+            j.failures.append(f"{j.key}: no baseline under --tpw-strict; record one with "
+                              f"pytest --tpw --tpw-update-missing {_quote(j.nodeid)}")
+
+    def _classify(self, j: Judgement, c: stats.Comparison) -> None:
+        s = self.settings
+        updating = s.update or s.update_missing
+        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings)
+        if j.canary:
+            self.canary_log_ratios.append(math.log(c.ratio))
+            self.canary_ses.append(c.se_log if math.isfinite(c.se_log) else 0.0)
+        if c.verdict is stats.Verdict.REGRESSED and not updating:
+            if c.p_regression > s.fdr:
+                # BH can never keep a p-value above q, whatever the rest of the session
+                j.verdict = stats.Verdict.INCONCLUSIVE.value
+                j.notes.append(f"REGRESSED on its own but p = {c.p_regression:.3g} > "
+                               f"--tpw-fdr {s.fdr:g}: cannot survive suite-wide FDR control")
+            else:
+                j.pending_fdr = True
+        elif c.verdict is stats.Verdict.MINOR_REGRESSION:
+            j.notes.append(f"{j.key}: minor regression ({_pct(c.ratio)}), within the "
+                           f"tolerance ({j.tolerance:.0%})")
+        elif c.verdict is stats.Verdict.IMPROVED:
+            j.notes.append(f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
+                           f"pytest --tpw --tpw-update {_quote(j.nodeid)}")
+        if j.verdict == stats.Verdict.INCONCLUSIVE.value and s.strict and not updating:
+            j.failures.append(self._inconclusive_text(j, c))
+
+    def _tolerance(self, marker: MarkerArgs | None) -> float:
+        if marker is not None and marker.tolerance is not None:
+            return marker.tolerance
+        return self.settings.tolerance
+
+    def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> str:
+        why = f" ({c.why})" if c.why else ""
+        return (f"{j.key}: INCONCLUSIVE after the last round under --tpw-strict: ratio "
+                f"{_ratio_text(c)}{why}. The spread is too wide to tell a change of "
+                "the tolerance from noise: lengthen the windows or raise --tpw-rounds")
+
+    def _budgets(self, j: Judgement, r: Result, marker: MarkerArgs | None) -> None:
+        if marker is None:
+            return
+        ci = f" (interval {r.ci[0]:.4g}..{r.ci[1]:.4g})" if r.ci else ""
+        checks = [
+            ("min_tokens_per_joule", r.tokens_per_joule, "tokens/J", False),
+            ("max_joules_per_token", r.joules_per_token, "J/token", True),
+            ("max_watts", r.watts, "W", True),
+            ("min_tokens_per_second", r.tokens_per_second, "tokens/s", False),
+        ]
+        budgets = marker.budgets()
+        for name, value, unit, is_max in checks:
+            limit = budgets.get(name)
+            if limit is None or (value <= limit if is_max else value >= limit):
+                continue
+            side = "above the maximum" if is_max else "below the minimum"
+            shown = ci if name in ("min_tokens_per_joule",) else ""
+            j.failures.append(f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
+                              f"{unit} set by @pytest.mark.tpw({name}={limit:g})")
+
+    # -- the session -----------------------------------------------------------------------
+
+    def apply_fdr(self) -> dict[str, Judgement]:
+        """Benjamini-Hochberg over the session's comparisons; returns judgements that changed."""
+        keys = [k for k, j in self.judgements.items()
+                if j.comparison is not None and not j.comparison.provisional
+                and j.comparison.verdict is not stats.Verdict.NO_BASELINE]
+        if not keys:
+            return {}
+        adjusted = stats.apply_fdr([self.judgements[k].comparison  # type: ignore[misc]
+                                    for k in keys], self.settings.fdr)
+        changed = {}
+        for key, c in zip(keys, adjusted, strict=True):
+            j = self.judgements[key]
+            j.comparison = c
+            if not j.pending_fdr:
+                continue
+            j.pending_fdr = False
+            if c.verdict is stats.Verdict.REGRESSED:
+                j.failures.append(self.regression_text(j, c))
+            else:
+                j.verdict = c.verdict.value
+                j.notes.append(f"{key}: {c.why}")
+                if self.settings.strict:
+                    j.failures.append(self._inconclusive_text(j, c))
+            changed[key] = j
+        return changed
+
+    def regression_text(self, j: Judgement, c: stats.Comparison) -> str:
+        s = self.settings
+        sessions = self.sessions(j.key)
+        now = j.baseline_level * c.ratio if j.baseline_level else float("nan")
+        lines = [
+            f"{j.key}: tokens per joule REGRESSED: {now:.4g} now vs {j.baseline_level:.4g} "
+            f"in the baseline, ratio {_ratio_text(c)} at {s.confidence:.0%} confidence; "
+            f"tolerance {j.tolerance:.0%}, noise floor {s.noise_floor:.0%}",
+            f"  samples: {c.n_candidate} now, {c.n_baseline} in {c.n_sessions} baseline "
+            f"session(s); p = {c.p_regression:.3g}"
+            + (f", BH-adjusted {c.p_adjusted:.3g} at q = {s.fdr:g}"
+               if c.p_adjusted is not None else ""),
+        ]
+        if c.shift:
+            lines.append(f"  canary shift {_pct(math.exp(c.shift))} divided out")
+        if sessions:
+            changes = stack_changes(sessions[-1].software, self.software, STACK_KEYS)
+            lines.append("  stack changes since the baseline: "
+                         + ("; ".join(changes) if changes else "none"))
+        lines.append("  if the new level is intended, accept it: pytest --tpw --tpw-update "
+                     + _quote(j.nodeid))
+        return "\n".join(lines)
+
+
+class BaselinePolicy:
+    """How many windows one test records, and the comparison its last look made.
+
+    Fixed rounds (``--tpw-rounds``, marker ``rounds``) or updating: that many windows, then
+    one comparison at level alpha. Otherwise, with a baseline: looks at 5, 10, 15, 20
+    windows, stopping early only on UNCHANGED or IMPROVED at alpha/K. With no baseline: the
+    first look's count, then NO_BASELINE.
+    """
+
+    def __init__(self, judge: Judge, marker: MarkerArgs | None) -> None:
+        self.judge = judge
+        self.marker = marker
+        s = judge.settings
+        self.fixed = marker.rounds if marker and marker.rounds else s.rounds
+        self.updating = s.update or s.update_missing
+        self.params = judge.params(marker.tolerance if marker else None)
+        self.comparisons: dict[str, stats.Comparison] = {}
+
+    def __call__(self, m: Measurement) -> bool:
+        n = len(m.samples)
+        sessions = [x.values() for x in self.judge.sessions(m.key)]
+        target = self._target(bool(sessions))
+        if target is not None:
+            if n < target:
+                return True
+            self._final(m, sessions)
+            return False
+        looks = self.params.looks
+        if n not in looks and n < looks[-1]:
+            return True
+        shift, shift_se = self._shift()
+        stop, c = stats.sequential_decision(sessions, m.values(), self.params,
+                                            looks.index(n), len(looks),
+                                            shift=shift, shift_se=shift_se)
+        if stop:
+            self.comparisons[m.key] = c
+            m.verdict = c.verdict.value
+        return not stop
+
+    def _target(self, has_baseline: bool) -> int | None:
+        if self.fixed is not None:
+            return self.fixed
+        if self.updating:
+            return self.params.looks[-1]
+        return None if has_baseline else self.params.looks[0]
+
+    def _shift(self) -> tuple[float, float]:
+        if self.marker is not None and self.marker.canary:
+            return 0.0, 0.0
+        return self.judge.shift()
+
+    def _final(self, m: Measurement, sessions: Sequence[Sequence[float]]) -> None:
+        if not sessions:
+            return
+        shift, shift_se = self._shift()
+        c = stats.compare(sessions, m.values(), self.params, shift=shift, shift_se=shift_se)
+        self.comparisons[m.key] = c
+        m.verdict = c.verdict.value
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio - 1:+.1%}"
+
+
+def _ratio_text(c: stats.Comparison) -> str:
+    if c.ci_low is None or c.ci_high is None:
+        return f"{c.ratio:.3f} ({_pct(c.ratio)}, no interval)"
+    return f"{c.ratio:.3f} ({_pct(c.ratio)}), interval {c.ci_low:.3f}..{c.ci_high:.3f}"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"

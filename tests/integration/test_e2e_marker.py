@@ -1,0 +1,136 @@
+"""``@pytest.mark.tpw(...)``: validated at collection, overrides the session settings."""
+
+from __future__ import annotations
+
+import pytest
+
+BAD_MARKERS = """
+import pytest
+
+@pytest.mark.tpw(roundz=3)
+def test_unknown(tpw):
+    pass
+
+@pytest.mark.tpw(3)
+def test_positional(tpw):
+    pass
+
+@pytest.mark.tpw(rounds="3")
+def test_rounds_str(tpw):
+    pass
+
+@pytest.mark.tpw(devices=0)
+def test_devices_int(tpw):
+    pass
+
+@pytest.mark.tpw(canary="yes")
+def test_canary_str(tpw):
+    pass
+
+@pytest.mark.tpw(max_watts=-1)
+def test_max_watts_negative(tpw):
+    pass
+
+@pytest.mark.tpw(rounds=3)
+def test_fine(tpw):
+    pass
+"""
+
+
+def test_bad_markers_are_usage_errors_listed_together(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(test_bad=BAD_MARKERS)
+    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*pytest-tpw: invalid marker(s):*",
+        "*test_bad.py::test_unknown*unknown argument 'roundz'*allowed:*rounds*canary*",
+        "*test_bad.py::test_positional*keyword arguments only*positional (3,)*allowed:*",
+        "*test_bad.py::test_rounds_str*rounds='3'*expected*integer*",
+        "*test_bad.py::test_devices_int*devices=0*expected*GPU indices*",
+        "*test_bad.py::test_canary_str*canary='yes'*expected*True or False*",
+        "*test_bad.py::test_max_watts_negative*max_watts=-1*expected*positive*",
+    ])
+    assert "test_fine" not in result.stderr.str()
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_every_spec_argument_is_accepted(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(
+        test_good="""
+        import pytest
+
+        @pytest.mark.tpw(min_tokens_per_joule=40, max_joules_per_token=0.05, max_watts=650,
+                         min_tokens_per_second=900, tolerance="3%", rounds=10, warmup=2,
+                         devices=[0], canary=False)
+        def test_all(tpw):
+            assert tpw(lambda: 5, tokens=1) == 5
+        """
+    )
+    result = tpwtester.runpytest()
+    result.assert_outcomes(passed=1)
+
+
+def test_marker_rounds_beat_the_flag(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(
+        test_override="""
+        import pytest
+
+        @pytest.mark.tpw(rounds=3)
+        def test_marked(tpw):
+            tpw(lambda: None, tokens=1)
+            assert tpw.result.n == 3
+
+        def test_unmarked(tpw):
+            tpw(lambda: None, tokens=1)
+            assert tpw.result.n == 5
+        """
+    )
+    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "5")
+    result.assert_outcomes(passed=2)
+
+
+def test_marker_on_the_class_applies_to_its_tests(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(
+        test_cls="""
+        import pytest
+
+        @pytest.mark.tpw(rounds=2)
+        class TestGen:
+            def test_a(self, tpw):
+                tpw(lambda: None, tokens=1)
+                assert tpw.result.n == 2
+        """
+    )
+    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "4")
+    result.assert_outcomes(passed=1)
+
+
+def test_marker_warmup_zero(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(
+        test_warm="""
+        import time
+        import pytest
+
+        @pytest.mark.tpw(warmup=0)
+        def test_no_warmup(tpw):
+            windows = 0
+            for w in tpw.rounds():
+                with w:
+                    time.sleep(0.011)
+                    w.add_tokens(1)
+                windows += 1
+            assert windows == 3
+            assert tpw.result.n == 3
+
+        def test_session_warmup(tpw):
+            windows = 0
+            for w in tpw.rounds():
+                with w:
+                    time.sleep(0.011)
+                    w.add_tokens(1)
+                windows += 1
+            assert windows == 2 + 3
+        """
+    )
+    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-warmup", "2")
+    result.assert_outcomes(passed=2)
