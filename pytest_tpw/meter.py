@@ -422,7 +422,8 @@ class Meter:
                                        "trusted now")
             return False
         self._invalid_run = 0
-        joules = energy.total
+        domains = self._selected_domains(energy.joules, where)
+        joules = float(sum(domains.values()))
         if not joules > 0 or math.isnan(joules):
             raise MeasurementError(
                 f"{where}: the {measurement.sensor} sensor measured {joules:g} J over "
@@ -436,9 +437,26 @@ class Meter:
             if text not in measurement.warnings:
                 measurement.warnings.append(text)
         if record:
-            measurement.samples.append(Sample(tokens, joules, seconds, calls,
-                                              dict(energy.joules), energy.state, warnings))
+            measurement.samples.append(Sample(tokens, joules, seconds, calls, domains,
+                                              energy.state, warnings))
         return True
+
+    def _selected_domains(self, joules: dict[str, float], where: str) -> dict[str, float]:
+        """The window's energy on this test's devices (marker ``devices=``) only.
+
+        The sensor measures every device of the session; a test that names its devices
+        counts theirs (``gpu:<index>``) and every non-GPU domain.
+        """
+        devices = self.config.devices
+        if devices is None or not any(d.startswith("gpu:") for d in joules):
+            return dict(joules)
+        wanted = {f"gpu:{i}" for i in devices}
+        missing = sorted(wanted - set(joules))
+        if missing:
+            raise MeasurementError(
+                f"{where}: devices {', '.join(missing)} are not measured in this session "
+                f"(measured: {', '.join(sorted(joules))}); widen --tpw-devices")
+        return {d: j for d, j in joules.items() if d in wanted or not d.startswith("gpu:")}
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -323,3 +323,43 @@ def test_call_form_refuses_coroutine_functions() -> None:
 
     with pytest.raises(TypeError, match="acall"):
         meter(complete, tokens=1)
+
+
+class TwoGpuSensor(WattSensor):
+    """Two GPU domains: gpu:0 draws watts, gpu:1 draws 3x watts."""
+
+    def domains(self) -> Sequence[str]:
+        return ("gpu:0", "gpu:1")
+
+    def end(self, token: object) -> WindowEnergy:
+        assert isinstance(token, float)
+        j = self.watts * (self.clock() - token)
+        return WindowEnergy({"gpu:0": j, "gpu:1": 3 * j})
+
+
+def test_marker_devices_count_only_their_gpus() -> None:
+    clock = FakeClock()
+    sensor = TwoGpuSensor(clock, watts=10.0, min_s=0.1)
+    config = MeterConfig(enabled=True, warmup=0, min_window_s=None, max_delay_s=0.0,
+                         confidence=0.9, devices=(1,))
+    meter = Meter("t.py::test_g", config, sensor, fixed_rounds(2), clock=clock,
+                  sleep=clock.advance, sync=lambda _: None)
+
+    def work() -> None:
+        clock.advance(0.2)
+
+    meter(work, tokens=6)
+    sample = meter.measurements[0].samples[0]
+    assert sample.domains == {"gpu:1": pytest.approx(6.0)}  # 3 x 10 W x 0.2 s
+    assert sample.joules == pytest.approx(6.0)
+
+
+def test_marker_devices_not_measured_is_an_error() -> None:
+    clock = FakeClock()
+    sensor = TwoGpuSensor(clock, min_s=0.1)
+    config = MeterConfig(enabled=True, warmup=0, min_window_s=None, max_delay_s=0.0,
+                         confidence=0.9, devices=(2,))
+    meter = Meter("t.py::test_g", config, sensor, fixed_rounds(2), clock=clock,
+                  sleep=clock.advance, sync=lambda _: None)
+    with pytest.raises(MeasurementError, match=r"gpu:2 are not measured.*--tpw-devices"):
+        meter(lambda: clock.advance(0.2), tokens=1)
