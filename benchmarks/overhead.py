@@ -119,8 +119,8 @@ def main() -> None:
     print(f"$ python benchmarks/overhead.py --tests {args.tests} --repeats {args.repeats} "
           f"--windows {args.windows}")
     print(f"python {sys.version.split()[0]}, {sys.platform}")
-    per_window(args.windows)
     off_mode(args.tests, args.repeats)
+    per_window(args.windows)
 
 
 if __name__ == "__main__":
