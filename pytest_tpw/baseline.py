@@ -62,12 +62,16 @@ class StoredSession:
                           sensor=str(data["sensor"]), provenance=str(data["provenance"]),
                           samples=samples)
         except (KeyError, TypeError, ValueError) as exc:
-            raise BaselineError(f"{where}: malformed session ({exc!r})") from None
+            raise BaselineError(f"{where}: malformed session ({exc!r}). {_FIX}") from None
         if not samples or any(t <= 0 or not j > 0 or not math.isfinite(j)
                               for t, j, _ in samples):
             raise BaselineError(f"{where}: a session needs samples with positive tokens and "
-                                "joules")
+                                f"joules. {_FIX}")
         return session
+
+
+_FIX = ("Restore the file from version control (git checkout -- <file>), or delete this "
+        "measurement's entry and record it again with --tpw-update")
 
 
 def _round(x: float) -> float:
@@ -152,8 +156,15 @@ def _parse(data: Any, path: Path, hardware_key: str) -> BaselineFile:
         sessions = entry.get("sessions") if isinstance(entry, dict) else None
         if not isinstance(sessions, list):
             raise BaselineError(f"{path}: measurement {key!r} has no \"sessions\" list")
-        parsed[key] = [StoredSession.from_json(s, f"{path}: {key!r}") for s in sessions]
-    return BaselineFile(hardware_key, dict(data.get("hardware") or {}), parsed)
+        try:
+            parsed[key] = [StoredSession.from_json(s, f"{path}: {key!r}") for s in sessions]
+        except BaselineError as exc:
+            raise BaselineError(str(exc).replace("<file>", str(path))) from None
+    hardware = data.get("hardware") or {}
+    if not isinstance(hardware, dict):
+        raise BaselineError(f"{path}: \"hardware\" must be an object. "
+                            + _FIX.replace("<file>", str(path)))
+    return BaselineFile(hardware_key, dict(hardware), parsed)
 
 
 def dumps(baseline: BaselineFile) -> str:

@@ -45,10 +45,30 @@ class Judgement:
     #: REGRESSED on its own; final only after FDR over the session.
     pending_fdr: bool = False
     canary: bool = False
+    #: candidate / baseline after the canary shift, when compared.
+    ratio: float | None = None
+    #: A REGRESSED decided per test, without suite-wide FDR (pytest-xdist worker).
+    without_fdr: bool = False
 
     @property
     def fails(self) -> bool:
         return bool(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the controller needs to report a worker's judgement (no Comparison)."""
+        return {"key": self.key, "nodeid": self.nodeid, "verdict": self.verdict,
+                "tolerance": self.tolerance, "baseline_level": self.baseline_level,
+                "failures": list(self.failures), "notes": list(self.notes),
+                "warnings": list(self.warnings), "canary": self.canary, "ratio": self.ratio,
+                "without_fdr": self.without_fdr}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Judgement:
+        return cls(key=data["key"], nodeid=data["nodeid"], verdict=data["verdict"],
+                   tolerance=float(data["tolerance"]), baseline_level=data["baseline_level"],
+                   failures=list(data["failures"]), notes=list(data["notes"]),
+                   warnings=list(data["warnings"]), canary=bool(data["canary"]),
+                   ratio=data["ratio"], without_fdr=bool(data.get("without_fdr")))
 
 
 class Judge:
@@ -109,6 +129,7 @@ class Judge:
             j.baseline_level = stats.summarize(pooled(sessions), s.confidence).estimate
         if comparison is not None and comparison.verdict is not stats.Verdict.NO_BASELINE:
             j.verdict = comparison.verdict.value
+            j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
             self._classify(j, comparison)
         else:
             self._no_baseline(j)
@@ -184,6 +205,18 @@ class Judge:
             shown = ci if name in ("min_tokens_per_joule",) else ""
             j.failures.append(f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
                               f"{unit} set by @pytest.mark.tpw({name}={limit:g})")
+
+    def settle_without_fdr(self, j: Judgement) -> None:
+        """Decide a pending REGRESSED at once, at the per-test level (no suite-wide FDR).
+
+        For processes that cannot wait for the session's other p-values: pytest-xdist
+        workers, whose reports the controller logs as they arrive.
+        """
+        if not j.pending_fdr or j.comparison is None:
+            return
+        j.pending_fdr = False
+        j.without_fdr = True
+        j.failures.append(self.regression_text(j, j.comparison))
 
     # -- the session -----------------------------------------------------------------------
 

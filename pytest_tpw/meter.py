@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from pytest_tpw import distributed
 from pytest_tpw.errors import MeasurementError, SensorError
+from pytest_tpw.locks import DeviceLocks
 from pytest_tpw.sensors import Provenance, Sensor, WindowEnergy
 
 R = TypeVar("R")
@@ -31,6 +33,9 @@ RoundPolicy = Callable[["Measurement"], bool]
 
 #: Marks a loop-form sample whose window was shorter than the sensor's minimum.
 SHORT_WINDOW = "window shorter than the sensor's minimum"
+
+#: Starts a sample's note that its window waited for a device lock ("...<seconds> s for <ids>").
+WAITED = "waited for the device lock: "
 
 #: Longest run of invalid windows (counter reset...) tolerated before giving up.
 MAX_INVALID_WINDOWS = 3
@@ -63,6 +68,13 @@ class Sample:
             "state": self.state,
             "warnings": list(self.warnings),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        return cls(tokens=int(data["tokens"]), joules=float(data["joules"]),
+                   seconds=float(data["seconds"]), calls=int(data["calls"]),
+                   domains=dict(data.get("domains", {})), state=dict(data.get("state", {})),
+                   warnings=list(data.get("warnings", [])))
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,21 @@ class Measurement:
 
     def values(self) -> list[float]:
         return [s.tokens_per_joule for s in self.samples]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able), e.g. to travel from an xdist worker to the controller."""
+        return {"nodeid": self.nodeid, "name": self.name, "sensor": self.sensor,
+                "provenance": self.provenance, "warmup": self.warmup,
+                "warnings": list(self.warnings), "verdict": self.verdict,
+                "complete": self.complete, "samples": [s.to_dict() for s in self.samples]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        return cls(nodeid=data["nodeid"], name=data["name"], sensor=data["sensor"],
+                   provenance=data["provenance"], warmup=int(data["warmup"]),
+                   warnings=list(data["warnings"]), verdict=data["verdict"],
+                   complete=bool(data["complete"]),
+                   samples=[Sample.from_dict(s) for s in data["samples"]])
 
     def result(self, confidence: float) -> Result:
         from pytest_tpw.stats import summarize  # numpy/scipy only once something is measured
@@ -214,7 +241,6 @@ class Window:
             self._meter._abandon_window(self._token)
             return
         energy, seconds = self._meter._close_window(self._token, self._started)
-        self._meter._validate_tokens(self.tokens, self._where())
         self._meter._accept(self._measurement, energy, seconds, self.tokens, 1,
                             record=not self.warmup, where=self._where(), loop_form=True)
 
@@ -226,7 +252,8 @@ class Meter:
                  policy: RoundPolicy, *, clock: Clock = time.perf_counter,
                  sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None,
-                 sync: Callable[[tuple[int, ...] | None], None] = cuda_sync) -> None:
+                 sync: Callable[[tuple[int, ...] | None], None] = cuda_sync,
+                 locks: DeviceLocks | None = None) -> None:
         self.nodeid = nodeid
         self.config = config
         self.sensor = sensor
@@ -236,7 +263,12 @@ class Meter:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._sync = sync
+        self._locks = locks
         self._invalid_run = 0  # consecutive invalid windows (counter resets...)
+        self._waited: tuple[float, list[str]] = (0.0, [])
+        self._ranks: distributed.Ranks | None = None
+        #: This process's rank when windows were aligned over a process group.
+        self.rank: int | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -338,6 +370,14 @@ class Meter:
 
     def _finish(self, measurement: Measurement) -> None:
         measurement.complete = True
+        waits = [w for s in measurement.samples for w in s.warnings if w.startswith(WAITED)]
+        if waits:
+            total = sum(float(w[len(WAITED):].split(" s ", 1)[0]) for w in waits)
+            devices = sorted({w.split(" s for ", 1)[1] for w in waits})
+            measurement.warnings.append(
+                f"{measurement.key}: {len(waits)} of {len(measurement.samples)} windows "
+                f"waited for the lock of {', '.join(devices)} ({total:.2f} s in all): another "
+                "process was measuring the same device; the waits are outside the windows")
         short = [s.seconds for s in measurement.samples if SHORT_WINDOW in s.warnings]
         if short:
             measurement.warnings.append(
@@ -389,57 +429,94 @@ class Meter:
         if self.config.max_delay_s > 0:
             # a random phase keeps periodic work from aliasing with the sensor's sampling
             self._sleep(self._rng.uniform(0.0, self.config.max_delay_s))
+        if self._locks is not None:
+            self._waited = self._locks.acquire()
         self._sync(self.config.devices)
-        token = self.sensor.begin()
+        self._ranks = distributed.current()
+        if self._ranks is not None:
+            self.rank = self._ranks.rank
+            self._ranks.barrier()  # every rank's window starts together
+        try:
+            token = self.sensor.begin()
+        except BaseException:
+            self._release()
+            raise
         return token, self._clock()
+
+    def _release(self) -> None:
+        if self._locks is not None:
+            self._locks.release()
 
     def _abandon_window(self, token: object) -> None:
         """The work raised inside a window: close it on the sensor, keep nothing."""
         assert self.sensor is not None
-        with suppress(Exception):  # the work's own exception is the one to report
-            self.sensor.end(token)
+        try:
+            with suppress(Exception):  # the work's own exception is the one to report
+                self.sensor.end(token)
+        finally:
+            self._release()
 
     def _close_window(self, token: object, started: float) -> tuple[WindowEnergy, float]:
         assert self.sensor is not None
-        self._sync(self.config.devices)
-        seconds = self._clock() - started
         try:
+            self._sync(self.config.devices)
+            if self._ranks is not None:
+                self._ranks.barrier()  # and ends when the slowest rank is done
+            seconds = self._clock() - started
             energy = self.sensor.end(token)
         except SensorError as exc:
             raise SensorError(f"{self.nodeid}: {exc}") from exc
+        finally:
+            self._release()
         return energy, seconds
 
     def _accept(self, measurement: Measurement, energy: WindowEnergy, seconds: float,
                 tokens: int, calls: int, *, record: bool, where: str,
                 loop_form: bool = False) -> bool:
         """Validate one closed window and record it; False when it must be run again."""
-        if energy.invalid is not None:
-            measurement.warnings.append(f"{where}: window discarded: {energy.invalid}")
+        domains = self._selected_domains(energy.joules, where)
+        joules = float(sum(domains.values()))
+        invalid = energy.invalid
+        if self._ranks is not None:
+            tokens, joules, seconds, any_invalid = self._ranks.reduce(
+                tokens, joules, seconds, invalid is not None)
+            domains = {f"rank{self._ranks.rank}:{d}": j for d, j in domains.items()}
+            if any_invalid and invalid is None:
+                invalid = "another rank's window was invalid"
+        if invalid is not None:
+            measurement.warnings.append(f"{where}: window discarded: {invalid}")
             self._invalid_run += 1
             if self._invalid_run >= MAX_INVALID_WINDOWS:
                 raise MeasurementError(f"{where}: {self._invalid_run} windows in a row were "
-                                       f"invalid ({energy.invalid}); the sensor cannot be "
+                                       f"invalid ({invalid}); the sensor cannot be "
                                        "trusted now")
             return False
         self._invalid_run = 0
-        domains = self._selected_domains(energy.joules, where)
-        joules = float(sum(domains.values()))
+        self._validate_tokens(tokens, where)
         if not joules > 0 or math.isnan(joules):
             raise MeasurementError(
                 f"{where}: the {measurement.sensor} sensor measured {joules:g} J over "
                 f"{seconds:.4f} s; a window needs positive energy. The window may be shorter "
                 "than the sensor can resolve: raise --tpw-min-window or give each window "
                 "more work.")
-        warnings = list(energy.warnings)
+        warnings = [*energy.warnings, *self._wait_warning()]
         if loop_form and seconds < self._min_window():
             warnings.append(SHORT_WINDOW)
-        for text in energy.warnings:
-            if text not in measurement.warnings:
+        for text in warnings:
+            if text != SHORT_WINDOW and not text.startswith(WAITED) and \
+                    text not in measurement.warnings:
                 measurement.warnings.append(text)
         if record:
             measurement.samples.append(Sample(tokens, joules, seconds, calls, domains,
                                               energy.state, warnings))
         return True
+
+    def _wait_warning(self) -> list[str]:
+        waited, devices = self._waited
+        self._waited = (0.0, [])
+        if not devices:
+            return []
+        return [f"{WAITED}{waited:.6f} s for {', '.join(devices)}"]
 
     def _selected_domains(self, joules: dict[str, float], where: str) -> dict[str, float]:
         """The window's energy on this test's devices (marker ``devices=``) only.
@@ -534,7 +611,6 @@ class _CallPlan:
                 raise
             energy, seconds = meter._close_window(token, started)
             where = f"{m.key} (window {index})"
-            meter._validate_tokens(window.tokens, where)
             recorded = meter._accept(m, energy, seconds, window.tokens, window.calls,
                                      record=warm_left == 0, where=where)
             self._recalibrate(seconds, window.calls, min_s)

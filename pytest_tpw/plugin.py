@@ -47,9 +47,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """On an xdist worker, pin its GPUs before any conftest can initialise CUDA."""
+    per_worker = getattr(early_config.known_args_namespace, "tpw_gpus_per_worker", None) \
+        or early_config.getini("tpw_gpus_per_worker")
+    if not per_worker or "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    from pytest_tpw.pinning import PinningError, pin_this_worker
+
+    try:
+        pin_this_worker(os.environ, int(per_worker))
+    except (PinningError, ValueError) as exc:
+        raise pytest.UsageError(f"pytest-tpw: {exc}") from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[SETTINGS_KEY] = from_config(config)
+    settings = config.stash[SETTINGS_KEY] = from_config(config)
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_tpw.xdist import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(), "tpw-xdist")
+    if settings.gpus_per_worker and not _is_xdist_worker(config):
+        from pytest_tpw.xdist import check_gpus_per_worker
+
+        check_gpus_per_worker(config, settings.gpus_per_worker)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -166,6 +189,7 @@ def tpw(request: pytest.FixtureRequest) -> Generator[Meter, None, None]:
     from pytest_tpw.outcomes import JUDGEMENTS_KEY
     from pytest_tpw.warning_types import TpwMeasurementWarning
 
+    tpw_session.note_rank(meter)
     judgements = request.node.stash.get(JUDGEMENTS_KEY, {})
     path, line, _ = request.node.location
     for m in meter.measurements:
@@ -196,6 +220,10 @@ def pytest_runtest_makereport(item: pytest.Item,
 
     marker = item.stash.get(MARKER_KEY, None)
     judgements = tpw_session.judge_meter(meter, marker)
+    if _is_xdist_worker(item.config):
+        # the controller logs a worker's reports as they arrive: nothing can be held
+        for j in judgements:
+            tpw_session.judge.settle_without_fdr(j)
     item.stash[JUDGEMENTS_KEY] = {j.key: j for j in judgements}
     assert isinstance(report, pytest.TestReport)
     fail_report(report, judgements)
@@ -208,7 +236,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     deferrals = item.config.stash.get(DEFERRALS_KEY, None)
     tpw_session = _session(item.config)
     if deferrals is None or tpw_session is None or tpw_session.judge is None or \
-            not tpw_session.judge.comparing or "tpw" not in getattr(item, "fixturenames", ()):
+            not tpw_session.judge.comparing or _is_xdist_worker(item.config) or \
+            "tpw" not in getattr(item, "fixturenames", ()):
         return None
     deferrals.run(item, nextitem)
     return True
@@ -230,7 +259,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
     tpw_session = _session(config)
-    if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
+    if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config) or \
+            tpw_session.quiet:
         return
     from pytest_tpw import report
 
@@ -247,7 +277,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write baselines, ``--tpw-json`` and the GitHub step summary (the controller only)."""
     config = session.config
     tpw_session = _session(config)
-    if tpw_session is None or tpw_session.sensor is None or _is_xdist_worker(config):
+    if tpw_session is None or tpw_session.sensor is None or tpw_session.quiet:
+        return
+    if _is_xdist_worker(config):
+        from pytest_tpw.xdist import PAYLOAD_KEY
+
+        config.workeroutput[PAYLOAD_KEY] = tpw_session.worker_payload()  # type: ignore[attr-defined]
         return
     from pytest_tpw import files, report
 

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_tpw import baseline, fingerprint, report, sensors
+from pytest_tpw import baseline, distributed, fingerprint, report, sensors
 from pytest_tpw.judge import BaselinePolicy, Judge, Judgement
+from pytest_tpw.locks import DeviceLocks
 from pytest_tpw.meter import Measurement, Meter, MeterConfig, Result, fixed_rounds
 from pytest_tpw.settings import MarkerArgs, Settings
 
@@ -35,6 +36,9 @@ class TpwSession:
         self.hardware_key = ""
         self.software: dict[str, Any] = {}
         self.started = dt.datetime.now(dt.timezone.utc)
+        self.locks: DeviceLocks | None = None
+        #: Set when windows were aligned over a torch.distributed process group.
+        self.rank: int | None = None
         #: Lines for the end of the terminal section (baselines written...).
         self.notes: list[str] = []
 
@@ -49,6 +53,7 @@ class TpwSession:
         selection = sensors.select(s.sensor, options, self.extra_sensors)
         self.sensor, self.skipped = selection.sensor, selection.skipped
         self.hardware_key = fingerprint.hardware_key(self.sensor.hardware())
+        self.locks = DeviceLocks(self.sensor.lock_ids())
         return self.sensor
 
     @property
@@ -86,7 +91,8 @@ class TpwSession:
                              devices=s.devices)
         policy = (self.judge.policy(marker) if self.judge is not None
                   else fixed_rounds(s.rounds_for_session()))
-        return Meter(nodeid, config, self.sensor if s.enabled else None, policy)
+        return Meter(nodeid, config, self.sensor if s.enabled else None, policy,
+                     locks=self.locks)
 
     def judge_meter(self, meter: Meter, marker: MarkerArgs | None) -> list[Judgement]:
         """Verdicts and budgets of a test's finished measurements."""
@@ -105,6 +111,38 @@ class TpwSession:
         result = measurement.result(self.settings.confidence) if measurement.samples else None
         self.measurements[measurement.key] = (measurement, result)
         return result
+
+    # -- xdist: workers send plain data, the controller merges ------------------------------
+
+    def worker_payload(self) -> dict[str, Any]:
+        """This worker's finished measurements and judgements, as plain data."""
+        judgements = self.judge.judgements if self.judge is not None else {}
+        canaries = self.judge.canary_log_ratios if self.judge is not None else []
+        return {
+            "measurements": [m.to_dict() for m, _ in self.measurements.values()],
+            "judgements": [j.to_dict() for j in judgements.values()],
+            "canary_log_ratios": list(canaries),
+        }
+
+    def merge_payload(self, payload: Mapping[str, Any]) -> None:
+        """Take a worker's results as if this process had measured them."""
+        for data in payload.get("measurements", []):
+            self.record(Measurement.from_dict(data))
+        if self.judge is not None:
+            for data in payload.get("judgements", []):
+                j = Judgement.from_dict(data)
+                self.judge.judgements[j.key] = j
+            self.judge.canary_log_ratios.extend(payload.get("canary_log_ratios", []))
+
+    def note_rank(self, meter: Meter) -> None:
+        if meter.rank is not None:
+            self.rank = meter.rank
+
+    @property
+    def quiet(self) -> bool:
+        """True on a torch.distributed rank other than 0: it neither reports nor writes."""
+        rank = self.rank if self.rank is not None else distributed.env_rank()
+        return rank is not None and rank != 0
 
     # -- baselines out ---------------------------------------------------------------------
 
@@ -149,6 +187,11 @@ class TpwSession:
                              f"{len(judge.canary_log_ratios)} canary measurement(s), divided "
                              "out of the other ratios")
             lines += [note for j in judge.judgements.values() for note in j.notes]
+            settled = sum(1 for j in judge.judgements.values() if j.without_fdr)
+            if settled:
+                lines.append(f"{settled} regression(s) decided per test, without "
+                             "Benjamini-Hochberg across the suite: pytest-xdist workers report "
+                             "each test as it ends (run without -n for suite-wide FDR)")
             if judge.other_hardware and judge.baseline is None:
                 lines.append(f"no baseline for {self.hardware_key}; baselines exist for "
                              f"{', '.join(judge.other_hardware)} (not compared)")
@@ -161,10 +204,9 @@ class TpwSession:
             if result is None:
                 continue
             j = judgements.get(key)
-            ratio = j.comparison.ratio if j and j.comparison and j.comparison.ratio == \
-                j.comparison.ratio else None
             rows.append(report.Row(key, result, j.baseline_level if j else None,
-                                   len(m.warnings), j.verdict if j else None, ratio))
+                                   len(m.warnings), j.verdict if j else None,
+                                   j.ratio if j else None))
         return rows
 
     def environment(self) -> dict[str, Any]:

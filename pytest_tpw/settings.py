@@ -154,6 +154,9 @@ OPTIONS: tuple[Option, ...] = (
            parse_devices, "LIST"),
     Option("json", "--tpw-json", None,
            "write every sample, verdict and the environment as JSON to PATH", parse_path, "PATH"),
+    Option("gpus_per_worker", "--tpw-gpus-per-worker", None,
+           "pytest-xdist: give each worker its own N GPUs through CUDA_VISIBLE_DEVICES",
+           _parse_int(1), "N"),
     Option("history", "--tpw-history", "10",
            "sessions kept per measurement in a baseline (default: 10)", _parse_int(1), "N"),
     # ini-only tuning of the built-in sensors and the protocol
@@ -190,6 +193,7 @@ class Settings:
     devices: tuple[int, ...] | None = None
     json: Path | None = None
     history: int = 10
+    gpus_per_worker: int | None = None
     sim_watts: float = 300.0
     sim_noise: float = 0.01
     cpu_watts_per_core: float = 10.0

@@ -101,3 +101,11 @@ class Sensor(abc.ABC):
     def hardware(self) -> tuple[str, ...]:
         """Names of the measured hardware (e.g. ``("NVIDIA H100 80GB HBM3",)``) for the key."""
         return ()
+
+    def lock_ids(self) -> tuple[str, ...]:
+        """Ids of the physical devices whose counters other processes could disturb.
+
+        While a window is open the meter holds a host-wide lock on each (``locks.py``), so
+        two processes never measure one device at once. Empty: nothing to lock.
+        """
+        return ()

@@ -61,4 +61,6 @@ class CpuEstimateSensor(Sensor):
         }
 
     def hardware(self) -> tuple[str, ...]:
-        return (cpu_model(),)
+        # keyed apart from rapl on the same CPU: estimated and measured joules never share
+        # a baseline
+        return (f"{cpu_model()} cpu-estimate",)

@@ -331,6 +331,9 @@ class NvmlSensor(Sensor):
     def hardware(self) -> tuple[str, ...]:
         return tuple(gpu.name for gpu in self._gpus)
 
+    def lock_ids(self) -> tuple[str, ...]:
+        return tuple(gpu.uuid for gpu in self._gpus)  # the board, whatever its index here
+
     def min_window_s(self) -> float:
         self._calibrate()
         periods = [gpu.period_s or self.assumed_period_s for gpu in self._gpus]

@@ -270,6 +270,9 @@ class RaplSensor(Sensor):
     def hardware(self) -> tuple[str, ...]:
         return (cpu_model(),)
 
+    def lock_ids(self) -> tuple[str, ...]:
+        return ("rapl-host",)  # package counters see every process on the host
+
 
 def _delta(start: int, end: int, max_range: int) -> int:
     """Microjoules between two reads; a smaller end means the counter wrapped once."""

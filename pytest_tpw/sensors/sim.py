@@ -49,3 +49,8 @@ class SimSensor(Sensor):
         # one simulated device whatever its watts: changing tpw_sim_watts is how a demo
         # or a test injects a regression against the same baseline
         return ("sim",)
+
+    def lock_ids(self) -> tuple[str, ...]:
+        # one simulated device per host, locked like a real one so that parallel runs
+        # exercise the locks
+        return ("sim-device",)

@@ -170,4 +170,4 @@ def test_cpu_estimate_identity() -> None:
     assert described["watts_per_core"] == 12.5
     assert isinstance(described["cpu"], str) and described["cpu"]
     hardware = sensor.hardware()
-    assert len(hardware) == 1 and hardware[0] == described["cpu"]
+    assert hardware == (f"{described['cpu']} cpu-estimate",)  # never keyed with rapl

@@ -1,0 +1,45 @@
+"""pytest-xdist: workers measure and send plain data; the controller merges and reports.
+
+A worker records its measurements and judgements as usual and, at the end of its session,
+puts them into ``workeroutput`` as plain data (``TpwSession.worker_payload``). The
+controller merges every worker's payload as its nodes go down, then prints the one report
+and alone writes the baselines and ``--tpw-json``. Test outcomes (regressions, budgets)
+are decided on the worker that ran the test and reach the controller in the test reports,
+as any failure does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_tpw.pinning import PinningError, check_capacity, visible_devices
+
+PAYLOAD_KEY = "pytest_tpw"
+
+
+class XdistHooks:
+    """xdist's hooks, registered only when xdist is installed (they are optional hooks)."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        from pytest_tpw.plugin import SESSION_KEY
+
+        tpw_session = node.config.stash.get(SESSION_KEY, None)
+        payload = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
+        if tpw_session is not None and payload:
+            tpw_session.merge_payload(payload)
+
+
+def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:
+    """On the controller: refuse more workers than GPU groups before any worker starts."""
+    import os
+
+    workers = getattr(config.option, "numprocesses", None)
+    if not isinstance(workers, int) or workers <= 0:
+        return  # not distributed: every GPU stays visible to the one process
+    try:
+        check_capacity(visible_devices(os.environ), workers, per_worker)
+    except PinningError as exc:
+        raise pytest.UsageError(f"pytest-tpw: {exc}") from None
