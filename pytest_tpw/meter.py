@@ -116,6 +116,11 @@ class Measurement:
     def tokens(self) -> int:
         return sum(s.tokens for s in self.samples)
 
+    def lock_waits(self) -> list[float]:
+        """Seconds each recorded window waited for a device lock (only those that waited)."""
+        return [float(w[len(WAITED):].split(" s ", 1)[0])
+                for s in self.samples for w in s.warnings if w.startswith(WAITED)]
+
     @property
     def joules(self) -> float:
         return sum(s.joules for s in self.samples)
@@ -370,14 +375,7 @@ class Meter:
 
     def _finish(self, measurement: Measurement) -> None:
         measurement.complete = True
-        waits = [w for s in measurement.samples for w in s.warnings if w.startswith(WAITED)]
-        if waits:
-            total = sum(float(w[len(WAITED):].split(" s ", 1)[0]) for w in waits)
-            devices = sorted({w.split(" s for ", 1)[1] for w in waits})
-            measurement.warnings.append(
-                f"{measurement.key}: {len(waits)} of {len(measurement.samples)} windows "
-                f"waited for the lock of {', '.join(devices)} ({total:.2f} s in all): another "
-                "process was measuring the same device; the waits are outside the windows")
+
         short = [s.seconds for s in measurement.samples if SHORT_WINDOW in s.warnings]
         if short:
             measurement.warnings.append(

@@ -195,6 +195,14 @@ class TpwSession:
             if judge.other_hardware and judge.baseline is None:
                 lines.append(f"no baseline for {self.hardware_key}; baselines exist for "
                              f"{', '.join(judge.other_hardware)} (not compared)")
+        waits = [(key, m.lock_waits()) for key, (m, _) in self.measurements.items()]
+        waits = [(key, w) for key, w in waits if w]
+        if waits:
+            windows = sum(len(w) for _, w in waits)
+            total = sum(sum(w) for _, w in waits)
+            lines.append(f"{windows} window(s) of {len(waits)} measurement(s) waited for a "
+                         f"device lock ({total:.2f} s in all): another process was measuring "
+                         "the same device; the waits were outside the windows")
         return [*lines, *self.notes]
 
     def rows(self) -> list[report.Row]:

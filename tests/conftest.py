@@ -13,6 +13,15 @@ tpw_warmup = 1
 """
 
 
+@pytest.fixture(autouse=True)
+def _private_lock_dir(tmp_path_factory: pytest.TempPathFactory,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own device-lock folder: tests running at the same time on one
+    host (two checkouts, a developer and CI) must not wait on each other's sim device.
+    Tests of the locks themselves share a folder on purpose, inside their own tmp_path."""
+    monkeypatch.setenv("PYTEST_TPW_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+
+
 @pytest.fixture
 def tpwtester(pytester: pytest.Pytester) -> pytest.Pytester:
     """A ``pytester`` whose inner runs use the ``sim`` sensor without start delays.
