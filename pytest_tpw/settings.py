@@ -1,5 +1,8 @@
 """Settings built once from flags and ini keys, and ``@pytest.mark.tpw`` arguments validated.
 
+Importable without pytest (the judge, the session and the CLI use its types and parsers);
+only ``add_options`` and ``from_config``, called by the plugin, touch pytest.
+
 Precedence: marker > flag > ini > default. Every parse error names where the bad value came
 from (``--tpw-tolerance``, ini ``tpw_tolerance``, or the test and marker argument) and what
 is allowed.
@@ -12,11 +15,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pytest
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_tpw.errors import MarkerError, SettingError
+
+if TYPE_CHECKING:  # pytest only where the plugin calls in, so judge/session/cli stay pure
+    import pytest
 
 T = TypeVar("T")
 
@@ -252,6 +256,7 @@ def _raw_value(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
 
 def from_config(config: pytest.Config) -> Settings:
     """Build the session's settings; a bad value is a ``pytest.UsageError`` naming its source."""
+    import pytest
     values: dict[str, Any] = {
         "enabled": bool(config.getoption("tpw")) or bool(config.getini("tpw")),
     }
