@@ -3,6 +3,9 @@
 ``TokensPerJoule`` is the type of the ``tpw`` fixture (for annotations:
 ``def test_x(tpw: TokensPerJoule)``), ``Result`` that of ``tpw.result``, ``Window`` the
 loop form's window. They load on first use so that importing the plugin stays cheap.
+
+PYTEST_DONT_REWRITE: the plugin asserts nothing for its users, and an editable install is
+imported past pytest's assertion-rewriting hook, which then warns in nested (pytester) runs.
 """
 
 from __future__ import annotations
