@@ -156,8 +156,14 @@ class Judge:
         updating = s.update or s.update_missing
         j.warnings.extend(f"{j.key}: {w}" for w in c.warnings)
         if j.canary:
+            # a canary's drift is the environment's, not a regression of its code: it is
+            # divided out of the other ratios and reported, and never fails its own test
             self.canary_log_ratios.append(math.log(c.ratio))
             self.canary_ses.append(c.se_log if math.isfinite(c.se_log) else 0.0)
+            if stats.environment_shifted(math.log(c.ratio), self.params(j.tolerance)):
+                j.notes.append(f"{j.key}: canary drift {_pct(c.ratio)} ({c.verdict.value}): "
+                               "the environment shifted since the baseline")
+            return
         if c.verdict is stats.Verdict.REGRESSED and not updating:
             if c.p_regression > s.fdr:
                 # BH can never keep a p-value above q, whatever the rest of the session

@@ -288,7 +288,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     settings = tpw_session.settings
     if settings.update or settings.update_missing:
-        _write_baselines(tpw_session, config, session.exitstatus)
+        _write_baselines(tpw_session, session)
     config.hook.pytest_tpw_environment(environment=tpw_session.extra_environment)
     if settings.json is not None:
         path = config.invocation_params.dir / settings.json  # absolute paths stay as they are
@@ -300,16 +300,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                                     settings.confidence))
 
 
-def _write_baselines(tpw_session: TpwSession, config: pytest.Config,
-                     exitstatus: int | pytest.ExitCode) -> None:
+def _write_baselines(tpw_session: TpwSession, session: pytest.Session) -> None:
     from pytest_tpw.errors import TpwError
 
     try:
         path, written = tpw_session.flush_baselines()
     except TpwError as exc:
         tpw_session.notes.append(f"baselines NOT written: {exc}")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing recorded: not a pass
         return
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     what = f"{len(written)} measurement(s) written to {path}"
     if interrupted:
         what += " (interrupted: only the measurements that finished; the rest untouched)"

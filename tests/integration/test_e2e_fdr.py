@@ -1,0 +1,291 @@
+"""Suite-wide false-discovery control, end to end (STATS.md step 6).
+
+A regression fails its own test, once, with its final outcome: tests whose verdict waits
+for Benjamini-Hochberg are held and reported when the session has every p-value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from statistics import NormalDist
+
+import pytest
+
+from pytest_tpw.locks import LOCK_DIR_ENV
+
+pytestmark = pytest.mark.filterwarnings(
+    "always::pytest_tpw.warning_types.TpwMeasurementWarning")
+
+
+@pytest.fixture(autouse=True)
+def _own_device_locks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The sim device's lock is host-wide: keep other runs on this host from making us wait."""
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
+
+
+# ~2 ms of busy work per call, one token per microsecond it really took (so CPU contention
+# cannot pass for a change). Eleven steady tests and one whose energy per token grows by
+# 1/0.7 once "slow.flag" exists: at constant (sim) power its tokens per joule drop by 30 %.
+SUITE = """
+import os
+import time
+
+import pytest
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.002:
+        pass
+    return time.perf_counter() - start
+
+def per_us(seconds):
+    return max(1, round(seconds * 1e6))
+
+@pytest.mark.parametrize("i", range(11))
+def test_steady(tpw, i):
+    tpw(work, tokens=per_us)
+
+def test_slow(tpw):
+    # the same work yields 30 % fewer tokens once the flag exists: more energy per token
+    share = 0.7 if os.path.exists("slow.flag") else 1.0
+    tpw(work, tokens=lambda seconds: max(1, round(seconds * 1e6 * share)))
+"""
+
+OUTCOME = re.compile(r"^(test_fdr\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED)")
+
+
+def outcomes(result: pytest.RunResult) -> list[tuple[str, str]]:
+    """Every ``-v`` outcome line, in the order printed."""
+    return [(m[1], m[2]) for line in result.outlines if (m := OUTCOME.match(line))]
+
+
+def verdicts(result: pytest.RunResult) -> dict[str, str]:
+    """The verdict column of the terminal summary's table, per measurement."""
+    out = {}
+    for line in result.outlines:
+        if line.startswith("test_fdr.py::") and " PASSED" not in line and \
+                " FAILED" not in line:
+            out[line.split()[0]] = line.removesuffix(" (!)").split()[-1]
+    return out
+
+
+def junit(path: Path) -> tuple[ET.Element, dict[str, ET.Element]]:
+    root = ET.parse(path).getroot()
+    return next(root.iter("testsuite")), {c.attrib["name"]: c for c in root.iter("testcase")}
+
+
+def test_one_strong_regression_among_twelve(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(test_fdr=SUITE)
+    tpwtester.runpytest("--tpw-update", "--tpw-rounds", "10").assert_outcomes(passed=12)
+    (tpwtester.path / "slow.flag").write_text("", encoding="utf-8")
+    result = tpwtester.runpytest("--tpw", "-v", "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=11, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+    # each test reported exactly once, with its final outcome
+    seen = outcomes(result)
+    assert len(seen) == 12, seen
+    assert len({node for node, _ in seen}) == 12
+    assert [node for node, outcome in seen if outcome == "FAILED"] == ["test_fdr.py::test_slow"]
+    assert all(outcome == "PASSED" for node, outcome in seen if node != "test_fdr.py::test_slow")
+
+    ratio = re.search(r"test_fdr\.py::test_slow: tokens per joule REGRESSED: .* ratio "
+                      r"([\d.]+) ", result.stdout.str())
+    assert ratio, result.stdout.str()
+    assert float(ratio[1]) == pytest.approx(0.7, abs=0.03)
+    result.stdout.fnmatch_lines(["  samples: 20 now, 10 in 1 baseline session(s); p = *, "
+                                 "BH-adjusted * at q = 0.05"])
+    found = verdicts(result)
+    assert found["test_fdr.py::test_slow"] == "REGRESSED"
+    assert all(v != "REGRESSED" for k, v in found.items() if k != "test_fdr.py::test_slow")
+    assert len(found) == 12
+
+    suite, cases = junit(tpwtester.path / "junit.xml")
+    assert suite.attrib["failures"] == "1" and suite.attrib["tests"] == "12"
+    failed = [name for name, case in cases.items() if case.find("failure") is not None]
+    assert failed == ["test_slow"]
+    props = {p.attrib["name"]: p.attrib["value"] for p in cases["test_slow"].iter("property")}
+    assert props["tpw.verdict"] == "REGRESSED"
+
+
+AA = """
+import time
+
+import pytest
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.002:
+        pass
+    return time.perf_counter() - start
+
+def per_us(seconds):
+    return max(1, round(seconds * 1e6))
+
+@pytest.mark.parametrize("i", range(10))
+def test_same(tpw, i):
+    tpw(work, tokens=per_us)
+"""
+
+
+def test_aa_reruns_raise_no_false_alarm(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(test_fdr=AA)
+    tpwtester.runpytest("--tpw-update", "--tpw-rounds", "10").assert_outcomes(passed=10)
+    for _ in range(3):
+        result = tpwtester.runpytest("--tpw", "-v")
+        result.assert_outcomes(passed=10)
+        assert result.ret == pytest.ExitCode.OK
+        found = verdicts(result)
+        assert len(found) == 10
+        assert not {"REGRESSED", "NO_BASELINE"} & set(found.values()), found
+
+
+# A -9 % change measured with 4 % noise per window, 20 rounds a side: REGRESSED on its own at
+# 90 % confidence (t ~ -5) in 99.9 % of runs (simulated with stats.compare), with a one-sided
+# p far above 1e-15 and below 0.05. At --tpw-fdr 1e-15 Benjamini-Hochberg cannot keep it.
+MARGINAL = """
+import time
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.002:
+        pass
+    return time.perf_counter() - start
+
+def per_us(seconds):
+    return max(1, round(seconds * 1e6))
+
+def test_marginal(tpw):
+    tpw(work, tokens=per_us)
+"""
+
+
+def test_regression_that_cannot_survive_fdr_passes_as_inconclusive(
+        tpwtester: pytest.Pytester) -> None:
+    noisy = ("-o", "tpw_sim_noise=0.04", "--tpw-rounds", "20")
+    tpwtester.makepyfile(test_fdr=MARGINAL)
+    tpwtester.runpytest("--tpw-update", *noisy).assert_outcomes(passed=1)
+    result = tpwtester.runpytest("--tpw", "-v", *noisy, "-o", "tpw_sim_watts=330",
+                                 "--tpw-fdr", "1e-15", "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert outcomes(result) == [("test_fdr.py::test_marginal", "PASSED")]
+    assert verdicts(result) == {"test_fdr.py::test_marginal": "INCONCLUSIVE"}
+    result.stdout.fnmatch_lines(["REGRESSED on its own but p = * > --tpw-fdr 1e-15: cannot "
+                                 "survive suite-wide FDR control"])
+    _, cases = junit(tpwtester.path / "junit.xml")
+    case = cases["test_marginal"]
+    assert case.find("failure") is None
+    props = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
+    assert props["tpw.verdict"] == "INCONCLUSIVE"
+
+
+# A Benjamini-Hochberg demotion needs a p-value between q/m and q: too narrow a band for random
+# noise. This sensor is the sim sensor with its noise made a fixed cycle: every test takes
+# 1 warm-up + 12 windows, so window k of every test, in every run, draws the same factor, and
+# each measurement's spread (3.5 %) is the same. A -4 % change then gives REGRESSED on its own
+# with p ~ 0.026 (0.015..0.043 for a +-0.4 % drift of the level; computed with stats.compare).
+Z = [round(NormalDist().inv_cdf((i - 0.5) / 12), 6) for i in range(1, 13)]
+
+CYCLE_SENSOR = f"""
+import itertools
+import time
+
+from pytest_tpw.sensors.base import WindowEnergy
+from pytest_tpw.sensors.sim import SimSensor
+
+FACTORS = [1.0] + [1.0 + 0.035 * z for z in {Z!r}]
+
+
+class CycleSim(SimSensor):
+    name = "cycle-sim"
+
+    def open(self):
+        super().open()
+        self._cycle = itertools.cycle(FACTORS)
+
+    def end(self, token):
+        seconds = time.perf_counter() - token
+        joules = self.options.sim_watts * seconds * next(self._cycle)
+        return WindowEnergy({{"sim:0": joules}})
+
+
+def pytest_tpw_sensor_factories():
+    return {{"cycle-sim": CycleSim}}
+"""
+
+BH_SUITE = """
+import os
+import time
+
+import pytest
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.002:
+        pass
+    return time.perf_counter() - start
+
+def per_us(seconds):
+    return max(1, round(seconds * 1e6))
+
+def measure(tpw, share_when_changed):
+    share = share_when_changed if os.path.exists("changed.flag") else 1.0
+    tpw(work, tokens=lambda seconds: max(1, round(seconds * 1e6 * share)))
+
+@pytest.mark.parametrize("i", range(6))
+def test_steady(tpw, i):
+    tpw(work, tokens=per_us)
+
+def test_strong(tpw):
+    measure(tpw, 0.7)
+
+def test_marginal(tpw):
+    measure(tpw, 0.96)
+"""
+
+CYCLE = ("--tpw-sensor", "cycle-sim", "--tpw-rounds", "12", "--tpw-warmup", "1")
+
+
+def test_bh_demotes_a_marginal_regression_among_unchanged_tests(
+        tpwtester: pytest.Pytester) -> None:
+    tpwtester.makeconftest(CYCLE_SENSOR)
+    tpwtester.makepyfile(test_fdr=BH_SUITE)
+    tpwtester.runpytest("--tpw-update", *CYCLE).assert_outcomes(passed=8)
+    (tpwtester.path / "changed.flag").write_text("", encoding="utf-8")
+
+    # 8 comparisons: the strong regression survives BH, the marginal one does not
+    result = tpwtester.runpytest("--tpw", "-v", *CYCLE, "--junitxml", "junit.xml",
+                                 "--tpw-json", "out.json")
+    result.assert_outcomes(passed=7, failed=1)
+    seen = outcomes(result)
+    assert len(seen) == 8 and len({node for node, _ in seen}) == 8, seen
+    assert [node for node, outcome in seen if outcome == "FAILED"] == \
+        ["test_fdr.py::test_strong"]
+    found = verdicts(result)
+    assert found["test_fdr.py::test_strong"] == "REGRESSED"
+    assert found["test_fdr.py::test_marginal"] == "INCONCLUSIVE"
+    result.stdout.fnmatch_lines([
+        "test_fdr.py::test_marginal: REGRESSED on its own (p = *) but not after "
+        "Benjamini-Hochberg over 8 comparisons (adjusted p = * > q = 0.05): not enough "
+        "evidence suite-wide"])
+    doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
+    marginal = doc["measurements"]["test_fdr.py::test_marginal"]["comparison"]
+    assert marginal["verdict"] == "INCONCLUSIVE"
+    assert 0.05 / 8 * 2 < marginal["p_regression"] <= 0.05
+    assert marginal["p_adjusted"] > 0.05
+    assert marginal["ratio"] == pytest.approx(0.96, abs=0.01)
+    assert not marginal["failures"]
+    _, cases = junit(tpwtester.path / "junit.xml")
+    assert [n for n, c in cases.items() if c.find("failure") is not None] == ["test_strong"]
+    props = {p.attrib["name"]: p.attrib["value"] for p in cases["test_marginal"].iter("property")}
+    assert props["tpw.verdict"] == "INCONCLUSIVE"  # the final verdict, not the provisional one
+
+    # the same two tests alone: 2 comparisons, and the marginal regression is kept
+    result = tpwtester.runpytest("--tpw", "-v", *CYCLE, "-k", "strong or marginal")
+    result.assert_outcomes(failed=2, deselected=6)
+    assert verdicts(result) == {"test_fdr.py::test_strong": "REGRESSED",
+                                "test_fdr.py::test_marginal": "REGRESSED"}
