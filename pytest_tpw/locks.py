@@ -9,6 +9,7 @@ that blocks forever. Where ``fcntl`` does not exist (Windows), windows are not l
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -30,7 +31,12 @@ def default_dir() -> Path:
 
 
 def _file_name(device_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", device_id) + ".lock"
+    """A safe file name, unique per id: an id that had to be rewritten gets a digest, which
+    keeps 'a/b' and 'a b' apart; ordinary ids (GPU UUIDs) stay as they are."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_id)
+    if safe == device_id:
+        return safe + ".lock"
+    return f"{safe}-{hashlib.sha1(device_id.encode('utf-8')).hexdigest()[:10]}.lock"
 
 
 class DeviceLocks:

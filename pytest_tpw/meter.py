@@ -427,14 +427,17 @@ class Meter:
         if self.config.max_delay_s > 0:
             # a random phase keeps periodic work from aliasing with the sensor's sampling
             self._sleep(self._rng.uniform(0.0, self.config.max_delay_s))
-        if self._locks is not None:
-            self._waited = self._locks.acquire()
-        self._sync(self.config.devices)
         self._ranks = distributed.current()
-        if self._ranks is not None:
-            self.rank = self._ranks.rank
-            self._ranks.barrier()  # every rank's window starts together
+        if self._locks is not None and self._ranks is None:
+            # the ranks of one job measure their devices together, in aligned windows: a
+            # lock between them would deadlock at the barrier; locks keep *independent*
+            # processes (xdist workers, other jobs) apart
+            self._waited = self._locks.acquire()
         try:
+            self._sync(self.config.devices)
+            if self._ranks is not None:
+                self.rank = self._ranks.rank
+                self._ranks.barrier()  # every rank's window starts together
             token = self.sensor.begin()
         except BaseException:
             self._release()

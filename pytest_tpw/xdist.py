@@ -39,6 +39,9 @@ def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:
     workers = getattr(config.option, "numprocesses", None)
     if not isinstance(workers, int) or workers <= 0:
         return  # not distributed: every GPU stays visible to the one process
+    most = getattr(config.option, "maxprocesses", None)
+    if isinstance(most, int) and most > 0:
+        workers = min(workers, most)  # xdist starts no more than --maxprocesses
     try:
         check_capacity(visible_devices(os.environ), workers, per_worker)
     except PinningError as exc:

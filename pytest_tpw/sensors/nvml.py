@@ -90,6 +90,22 @@ def _import_pynvml() -> Any:
     return pynvml
 
 
+def _local_rank_device(visible: int) -> int | None:
+    """Under torchrun with several GPUs visible, the one GPU this rank uses (LOCAL_RANK).
+
+    Every rank of a torch.distributed job sums its joules with the others'; a rank that
+    measured every visible GPU would count each board once per rank. torchrun's convention
+    is that rank ``LOCAL_RANK`` of a node uses ``cuda:LOCAL_RANK``. ``--tpw-devices``
+    overrides this.
+    """
+    local, world = os.environ.get("LOCAL_RANK"), os.environ.get("WORLD_SIZE")
+    if local is None or not local.isdigit() or world is None or not world.isdigit():
+        return None
+    if int(world) < 2 or visible < 2 or int(local) >= visible:
+        return None
+    return int(local)
+
+
 def _short_uuid(uuid: str) -> str:
     return uuid[:12] + "…" if len(uuid) > 12 else uuid
 
@@ -363,7 +379,8 @@ class NvmlSensor(Sensor):
                 "unset it or list the GPUs to measure"
             )
         if self.options.devices is None:
-            return range(len(visible))
+            local = _local_rank_device(len(visible))
+            return range(len(visible)) if local is None else [local]
         wanted = list(dict.fromkeys(self.options.devices))
         for index in wanted:
             if not 0 <= index < len(visible):

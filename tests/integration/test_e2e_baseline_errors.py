@@ -11,32 +11,16 @@ import pytest
 
 from pytest_tpw import baseline
 from pytest_tpw.baseline import BaselineFile, StoredSession
-from pytest_tpw.locks import LOCK_DIR_ENV
+from tests.inner_code import BUSY_WORK
 
 pytestmark = pytest.mark.filterwarnings(
     "always::pytest_tpw.warning_types.TpwMeasurementWarning")
 
 
-@pytest.fixture(autouse=True)
-def _own_device_locks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The sim device's lock is host-wide: keep other runs on this host from making us wait."""
-    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
-
 
 # ~2 ms of busy work, one token per microsecond it really took (CPU contention cannot pass
 # for a change in tokens per joule; see test_e2e_baseline_lifecycle.py)
-BUSY = """
-import os
-import time
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+BUSY = BUSY_WORK + """
 """
 
 ONE = BUSY + """

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_tpw import stats
-from pytest_tpw.locks import LOCK_DIR_ENV
+from tests.inner_code import BUSY_WORK
 
 # Sim noise can, rarely, make a comparison doubtful (untrimmed vs trimmed ratios): that is a
 # TpwMeasurementWarning, which the outer filterwarnings=error would turn into an inner error.
@@ -25,27 +25,12 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 
-@pytest.fixture(autouse=True)
-def _own_device_locks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The sim device's lock is host-wide: keep other runs on this host from making us wait."""
-    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
-
 
 # ~2 ms of busy work per call (the meter repeats it to fill the sim sensor's 10 ms window),
 # counted as one token per microsecond it really took: on a loaded machine a call stretched
 # by the scheduler makes more tokens, not fewer tokens per joule, so the sim watts alone move
 # tokens per joule (with a fixed count per call, CPU contention alone reads as -30..-70 %)
-LIFE = """
-import time
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+LIFE = BUSY_WORK + """
 
 def test_gen(tpw):
     tpw(work, tokens=per_us)
@@ -194,19 +179,7 @@ def pooled_values(session: dict[str, Any]) -> list[float]:
     return [t / j for t, j, _ in session["samples"]]
 
 
-BUDGETS = """
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+BUDGETS = BUSY_WORK + """
 
 @pytest.mark.tpw(min_tokens_per_joule=1e9, rounds=3)
 def test_too_hungry(tpw):

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from pytest_tpw.locks import LOCK_DIR_ENV
+from tests.inner_code import BUSY_WORK
 
 pytestmark = pytest.mark.filterwarnings(
     "always::pytest_tpw.warning_types.TpwMeasurementWarning")
 
 
-@pytest.fixture(autouse=True)
-def _own_device_locks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The sim device's lock is host-wide: keep other runs on this host from making us wait."""
-    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
-
 
 # the canary is LAST in the file; each test logs when it starts. ~2 ms of busy work per call,
 # one token per microsecond it really took (CPU contention cannot pass for a change)
-SUITE = """
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+SUITE = BUSY_WORK + """
 
 def started(name):
     with open("order.log", "a") as f:

@@ -14,35 +14,17 @@ from statistics import NormalDist
 
 import pytest
 
-from pytest_tpw.locks import LOCK_DIR_ENV
+from tests.inner_code import BUSY_WORK
 
 pytestmark = pytest.mark.filterwarnings(
     "always::pytest_tpw.warning_types.TpwMeasurementWarning")
 
 
-@pytest.fixture(autouse=True)
-def _own_device_locks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The sim device's lock is host-wide: keep other runs on this host from making us wait."""
-    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
-
 
 # ~2 ms of busy work per call, one token per microsecond it really took (so CPU contention
 # cannot pass for a change). Eleven steady tests and one whose energy per token grows by
 # 1/0.7 once "slow.flag" exists: at constant (sim) power its tokens per joule drop by 30 %.
-SUITE = """
-import os
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+SUITE = BUSY_WORK + """
 
 @pytest.mark.parametrize("i", range(11))
 def test_steady(tpw, i):
@@ -111,19 +93,7 @@ def test_one_strong_regression_among_twelve(tpwtester: pytest.Pytester) -> None:
     assert props["tpw.verdict"] == "REGRESSED"
 
 
-AA = """
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+AA = BUSY_WORK + """
 
 @pytest.mark.parametrize("i", range(10))
 def test_same(tpw, i):
@@ -146,17 +116,7 @@ def test_aa_reruns_raise_no_false_alarm(tpwtester: pytest.Pytester) -> None:
 # A -9 % change measured with 4 % noise per window, 20 rounds a side: REGRESSED on its own at
 # 90 % confidence (t ~ -5) in 99.9 % of runs (simulated with stats.compare), with a one-sided
 # p far above 1e-15 and below 0.05. At --tpw-fdr 1e-15 Benjamini-Hochberg cannot keep it.
-MARGINAL = """
-import time
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+MARGINAL = BUSY_WORK + """
 
 def test_marginal(tpw):
     tpw(work, tokens=per_us)
@@ -217,20 +177,7 @@ def pytest_tpw_sensor_factories():
     return {{"cycle-sim": CycleSim}}
 """
 
-BH_SUITE = """
-import os
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
+BH_SUITE = BUSY_WORK + """
 
 def measure(tpw, share_when_changed):
     share = share_when_changed if os.path.exists("changed.flag") else 1.0

@@ -49,6 +49,8 @@ MakeSensor = Callable[..., NvmlSensor]
 def _no_cuda_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    for name in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -373,6 +375,27 @@ def test_reordered_devices_read_the_right_board(
     window = sensor.end(token)
     expected = (rows[22][ENERGY] - rows[12][ENERGY]) / 1000.0
     assert window.joules == {"gpu:0": pytest.approx(expected, abs=1e-9)}
+
+
+@pytest.mark.parametrize(
+    ("local_rank", "world", "devices", "expected"),
+    [
+        ("1", "2", None, ["gpu:1"]),  # torchrun rank 1 of 2: its own GPU only
+        ("0", "2", None, ["gpu:0"]),
+        ("1", "1", None, ["gpu:0", "gpu:1"]),  # one rank: every GPU
+        ("5", "8", None, ["gpu:0", "gpu:1"]),  # fewer GPUs than ranks here: no guess
+        ("1", "2", (0,), ["gpu:0"]),  # --tpw-devices wins
+    ],
+)
+def test_a_torchrun_rank_measures_its_local_gpu(
+    install: Install, make_sensor: MakeSensor, monkeypatch: pytest.MonkeyPatch,
+    local_rank: str, world: str, devices: tuple[int, ...] | None, expected: list[str],
+) -> None:
+    """Summed over ranks, a board measured by every rank would count once per rank."""
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    sensor = make_sensor(install(), devices=devices)
+    assert list(sensor.domains()) == expected
 
 
 @pytest.mark.parametrize("visible", ["", "-1"])

@@ -1,0 +1,256 @@
+"""pytest-xdist end to end: workers measure, the controller merges, reports and writes.
+
+One suite of six measured tests (sim sensor) is run serially (``-n 0``), with xdist
+disabled (``-p no:xdist``) and with two workers (``-n 2``), each in a folder of its own:
+the baselines and the ``--tpw-json`` document hold the same content, written once, by the
+controller. Then GPU pinning with ``--tpw-gpus-per-worker``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SIM_INI
+
+pytestmark = [
+    pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning"),
+    pytest.mark.usefixtures("_not_a_worker"),
+]
+
+# ~2 ms of busy work per call, one token per microsecond it really took: CPU contention
+# between two workers on a small machine cannot pass for a change in tokens per joule.
+SUITE = """
+import time
+
+import pytest
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.002:
+        pass
+    return time.perf_counter() - start
+
+def per_us(seconds):
+    return max(1, round(seconds * 1e6))
+
+@pytest.mark.parametrize("i", range(5))
+def test_call(tpw, i):
+    tpw(work, tokens=per_us)
+
+def test_loop(tpw):
+    for w in tpw.rounds():
+        with w:
+            for _ in range(6):
+                w.add_tokens(per_us(work()))
+"""
+
+KEYS = {*(f"test_suite.py::test_call[{i}]" for i in range(5)), "test_suite.py::test_loop"}
+
+# On a worker, after the plugin's own sessionfinish (and before xdist sends the worker's
+# output to the controller): what the worker left on disk and what it sends.
+PROBE = """
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    config = session.config
+    probe = os.environ.get("TPW_PROBE_DIR")
+    if probe is None or not hasattr(config, "workerinput"):
+        return
+    payload = config.workeroutput.get("pytest_tpw", {})
+    Path(probe, config.workerinput["workerid"] + ".json").write_text(json.dumps({
+        "measurements": [m["nodeid"] for m in payload.get("measurements", [])],
+        "json_written": Path("out.json").exists(),
+        "baselines_written": Path(".tpw").exists(),
+    }))
+"""
+
+UPDATE = ("--tpw", "--tpw-update", "--tpw-rounds", "3", "--tpw-json", "out.json")
+HEADING = re.compile(r"^=+ tokens per joule =+$")
+
+
+@pytest.fixture
+def _not_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When this suite itself runs under xdist, the inner runs must not think so."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def project(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "pytest.ini").write_text(SIM_INI, encoding="utf-8")
+    (folder / "conftest.py").write_text(PROBE, encoding="utf-8")
+    (folder / "test_suite.py").write_text(SUITE, encoding="utf-8")
+    return folder
+
+
+def headings(result: pytest.RunResult) -> int:
+    return sum(1 for line in result.outlines if HEADING.match(line))
+
+
+def structure(folder: Path) -> dict[str, Any]:
+    """What must not depend on how the suite was run: files, keys, sessions, samples."""
+    tpw_files = sorted(p.name for p in (folder / ".tpw").iterdir())
+    stored = json.loads((folder / ".tpw" / "sim-x1.json").read_text(encoding="utf-8"))
+    doc = json.loads((folder / "out.json").read_text(encoding="utf-8"))
+    return {
+        "tpw_files": tpw_files,
+        "json_files": sorted(p.name for p in folder.glob("*.json")),
+        "hardware_key": stored["hardware_key"],
+        "hardware": stored["hardware"],
+        "baseline": {key: [(len(s["samples"]), s["sensor"], s["provenance"],
+                            all(t > 0 and j > 0 for t, j, _ in s["samples"]))
+                           for s in entry["sessions"]]
+                     for key, entry in stored["measurements"].items()},
+        "json": {key: (len(entry["samples"]), entry["sensor"])
+                 for key, entry in doc["measurements"].items()},
+    }
+
+
+def test_serial_two_workers_and_no_xdist_agree_and_workers_fail_regressions(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    monkeypatch.setenv("TPW_PROBE_DIR", str(probe))
+    results = {}
+    for name, args, in_subprocess in [("serial", ("-n", "0"), False),
+                                   ("no-xdist", ("-p", "no:xdist"), False),
+                                   ("workers", ("-n", "2"), True)]:
+        monkeypatch.chdir(project(pytester.path, name))
+        run = pytester.runpytest_subprocess if in_subprocess else pytester.runpytest
+        results[name] = result = run(*UPDATE, *args)
+        result.assert_outcomes(passed=6)
+        assert result.ret == pytest.ExitCode.OK
+        # the report is printed once, by the process that ran the session
+        assert headings(result) == 1, result.outlines
+        result.stdout.fnmatch_lines(["6 measurement(s) written to *sim-x1.json"])
+
+    shapes = {name: structure(pytester.path / name) for name in results}
+    serial = shapes["serial"]
+    assert serial["tpw_files"] == ["sim-x1.json"]
+    assert serial["json_files"] == ["out.json"]
+    assert set(serial["baseline"]) == KEYS
+    assert set(serial["json"]) == KEYS
+    assert all(sessions == [(3, "sim", "simulated", True)]
+               for sessions in serial["baseline"].values())
+    assert shapes["no-xdist"] == serial
+    assert shapes["workers"] == serial
+
+    # the -n 2 run really ran on two workers, which measured, sent it all, and wrote nothing
+    assert "2 workers [6 items]" in results["workers"].stdout.str()
+    sent = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in probe.iterdir()}
+    assert set(sent) == {"gw0", "gw1"}
+    assert sorted(n for s in sent.values() for n in s["measurements"]) == sorted(KEYS)
+    assert not any(s["json_written"] or s["baselines_written"] for s in sent.values())
+
+    # then, under -n 2 against that baseline: 340 W instead of 300 W for the same work is
+    # -12 % tokens per joule on every test; each fails on its worker, the controller says so
+    folder = pytester.path / "workers"
+    before = (folder / ".tpw" / "sim-x1.json").read_bytes()
+    result = pytester.runpytest_subprocess("--tpw", "-n", "2", "--tpw-rounds", "5",
+                                           "-o", "tpw_sim_watts=340",
+                                           "--tpw-json", "regressed.json")
+    result.assert_outcomes(failed=6)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert headings(result) == 1
+    failed = {line.split()[1] for line in result.outlines if line.startswith("FAILED ")}
+    assert failed == KEYS
+    # each failure's message, as the worker made it, reaches the controller's output
+    explained = {key for key in KEYS for line in result.outlines
+                 if line.startswith(f"pytest-tpw: {key}: tokens per joule REGRESSED: ")}
+    assert explained == KEYS
+    result.stdout.fnmatch_lines(["*6 regression(s) decided per test, without "
+                                 "Benjamini-Hochberg across the suite*"])
+    doc = json.loads((folder / "regressed.json").read_text(encoding="utf-8"))
+    assert {key: entry["verdict"] for key, entry in doc["measurements"].items()} == \
+        dict.fromkeys(KEYS, "REGRESSED")
+    assert (folder / ".tpw" / "sim-x1.json").read_bytes() == before  # a compare never writes
+
+
+# -- GPU pinning ----------------------------------------------------------------------------
+
+# Each worker records, when it is configured (after the plugin pinned it), what it sees.
+PIN_PROBE = """
+import json
+import os
+from pathlib import Path
+
+def pytest_configure(config):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    probe = os.environ.get("TPW_PROBE_DIR")
+    if worker is not None and probe is not None:
+        Path(probe, worker + ".json").write_text(json.dumps(
+            {"worker": worker, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+"""
+
+PIN_TESTS = """
+def test_a():
+    pass
+
+def test_b():
+    pass
+"""
+
+
+@pytest.fixture
+def pin_probe(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> Path:
+    pytester.makeini(SIM_INI)
+    pytester.makeconftest(PIN_PROBE)
+    pytester.makepyfile(test_pin=PIN_TESTS)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    monkeypatch.setenv("TPW_PROBE_DIR", str(probe))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    return probe
+
+
+def seen(probe: Path) -> dict[str, str | None]:
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))["cuda"] for p in probe.iterdir()}
+
+
+def test_each_worker_sees_its_own_gpu(pytester: pytest.Pytester, pin_probe: Path) -> None:
+    result = pytester.runpytest_subprocess("-n", "2", "--tpw-gpus-per-worker", "1")
+    result.assert_outcomes(passed=2)
+    assert seen(pin_probe) == {"gw0": "0", "gw1": "1"}
+
+
+def test_more_workers_than_gpus_is_a_usage_error(pytester: pytest.Pytester,
+                                                 pin_probe: Path) -> None:
+    result = pytester.runpytest_subprocess("-n", "3", "--tpw-gpus-per-worker", "1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "pytest-tpw:" in err
+    assert "3 workers" in err and "2 are visible" in err
+    assert "-n 2" in err
+    assert not list(pin_probe.iterdir())  # refused before any worker started
+
+
+def test_without_workers_every_gpu_stays_visible(pytester: pytest.Pytester,
+                                                 pin_probe: Path) -> None:
+    pytester.makeconftest(PIN_PROBE + """
+def pytest_sessionstart(session):
+    Path(os.environ["TPW_PROBE_DIR"], "main.json").write_text(json.dumps(
+        {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+""")
+    result = pytester.runpytest_subprocess("-n", "0", "--tpw-gpus-per-worker", "1")
+    result.assert_outcomes(passed=2)
+    assert seen(pin_probe) == {"main": "0,1"}
+
+
+def test_maxprocesses_caps_the_workers_counted(pytester: pytest.Pytester,
+                                               pin_probe: Path) -> None:
+    result = pytester.runpytest_subprocess("-n", "3", "--maxprocesses", "2",
+                                           "--tpw-gpus-per-worker", "1")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert seen(pin_probe) == {"gw0": "0", "gw1": "1"}
