@@ -144,7 +144,8 @@ OPTIONS: tuple[Option, ...] = (
            "false-discovery rate across the suite's regressions (default: 0.05)",
            parse_positive_fraction, "Q"),
     Option("rounds", "--tpw-rounds", None,
-           "fixed number of recorded windows (default: adaptive; 20 when updating)",
+           "fixed number of recorded windows (default: adaptive 5-20 against a baseline, "
+           "5 without one, 20 when updating)",
            _parse_int(2), "N"),
     Option("warmup", "--tpw-warmup", "1",
            "windows run and discarded first (default: 1)", _parse_int(0), "N"),
