@@ -6,12 +6,17 @@
    window, a no-op workload): everything the meter does around the user's work. Target:
    <= 20 us per window.
 
-Run: ``python benchmarks/overhead.py [--tests 1000] [--repeats 15] [--windows 20000]``
+Run: ``python benchmarks/overhead.py [--tests 1000] [--repeats 15] [--windows 20000]
+[--instructions]``. Wall time of whole processes is noisy on a shared machine (a few
+percent between runs); ``--instructions`` also counts each configuration's CPU
+instructions under valgrind, which repeats to the last digits.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +73,37 @@ def off_mode(n_tests: int, repeats: int) -> None:
           f"{diffs[3 * len(diffs) // 4] * 1e3:+.1f} ms); target <= +1%")
 
 
+def instructions(folder: Path, extra: list[str]) -> int:
+    """CPU instructions of one whole pytest run, counted by valgrind (repeatable to ~1e-8)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+               "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # same dict layouts in both runs
+        subprocess.run(cmd, cwd=folder, capture_output=True, check=True, env=env)
+        totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
+        return int(totals[0].split()[1])
+
+
+def off_mode_instructions(n_tests: int) -> None:
+    if shutil.which("valgrind") is None:
+        print("\n1b. skipped: valgrind is not installed (apt-get install valgrind)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_suite(folder, n_tests)
+        run_suite(folder, [])  # bytecode caches written before counting
+        run_suite(folder, ["-p", "no:tpw"])
+        absent = instructions(folder, ["-p", "no:tpw"])
+        loaded = instructions(folder, [])
+    print("\n1b. the same, as CPU instructions of one run each under valgrind "
+          "(noise-free; about a minute per run)")
+    print(f"{'configuration':<28}{'instructions':>16}")
+    print(f"{'-p no:tpw (plugin absent)':<28}{absent:>16,}")
+    print(f"{'plugin loaded, no --tpw':<28}{loaded:>16,}")
+    print(f"overhead: {loaded / absent - 1:+.2%} of instructions; target <= +1%")
+
+
 def per_window(windows: int) -> None:
     sensor = SimSensor(SensorOptions(seed=1))
     sensor.open()
@@ -115,11 +151,15 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--windows", type=int, default=20000)
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count CPU instructions under valgrind (two ~1 min runs)")
     args = parser.parse_args()
     print(f"$ python benchmarks/overhead.py --tests {args.tests} --repeats {args.repeats} "
-          f"--windows {args.windows}")
+          f"--windows {args.windows}" + (" --instructions" if args.instructions else ""))
     print(f"python {sys.version.split()[0]}, {sys.platform}")
     off_mode(args.tests, args.repeats)
+    if args.instructions:
+        off_mode_instructions(args.tests)
     per_window(args.windows)
 
 

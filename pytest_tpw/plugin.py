@@ -65,10 +65,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = config.stash[SETTINGS_KEY] = from_config(config)
-    if config.pluginmanager.hasplugin("xdist"):
-        from pytest_tpw.xdist import XdistHooks
-
-        config.pluginmanager.register(XdistHooks(), "tpw-xdist")
     if settings.gpus_per_worker and not _is_xdist_worker(config):
         from pytest_tpw.xdist import check_gpus_per_worker
 
@@ -108,6 +104,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"pytest-tpw: {exc}") from None
     config.stash[SESSION_KEY] = tpw_session
     config.stash[DEFERRALS_KEY] = Deferrals()
+    config.pluginmanager.register(MeasuringHooks(), "tpw-measuring")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -205,55 +202,57 @@ def tpw(request: pytest.FixtureRequest) -> Generator[Meter, None, None]:
             warnings.warn_explicit(TpwMeasurementWarning(text), None, path, (line or 0) + 1)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, object, object]:
-    """After the test body: judge its measurements; a failing verdict fails the test."""
-    report = yield
-    if call.when != "call":
+class MeasuringHooks:
+    """The per-test hooks, registered only with ``--tpw``: without it, no test pays for them."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+        """After the test body: judge its measurements; a failing verdict fails the test."""
+        report = yield
+        if call.when != "call":
+            return report
+        tpw_session = _session(item.config)
+        meter = item.stash.get(METER_KEY, None)
+        if tpw_session is None or meter is None or tpw_session.judge is None:
+            return report
+        from pytest_tpw.outcomes import JUDGEMENTS_KEY, fail_report
+
+        marker = item.stash.get(MARKER_KEY, None)
+        judgements = tpw_session.judge_meter(meter, marker)
+        if _is_xdist_worker(item.config):
+            # the controller logs a worker's reports as they arrive: nothing can be held
+            for j in judgements:
+                tpw_session.judge.settle_without_fdr(j)
+        item.stash[JUDGEMENTS_KEY] = {j.key: j for j in judgements}
+        assert isinstance(report, pytest.TestReport)
+        fail_report(report, judgements)
         return report
-    tpw_session = _session(item.config)
-    meter = item.stash.get(METER_KEY, None)
-    if tpw_session is None or meter is None or tpw_session.judge is None:
-        return report
-    from pytest_tpw.outcomes import JUDGEMENTS_KEY, fail_report
 
-    marker = item.stash.get(MARKER_KEY, None)
-    judgements = tpw_session.judge_meter(meter, marker)
-    if _is_xdist_worker(item.config):
-        # the controller logs a worker's reports as they arrive: nothing can be held
-        for j in judgements:
-            tpw_session.judge.settle_without_fdr(j)
-    item.stash[JUDGEMENTS_KEY] = {j.key: j for j in judgements}
-    assert isinstance(report, pytest.TestReport)
-    fail_report(report, judgements)
-    return report
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item,
+                                nextitem: pytest.Item | None) -> bool | None:
+        """Hold the reports of tests whose verdict waits for the session's FDR control."""
+        deferrals = item.config.stash.get(DEFERRALS_KEY, None)
+        tpw_session = _session(item.config)
+        if deferrals is None or tpw_session is None or tpw_session.judge is None or \
+                not tpw_session.judge.comparing or _is_xdist_worker(item.config) or \
+                "tpw" not in getattr(item, "fixturenames", ()):
+            return None
+        deferrals.run(item, nextitem)
+        return True
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    """Hold the reports of tests whose verdict waits for the session's FDR control."""
-    deferrals = item.config.stash.get(DEFERRALS_KEY, None)
-    tpw_session = _session(item.config)
-    if deferrals is None or tpw_session is None or tpw_session.judge is None or \
-            not tpw_session.judge.comparing or _is_xdist_worker(item.config) or \
-            "tpw" not in getattr(item, "fixturenames", ()):
-        return None
-    deferrals.run(item, nextitem)
-    return True
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
-    """Once every test has run: apply FDR and log the held tests with their final outcome."""
-    try:
-        return (yield)
-    finally:
-        deferrals = session.config.stash.get(DEFERRALS_KEY, None)
-        tpw_session = _session(session.config)
-        if deferrals is not None and tpw_session is not None and tpw_session.judge:
-            tpw_session.judge.apply_fdr()
-            deferrals.release()
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """Once every test has run: apply FDR and log the held tests with their final outcome."""
+        try:
+            return (yield)
+        finally:
+            deferrals = session.config.stash.get(DEFERRALS_KEY, None)
+            tpw_session = _session(session.config)
+            if deferrals is not None and tpw_session is not None and tpw_session.judge:
+                tpw_session.judge.apply_fdr()
+                deferrals.release()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
@@ -315,6 +314,16 @@ def _write_baselines(tpw_session: TpwSession, session: pytest.Session) -> None:
     if interrupted:
         what += " (interrupted: only the measurements that finished; the rest untouched)"
     tpw_session.notes.append(what)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist, on the controller: take a finished worker's measurements."""
+    tpw_session = _session(node.config)  # type: ignore[attr-defined]
+    if tpw_session is not None:
+        from pytest_tpw.xdist import merge_worker_output
+
+        merge_worker_output(tpw_session, node)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -10,26 +10,23 @@ as any failure does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_tpw.pinning import PinningError, check_capacity, visible_devices
 
+if TYPE_CHECKING:
+    from pytest_tpw.session import TpwSession
+
 PAYLOAD_KEY = "pytest_tpw"
 
 
-class XdistHooks:
-    """xdist's hooks, registered only when xdist is installed (they are optional hooks)."""
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        from pytest_tpw.plugin import SESSION_KEY
-
-        tpw_session = node.config.stash.get(SESSION_KEY, None)
-        payload = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
-        if tpw_session is not None and payload:
-            tpw_session.merge_payload(payload)
+def merge_worker_output(tpw_session: TpwSession, node: Any) -> None:
+    """Merge the payload a worker left in ``workeroutput`` as its node goes down."""
+    payload = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
+    if payload:
+        tpw_session.merge_payload(payload)
 
 
 def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:
