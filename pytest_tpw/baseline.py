@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_tpw.errors import TpwError
-from pytest_tpw.files import atomic_write_text
+from .errors import TpwError
+from .files import atomic_write_text
 
 SCHEMA_VERSION = 1
 #: Marks the file as ours, so that a stray JSON file in the folder is never taken for one.

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_tpw import baseline, stats
-from pytest_tpw.report import num
-from pytest_tpw.settings import parse_confidence, parse_fraction, parse_positive_fraction
+from . import baseline, stats
+from .report import num
+from .settings import parse_confidence, parse_fraction, parse_positive_fraction
 
 
 class InputError(Exception):

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_tpw import stats
-from pytest_tpw.baseline import BaselineFile, StoredSession, pooled, stack_changes
-from pytest_tpw.meter import Measurement, Result
-from pytest_tpw.settings import MarkerArgs, Settings
+from . import stats
+from .baseline import BaselineFile, StoredSession, pooled, stack_changes
+from .meter import Measurement, Result
+from .settings import MarkerArgs, Settings
 
 #: Software-stack entries worth naming in a regression message, in this order.
 STACK_KEYS = ("driver", "cuda_driver", "cuda_runtime", "torch", "transformers", "vllm",

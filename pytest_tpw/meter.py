@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from pytest_tpw import distributed
-from pytest_tpw.errors import MeasurementError, SensorError
-from pytest_tpw.locks import DeviceLocks
-from pytest_tpw.sensors import Provenance, Sensor, WindowEnergy
+from . import distributed
+from .errors import MeasurementError, SensorError
+from .locks import DeviceLocks
+from .sensors import Provenance, Sensor, WindowEnergy
 
 R = TypeVar("R")
 TokenSpec = int | Callable[[Any], Any]
@@ -148,7 +148,7 @@ class Measurement:
                    samples=[Sample.from_dict(s) for s in data["samples"]])
 
     def result(self, confidence: float) -> Result:
-        from pytest_tpw.stats import summarize  # numpy/scipy only once something is measured
+        from .stats import summarize  # numpy/scipy only once something is measured
 
         summary = summarize(self.values(), confidence)
         ci = None

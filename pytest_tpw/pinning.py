@@ -13,7 +13,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 
-from pytest_tpw.errors import TpwError
+from .errors import TpwError
 
 
 class PinningError(TpwError):

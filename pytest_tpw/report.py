@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_tpw.meter import Measurement, Result
+from .meter import Measurement, Result
 
 if TYPE_CHECKING:
-    from pytest_tpw.judge import Judgement
+    from .judge import Judgement
 
 JSON_SCHEMA_VERSION = 1
 

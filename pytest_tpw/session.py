@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_tpw import baseline, distributed, fingerprint, report, sensors
-from pytest_tpw.judge import BaselinePolicy, Judge, Judgement
-from pytest_tpw.locks import DeviceLocks
-from pytest_tpw.meter import Measurement, Meter, MeterConfig, Result, fixed_rounds
-from pytest_tpw.settings import MarkerArgs, Settings
+from . import baseline, distributed, fingerprint, report, sensors
+from .judge import BaselinePolicy, Judge, Judgement
+from .locks import DeviceLocks
+from .meter import Measurement, Meter, MeterConfig, Result, fixed_rounds
+from .settings import MarkerArgs, Settings
 
 
 class TpwSession:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_tpw.errors import MarkerError, SettingError
+from .errors import MarkerError, SettingError
 
 if TYPE_CHECKING:  # pytest only where the plugin calls in, so judge/session/cli stay pure
     import pytest

@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Sequence
 
-from pytest_tpw.sensors.base import Provenance, Sensor, WindowEnergy
+from .base import Provenance, Sensor, WindowEnergy
 
 
 def cpu_model() -> str:
