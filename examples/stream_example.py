@@ -5,12 +5,14 @@
 are yielded too (and not recorded). Without ``--tpw`` there is exactly one window.
 
 The loop form does not repeat the work for you, so one window must be long enough for the
-energy sensor to resolve (about 0.1 s for RAPL and the CPU estimate): here a window streams a
-queue of ``REQUESTS`` single-sequence requests, one after another.
+energy sensor to resolve: ``tpw.min_window_s`` says how long (about 1 s with NVML, 0.1 s for
+RAPL and the CPU estimate), and here a window serves a queue of ``REQUESTS`` single-sequence
+requests, again and again, until it lasts that long.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -23,16 +25,23 @@ NEW_TOKENS = 32
 def test_stream_requests(tpw, model: TinyLM, make_prompts: Callable[..., torch.Tensor]) -> None:
     queue = [make_prompts(1, seed=i) for i in range(REQUESTS)]
 
+    # A window must last the sensor's minimum (about 1 s with NVML, 0.1 s for the CPU
+    # estimate): keep serving the queue, round after round, until it has.
+    long_enough = tpw.min_window_s or 0.0  # None without --tpw: one pass is enough
     streamed: list[list[torch.Tensor]] = []
     for w in tpw.rounds():
         with w:
-            streamed = []
-            for request in queue:
-                steps = []
-                for tok in model.stream(request, max_new_tokens=NEW_TOKENS):
-                    w.add_tokens(tok.numel())  # one new token per sequence of the request
-                    steps.append(tok)
-                streamed.append(steps)
+            start = time.perf_counter()
+            while True:
+                streamed = []
+                for request in queue:
+                    steps = []
+                    for tok in model.stream(request, max_new_tokens=NEW_TOKENS):
+                        w.add_tokens(tok.numel())  # one new token per sequence of the request
+                        steps.append(tok)
+                    streamed.append(steps)
+                if time.perf_counter() - start >= long_enough:
+                    break
 
     assert [len(steps) for steps in streamed] == [NEW_TOKENS] * REQUESTS
     # Streaming yields exactly what `generate` returns, one step at a time (two spot checks).
