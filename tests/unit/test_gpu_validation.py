@@ -9,6 +9,7 @@ and the whole ``--cpu-dry-run``.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import importlib.util
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,7 +30,9 @@ from pytest_tpw.sensors.nvml import NvmlSensor
 from tests.fakes.fake_pynvml import FakeClock, FakeNvml, load_trace
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "gpu_validation.py"
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPT = BENCHMARKS / "gpu_validation.py"
+PACKAGE = BENCHMARKS / "gpuval"  # the script's parts, imported from beside it
 SUITE = ROOT / "benchmarks" / "gpu_validation_suite" / "gpu_suite_decode.py"
 README_COLUMNS = ["t_s", "energy_mj", "power_instant_mw", "temperature_c", "sm_clock_mhz",
                   "mem_clock_mhz", "clocks_event_reasons"]
@@ -52,8 +55,21 @@ def _load(name: str, path: Path) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def gv() -> Iterator[Any]:
-    yield _load("gpu_validation", SCRIPT)
-    sys.modules.pop("gpu_validation", None)
+    """The script and the modules of its package ``gpuval`` as one namespace: ``gv.NAME``."""
+    sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its folder is sys.path[0]
+    try:
+        script = _load("gpu_validation", SCRIPT)
+        parts = [importlib.import_module(f"gpuval.{path.stem}")
+                 for path in sorted(PACKAGE.glob("*.py")) if path.stem != "__init__"]
+        names: dict[str, Any] = {}
+        for module in [*parts, script]:
+            names.update((k, v) for k, v in vars(module).items() if not k.startswith("__"))
+        yield SimpleNamespace(**names)
+    finally:
+        sys.modules.pop("gpu_validation", None)
+        for name in [n for n in sys.modules if n == "gpuval" or n.startswith("gpuval.")]:
+            del sys.modules[name]
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture
