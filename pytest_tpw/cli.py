@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,7 +147,9 @@ def show(directory: Path) -> int:
         except baseline.BaselineError as exc:
             raise InputError(str(exc)) from None
         assert stored is not None
-        print(f"{path}  hardware {stored.hardware_key}  "
+        joules = stored.hardware.get("provenance", "unknown")
+        print(f"{path}  hardware {stored.hardware_key}  sensor "
+              f"{stored.hardware.get('sensor', '?')} (joules {joules})  "
               f"({len(stored.measurements)} measurement(s))")
         rows = [("measurement", "sessions", "latest", "commit", "tokens/J", "n")]
         for key in sorted(stored.measurements):
@@ -267,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"pytest-tpw: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pytest-tpw show | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

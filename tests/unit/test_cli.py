@@ -96,7 +96,7 @@ def test_compare_missing_file_and_bad_option(
 
 
 def _baseline(directory: Path, key: str, sessions: int) -> Path:
-    stored = baseline.BaselineFile(key)
+    stored = baseline.BaselineFile(key, {"sensor": "nvml", "provenance": "measured"})
     for i in range(sessions):
         session = baseline.StoredSession(
             date=f"2026-11-0{i + 1}T00:00:00+00:00", commit=f"{i}abcdef0123456789",
@@ -114,6 +114,7 @@ def test_show_lists_hardware_measurements_sessions_and_level(
     assert cli.main(["show", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "nvidia-h100-80gb-hbm3-x1" in out
+    assert "sensor nvml (joules measured)" in out
     line = next(line for line in out.splitlines() if "t.py::test_a" in line)
     cells = line.split()
     assert cells[1] == "3"  # sessions
