@@ -56,6 +56,20 @@ def current() -> Ranks | None:
     return ranks if ranks.world_size > 1 else None
 
 
+def counted_joules(joules: float, host_wide: bool,
+                   env: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    """This rank's share of a window's joules in the sum over ranks.
+
+    Counters that every process on a host reads alike (RAPL) would be counted once per rank
+    of that host: only local rank 0 contributes them. Per-device counters (NVML, each rank
+    its own GPU) and per-process estimates are each rank's own.
+    """
+    local = env.get("LOCAL_RANK")
+    if host_wide and local is not None and local.isdigit() and int(local) != 0:
+        return 0.0
+    return joules
+
+
 def env_rank() -> int | None:
     """The rank torchrun (or a launcher) gave this process, when there is one."""
     value = os.environ.get("RANK")

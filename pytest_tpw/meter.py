@@ -479,8 +479,10 @@ class Meter:
         joules = float(sum(domains.values()))
         invalid = energy.invalid
         if self._ranks is not None:
+            assert self.sensor is not None
+            own = distributed.counted_joules(joules, self.sensor.host_wide)
             tokens, joules, seconds, any_invalid = self._ranks.reduce(
-                tokens, joules, seconds, invalid is not None)
+                tokens, own, seconds, invalid is not None)
             domains = {f"rank{self._ranks.rank}:{d}": j for d, j in domains.items()}
             if any_invalid and invalid is None:
                 invalid = "another rank's window was invalid"

@@ -67,6 +67,9 @@ class Sensor(abc.ABC):
     provenance: Provenance = "estimated"
     #: One line on how joules are obtained ("NVML total-energy counter", ...).
     method: str = ""
+    #: True when every process on the host reads the same counters (RAPL packages): under
+    #: torch.distributed only one rank per host then contributes the window's joules.
+    host_wide: bool = False
 
     def __init__(self, options: SensorOptions) -> None:
         self.options = options

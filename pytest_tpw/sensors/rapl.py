@@ -151,6 +151,7 @@ class RaplSensor(Sensor):
     name = "rapl"
     provenance: Provenance = "measured"
     method = "Linux powercap RAPL energy counters (package + dram, or psys alone)"
+    host_wide = True
 
     def __init__(self, options: SensorOptions) -> None:
         super().__init__(options)

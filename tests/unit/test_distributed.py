@@ -232,3 +232,20 @@ def test_a_window_invalid_on_one_rank_is_discarded_on_every_rank(
     assert any("counter went backwards" in w for w in rank1["warnings"]), rank1["warnings"]
     assert any("another rank's window was invalid" in w for w in rank0["warnings"]), \
         rank0["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("host_wide", "local_rank", "expected"),
+    [
+        (True, "0", 12.5),  # the host's first rank reports the host's counters
+        (True, "1", 0.0),  # the others would count the same package energy again
+        (True, None, 12.5),  # no launcher: a single process
+        (False, "1", 12.5),  # its own GPU (NVML) or its own CPU time: always its own
+    ],
+)
+def test_host_wide_joules_are_counted_once_per_host(
+        host_wide: bool, local_rank: str | None, expected: float) -> None:
+    from pytest_tpw.distributed import counted_joules
+
+    env = {} if local_rank is None else {"LOCAL_RANK": local_rank}
+    assert counted_joules(12.5, host_wide, env) == expected
