@@ -106,6 +106,8 @@ class Measurement:
     warnings: list[str] = field(default_factory=list)
     verdict: str = "NO_BASELINE"
     complete: bool = False
+    _result: tuple[tuple[int, float, str], Result] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -148,6 +150,15 @@ class Measurement:
                    samples=[Sample.from_dict(s) for s in data["samples"]])
 
     def result(self, confidence: float) -> Result:
+        """The summary of the samples so far (computed once per state, then reused)."""
+        state = (len(self.samples), confidence, self.verdict)
+        if self._result is not None and self._result[0] == state:
+            return self._result[1]
+        result = self._summarize(confidence)
+        self._result = (state, result)
+        return result
+
+    def _summarize(self, confidence: float) -> Result:
         from .stats import summarize  # numpy/scipy only once something is measured
 
         summary = summarize(self.values(), confidence)
