@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SIM_INI
+from tests.inner_code import BUSY_WORK
 
 pytestmark = [
     pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning"),
@@ -24,20 +25,7 @@ pytestmark = [
 
 # ~2 ms of busy work per call, one token per microsecond it really took: CPU contention
 # between two workers on a small machine cannot pass for a change in tokens per joule.
-SUITE = """
-import time
-
-import pytest
-
-def work():
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.002:
-        pass
-    return time.perf_counter() - start
-
-def per_us(seconds):
-    return max(1, round(seconds * 1e6))
-
+SUITE = BUSY_WORK + """
 @pytest.mark.parametrize("i", range(5))
 def test_call(tpw, i):
     tpw(work, tokens=per_us)
