@@ -208,7 +208,7 @@ class Judge:
             if limit is None or (value <= limit if is_max else value >= limit):
                 continue
             side = "above the maximum" if is_max else "below the minimum"
-            shown = ci if name in ("min_tokens_per_joule",) else ""
+            shown = ci if name == "min_tokens_per_joule" else ""  # an interval of tokens/J
             j.failures.append(f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
                               f"{unit} set by @pytest.mark.tpw({name}={limit:g})")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from . import distributed
 from .errors import MeasurementError, SensorError
@@ -179,10 +179,6 @@ class Measurement:
         )
 
 
-class Clock(Protocol):
-    def __call__(self) -> float: ...
-
-
 def fixed_rounds(n: int) -> RoundPolicy:
     """The simplest policy: record exactly ``n`` windows."""
 
@@ -265,7 +261,7 @@ class Meter:
     """The ``tpw`` fixture's object: measure tokens per joule of the work given to it."""
 
     def __init__(self, nodeid: str, config: MeterConfig, sensor: Sensor | None,
-                 policy: RoundPolicy, *, clock: Clock = time.perf_counter,
+                 policy: RoundPolicy, *, clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None,
                  sync: Callable[[tuple[int, ...] | None], None] = cuda_sync,
@@ -377,7 +373,7 @@ class Meter:
     # -- measurement lifecycle -------------------------------------------------------------
 
     def _start(self, name: str | None) -> Measurement:
-        self._check_name(name)
+        """A new measurement; every public entry has checked ``name`` already."""
         assert self.sensor is not None
         m = Measurement(self.nodeid, name, self.sensor.name, self.sensor.provenance,
                         warmup=self.config.warmup)
@@ -386,7 +382,6 @@ class Meter:
 
     def _finish(self, measurement: Measurement) -> None:
         measurement.complete = True
-
         short = [s.seconds for s in measurement.samples if SHORT_WINDOW in s.warnings]
         if short:
             measurement.warnings.append(

@@ -15,15 +15,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .errors import MarkerError, SettingError
 
 if TYPE_CHECKING:  # pytest only where the plugin calls in, so judge/session/cli stay pure
     import pytest
-
-T = TypeVar("T")
-
 
 # -- value parsers: each takes the raw text and returns the value or raises ValueError --------
 
