@@ -1,7 +1,13 @@
-"""The ``cpu-estimate`` sensor: this process's CPU time x a per-core power figure.
+"""The ``cpu-estimate`` sensor: CPU time x a per-core power figure, of this process or a tree.
 
 Always available and always labelled *estimated*: with no energy counter there is no
 physical signal, only a model, which is why comparisons made on it say so.
+
+By default it counts this process's CPU time (``time.process_time``: every thread, no child
+processes). :meth:`CpuEstimateSensor.follow_process_tree` makes it count a process tree
+instead (a model server and the workers it forks), read from ``/proc`` at each window edge.
+Either way every window also records how busy the host was and warns when other processes
+competed for the CPU (see :mod:`pytest_tpw.procstat`).
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from .base import Provenance, Sensor, WindowEnergy
+from .. import procstat
+from ..errors import SensorError, SensorUnavailable
+from .base import Provenance, Sensor, SensorOptions, WindowEnergy
 
 
 def cpu_model() -> str:
@@ -26,38 +36,147 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+@dataclass(frozen=True)
+class _Token:
+    #: ``time.process_time()`` at the start, when following this process; else None.
+    process_time: float | None
+    cpu: procstat.CpuSnapshot
+
+
 class CpuEstimateSensor(Sensor):
     name = "cpu-estimate"
     provenance: Provenance = "estimated"
 
-    def open(self) -> None:
+    #: Shortest window over a followed tree: /proc counts CPU time in clock ticks (10 ms),
+    #: up to two ticks off per process and edge, which 1 s keeps to a few percent.
+    tree_min_window_s: float = 1.0
+
+    def __init__(self, options: SensorOptions) -> None:
+        super().__init__(options)
+        #: Where /proc is; tests point it at a fake tree.
+        self.proc_root: Path = procstat.DEFAULT_PROC_ROOT
+        self._root_pid: int | None = None
+        self._last_other_cores: float | None = None
+        self._torch_warned = False
+
+    # -- what is measured ----------------------------------------------------------------
+
+    def follow_process_tree(self, root_pid: int) -> None:
+        """Count the CPU time of ``root_pid`` and its descendants (re-read at every window
+        edge, so forked workers count) instead of this process's."""
+        if procstat.read_pid_stat(root_pid, self.proc_root) is None:
+            raise SensorUnavailable(
+                f"cpu-estimate cannot follow pid {root_pid}: {self.proc_root}/{root_pid}/stat "
+                "is not readable (the process has exited, or this is not Linux)"
+            )
+        self._root_pid = root_pid
+        self._set_method()
+
+    def follow_self(self) -> None:
+        """Count this process's CPU time again (the default)."""
+        self._root_pid = None
+        self._set_method()
+
+    @property
+    def followed_pid(self) -> int | None:
+        """The root of the followed process tree, or None for this process."""
+        return self._root_pid
+
+    def _set_method(self) -> None:
+        what = "process" if self._root_pid is None else f"process tree of pid {self._root_pid}"
         self.method = (
-            f"process CPU time x {self.options.cpu_watts_per_core:g} W per busy core "
+            f"{what} CPU time x {self.options.cpu_watts_per_core:g} W per busy core "
             "(no energy counter)"
         )
+
+    def _watch(self) -> procstat.ProcessWatch:
+        # for contention, "own" is the measured tree: this process and its children, or the
+        # followed tree
+        root = os.getpid() if self._root_pid is None else self._root_pid
+        return procstat.ProcessWatch([root], self.proc_root)
+
+    # -- sensor --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._set_method()
 
     def domains(self) -> Sequence[str]:
         return ("cpu:process",)
 
     def min_window_s(self) -> float:
+        if self._root_pid is not None:
+            return self.tree_min_window_s
         # CPU time is accounted at scheduler-tick granularity on some kernels (up to 10 ms);
         # 100 ms keeps that below 10 % of one window and far below after trimming.
         return 0.1
 
     def begin(self) -> object:
-        return time.process_time()
+        snapshot = self._watch().snapshot()
+        # read last, so that reading /proc is not counted in the window
+        started = time.process_time() if self._root_pid is None else None
+        return _Token(started, snapshot)
 
     def end(self, token: object) -> WindowEnergy:
-        assert isinstance(token, float)
-        cpu_seconds = time.process_time() - token
-        joules = cpu_seconds * self.options.cpu_watts_per_core
-        return WindowEnergy({"cpu:process": joules}, state={"cpu_seconds": cpu_seconds})
+        if not isinstance(token, _Token):
+            raise TypeError(f"end() needs the token begin() returned, got {token!r}")
+        ended = time.process_time() if token.process_time is not None else None
+        watch = self._watch()
+        usage = watch.usage(token.cpu, watch.snapshot())
+        if token.process_time is not None and ended is not None:
+            cpu_seconds = ended - token.process_time
+        else:
+            cpu_seconds = self._tree_seconds(token, usage)
+        window = WindowEnergy(
+            {"cpu:process": cpu_seconds * self.options.cpu_watts_per_core},
+            state={"cpu_seconds": cpu_seconds},
+        )
+        if usage is not None:
+            self._last_other_cores = usage.other_busy_cores
+        procstat.mark_contention(usage, window.state, window.warnings)
+        root = self._root_pid
+        if token.process_time is None and root is not None and not self._alive(root):
+            window.warnings.append(
+                f"the followed process (pid {root}) exited during the window: "
+                "the CPU time its tree used after the window began is partly missing"
+            )
+        return window
+
+    def _alive(self, pid: int) -> bool:
+        return procstat.read_pid_stat(pid, self.proc_root) is not None
+
+    def _tree_seconds(self, token: _Token, usage: procstat.CpuUsage | None) -> float:
+        if usage is not None:
+            return usage.own_cpu_s
+        if not token.cpu.procs:
+            raise SensorError(
+                f"cpu-estimate follows pid {self._root_pid}, which was gone when the window "
+                "began: restart the server or call follow_self()"
+            )
+        # no host time (no /proc/stat): the tree's own counters still tell its CPU time
+        end = self._watch().snapshot()
+        return sum(
+            max(0.0, end.procs[key].cpu_s - before.cpu_s)
+            for key, before in token.cpu.procs.items()
+            if key in end.procs
+        )
+
+    def torch_threads_warning(self) -> str | None:
+        """Once per sensor: a warning when ``torch.get_num_threads()`` (torch already
+        imported) exceeds the cores other processes leave free, as seen in the last window
+        (or none busy before any window). Later calls return None."""
+        if self._torch_warned:
+            return None
+        text = procstat.torch_threads_warning(self._last_other_cores or 0.0)
+        if text is not None:
+            self._torch_warned = True
+        return text
 
     def describe(self) -> dict[str, object]:
         return {
             "cpu": cpu_model(),
             "logical_cpus": os.cpu_count(),
             "watts_per_core": self.options.cpu_watts_per_core,
+            "follows": "self" if self._root_pid is None else f"pid {self._root_pid} and children",
         }
 
     def hardware(self) -> tuple[str, ...]:

@@ -305,6 +305,9 @@ class NvmlSensor(Sensor):
         self.clock: Callable[[], float] = time.perf_counter
         self.sleep: Callable[[float], None] = time.sleep
         self.wait: Callable[[threading.Event, float], bool] = _wait_event
+        #: The processes whose use of a measured GPU is the measured work (this one, and a
+        #: served model's process tree when the ``tpw_server`` fixture measures it).
+        self.own_pids: Callable[[], set[int]] = lambda: {os.getpid()}
         self._nvml: Any = None
         self._gpus: list[_Gpu] = []
         self._notes: list[str] = []
@@ -669,7 +672,7 @@ class NvmlSensor(Sensor):
 
     def _other_pids(self, gpu: _Gpu) -> set[int]:
         processes = self._optional("nvmlDeviceGetComputeRunningProcesses", gpu.handle) or []
-        return {int(p.pid) for p in processes} - {os.getpid()}
+        return {int(p.pid) for p in processes} - self.own_pids()
 
     # -- description ---------------------------------------------------------------------
 

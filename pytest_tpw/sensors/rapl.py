@@ -19,12 +19,14 @@ What is summed, and why (domains nest: psys > package > core/uncore):
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import procstat
 from ..errors import SensorError, SensorUnavailable
 from .base import Provenance, Sensor, SensorOptions, WindowEnergy
 from .cpu_estimate import cpu_model
@@ -62,6 +64,7 @@ class Zone:
 class _Token:
     started: float
     counts: dict[Path, int]
+    cpu: procstat.CpuSnapshot
 
 
 def _permission_fix(path: Path, root: Path) -> str:
@@ -159,6 +162,25 @@ class RaplSensor(Sensor):
         self.clock: Callable[[], float] = time.perf_counter
         self._zones: list[Zone] = []
         self._skipped: list[dict[str, str]] = []
+        #: Where /proc is (tests point it at a fake tree), and the process trees whose CPU
+        #: time is "ours" when judging contention: this process, plus a followed server.
+        self.proc_root: Path = procstat.DEFAULT_PROC_ROOT
+        self._followed: int | None = None
+
+    def follow_process_tree(self, root_pid: int) -> None:
+        """Count ``root_pid``'s tree (a served model) as measured work, not as contention.
+
+        RAPL joules are host-wide whatever is followed; this only changes what the
+        contention check calls "other processes".
+        """
+        self._followed = root_pid
+
+    def follow_self(self) -> None:
+        self._followed = None
+
+    def _watch(self) -> procstat.ProcessWatch:
+        roots = [os.getpid()] if self._followed is None else [os.getpid(), self._followed]
+        return procstat.ProcessWatch(roots, self.proc_root)
 
     @property
     def root(self) -> Path:
@@ -217,15 +239,20 @@ class RaplSensor(Sensor):
         return counts
 
     def begin(self) -> object:
+        cpu = self._watch().snapshot()
         counts = self._read_all()
-        return _Token(self.clock(), counts)
+        return _Token(self.clock(), counts, cpu)
 
     def end(self, token: object) -> WindowEnergy:
         if not isinstance(token, _Token):
             raise TypeError(f"end() needs the token begin() returned, got {token!r}")
         counts = self._read_all()
         seconds = self.clock() - token.started
+        watch = self._watch()
+        usage = watch.usage(token.cpu, watch.snapshot())
         window = WindowEnergy({}, state={"seconds": seconds})
+        # RAPL counts every process on the host: others busy in the window are in the joules
+        procstat.mark_contention(usage, window.state, window.warnings)
         for zone in self._zones:
             delta = _delta(token.counts[zone.counter], counts[zone.counter], zone.max_range_uj)
             window.joules[zone.domain] = delta / 1e6

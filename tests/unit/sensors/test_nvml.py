@@ -527,6 +527,22 @@ def test_another_process_on_the_gpu_is_a_warning(install: Install, make_sensor: 
     assert "its energy is counted in this window" in warning
 
 
+def test_the_measured_process_tree_is_not_another_process(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    # a served model measured from its client: the server's processes are the work itself
+    fake = install(faults=Faults(processes={0: [os.getpid(), 5000, 5001, 4242]}))
+    sensor = make_sensor(fake)
+    sensor.own_pids = lambda: {os.getpid(), 5000, 5001}
+    fake.clock.advance_to(1.05)
+    token = sensor.begin()
+    fake.clock.advance_to(2.55)
+    window = sensor.end(token)
+    assert window.state["gpu:0"]["other_pids"] == [4242]
+    assert len(window.warnings) == 1 and "pid 4242" in window.warnings[0]
+    assert "5000" not in window.warnings[0]
+
+
 def _capped_window(fake: FakeNvml, sensor: NvmlSensor) -> tuple[list[str], list[str]]:
     rows = rows_of(fake, 1)
     first = next(k for k, row in enumerate(rows) if int(row[REASONS]) & 0x4)

@@ -31,6 +31,7 @@ def tree(tmp_path: Path) -> FakePowercap:
 
 def opened(tree: FakePowercap) -> tuple[RaplSensor, FakeClock]:
     sensor = RaplSensor(SensorOptions(powercap_root=str(tree.root)))
+    sensor.proc_root = tree.root / "no-proc"  # no host CPU figures: no contention warnings
     clock = FakeClock()
     sensor.clock = clock
     sensor.open()
@@ -196,3 +197,35 @@ def test_describe_is_json_and_lists_measured_and_skipped(tree: FakePowercap) -> 
     assert sorted(s["name"] for s in described["skipped"]) == ["core", "psys"]
     assert sensor.hardware() == (described["cpu"],)
     assert sensor.provenance == "measured"
+
+
+def test_busy_neighbours_are_marked_in_a_rapl_window(tree: FakePowercap, tmp_path: Path) -> None:
+    import os
+
+    from tests.fakes.fake_proc import TICKS, FakeProc
+
+    proc = FakeProc(tmp_path / "proc")
+    proc.process(1, 0)
+    proc.process(os.getpid(), 1)
+    proc.process(700, 1)  # a followed server
+    proc.host(busy=0, idle=0, cpus=4)
+    tree.zone("0", "package-0")
+    sensor, clock = opened(tree)
+    sensor.proc_root = proc.root
+    sensor.follow_process_tree(700)
+    token = sensor.begin()
+    tree.set("0", 50_000_000)
+    clock.now += 1.0
+    proc.set_cpu(700, TICKS)  # the server: 1 core, ours
+    proc.set_cpu(1, 2 * TICKS)  # someone else: 2 cores
+    proc.host(busy=3 * TICKS, idle=TICKS, cpus=4)
+    result = sensor.end(token)
+    assert result.joules == {"cpu:package-0": 50.0}
+    assert result.state["own_busy_cores"] == pytest.approx(1.0)
+    assert result.state["other_busy_cores"] == pytest.approx(2.0)
+    assert len(result.warnings) == 1 and "2.00 of 4 CPU cores" in result.warnings[0]
+    sensor.follow_self()  # the server's core is now someone else's
+    token = sensor.begin()
+    proc.set_cpu(700, 2 * TICKS)
+    proc.host(busy=4 * TICKS, idle=4 * TICKS, cpus=4)
+    assert sensor.end(token).state["other_busy_cores"] == pytest.approx(1.0)

@@ -1,0 +1,245 @@
+"""A small OpenAI-compatible server around the tiny KV-cache model of ``tiny_llm.py``.
+
+Serves ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``, plain
+and streamed (server-sent events: ``data: {...}`` lines, then ``data: [DONE]``), with the
+``usage`` block the OpenAI API documents; a streamed request with
+``stream_options={"include_usage": true}`` gets a last chunk with empty ``choices`` and the
+``usage``. The official ``openai`` client talks to it unchanged.
+
+There is no real tokenizer: a prompt is encoded as its UTF-8 bytes (one token per byte), and
+token id ``i`` decodes to the text ``" w<i>"``, so a completion of ``n`` tokens has ``n`` words.
+Decoding is greedy and never stops early, so every request generates exactly ``max_tokens``
+tokens (default 16); ``temperature``, ``top_p`` and the like are accepted and ignored, and
+``n`` must be 1. Each response also carries the ids it generated in a non-standard
+``tpw_token_ids`` field (on the chunks of a stream: ``tpw_token_id``), for tests.
+
+Run it with::
+
+    pip install fastapi uvicorn
+    python examples/openai_server.py --port 8000
+
+It pins PyTorch to one thread (``--threads``) and runs on CUDA when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:
+    import uvicorn
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import StreamingResponse
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise SystemExit(
+        f"{exc}: this example needs FastAPI and uvicorn: pip install fastapi uvicorn"
+    ) from None
+
+import torch
+from tiny_llm import TinyLM, build_model
+
+DEFAULT_MAX_TOKENS = 16
+
+
+def encode(text: str) -> list[int]:
+    """Prompt text -> token ids: its UTF-8 bytes (at least one token)."""
+    return list(text.encode("utf-8")) or [0]
+
+
+def decode_token(token_id: int) -> str:
+    return f" w{token_id}"
+
+
+def chat_prompt(messages: list[dict[str, Any]]) -> str:
+    """The text fed to the model for a chat: ``role: content`` lines, then ``assistant:``."""
+    lines = []
+    for message in messages:
+        content = message.get("content") or ""
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        lines.append(f"{message.get('role', 'user')}: {content}")
+    return "\n".join(lines) + "\nassistant:"
+
+
+class Engine:
+    """The model and the request rules of one server."""
+
+    def __init__(self, model: TinyLM, name: str) -> None:
+        self.model = model
+        self.name = name
+
+    def prepare(self, prompt: str, max_tokens: int | None) -> tuple[list[int], int]:
+        """Prompt ids (left-truncated to fit the context) and the number of new tokens."""
+        new = DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
+        limit = self.model.config.max_seq_len
+        if not 1 <= new < limit:
+            raise HTTPException(400, f"max_tokens must be between 1 and {limit - 1}, got {new}")
+        ids = encode(prompt)[-(limit - new) :]
+        return ids, new
+
+    def stream(self, ids: list[int], new: int) -> Iterator[int]:
+        device = self.model.embed.weight.device
+        prompt = torch.tensor([ids], dtype=torch.long, device=device)
+        for token in self.model.stream(prompt, new):
+            yield int(token[0])
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+def _check_n(body: dict[str, Any]) -> None:
+    if int(body.get("n") or 1) != 1:
+        raise HTTPException(400, "this example server supports n=1 only")
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options") or {}
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def create_app(engine: Engine) -> FastAPI:
+    app = FastAPI(title="pytest-tpw example OpenAI-compatible server")
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        card = {"id": engine.name, "object": "model", "created": 0, "owned_by": "pytest-tpw"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/completions", response_model=None)
+    def completions(body: dict[str, Any]) -> dict[str, Any] | StreamingResponse:
+        _check_n(body)
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise HTTPException(400, "prompt must be a string or a list of one string")
+            prompt = prompt[0]
+        ids, new = engine.prepare(str(prompt), body.get("max_tokens"))
+        head = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": engine.name,
+        }
+        if body.get("stream"):
+            return StreamingResponse(
+                _stream_completion(engine, head, ids, new, _include_usage(body)),
+                media_type="text/event-stream",
+            )
+        tokens = list(engine.stream(ids, new))
+        choice = {
+            "index": 0,
+            "text": "".join(decode_token(t) for t in tokens),
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+        return {
+            **head,
+            "choices": [choice],
+            "usage": _usage(len(ids), len(tokens)),
+            "tpw_token_ids": tokens,
+        }
+
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat(body: dict[str, Any]) -> dict[str, Any] | StreamingResponse:
+        _check_n(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise HTTPException(400, "messages must be a non-empty list")
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        ids, new = engine.prepare(chat_prompt(messages), limit)
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": engine.name,
+        }
+        if body.get("stream"):
+            head["object"] = "chat.completion.chunk"
+            return StreamingResponse(
+                _stream_chat(engine, head, ids, new, _include_usage(body)),
+                media_type="text/event-stream",
+            )
+        tokens = list(engine.stream(ids, new))
+        message = {"role": "assistant", "content": "".join(decode_token(t) for t in tokens)}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "length"}
+        return {
+            **head,
+            "choices": [choice],
+            "usage": _usage(len(ids), len(tokens)),
+            "tpw_token_ids": tokens,
+        }
+
+    return app
+
+
+def _stream_completion(
+    engine: Engine, head: dict[str, Any], ids: list[int], new: int, include_usage: bool
+) -> Iterator[str]:
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    count = 0
+    for count, token in enumerate(engine.stream(ids, new), start=1):
+        choice = {
+            "index": 0,
+            "text": decode_token(token),
+            "logprobs": None,
+            "finish_reason": "length" if count == new else None,
+        }
+        yield _sse({**head, "choices": [choice], "tpw_token_id": token, **extra})
+    if include_usage:
+        yield _sse({**head, "choices": [], "usage": _usage(len(ids), count)})
+    yield _sse("[DONE]")
+
+
+def _stream_chat(
+    engine: Engine, head: dict[str, Any], ids: list[int], new: int, include_usage: bool
+) -> Iterator[str]:
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None, **more: Any) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**head, "choices": [choice], **more, **extra})
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    count = 0
+    for token in engine.stream(ids, new):
+        count += 1
+        yield chunk({"content": decode_token(token)}, None, tpw_token_id=token)
+    yield chunk({}, "length")
+    if include_usage:
+        yield _sse({**head, "choices": [], "usage": _usage(len(ids), count)})
+    yield _sse("[DONE]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-name", default="tiny-llm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    engine = Engine(build_model(seed=args.seed), args.model_name)
+    uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
