@@ -1,0 +1,154 @@
+"""Turn a ``--tpw-json`` results document into the JSON that benchmark dashboards ingest.
+
+Two formats, both plain text from plain data (the results document as it is on disk):
+
+- ``bencher``: Bencher Metric Format (BMF), ``{benchmark: {measure: {value, lower_value,
+  upper_value}}}``, for ``bencher run --adapter json --file OUT``. Measures:
+  ``tokens-per-joule`` and ``joules-per-token`` with the summary interval as bounds, and
+  ``watts`` (value only). :func:`bencher_testbed` gives the hardware key as the testbed, so
+  that different machines never share one history:
+  ``bencher run --testbed "$(pytest-tpw export --testbed results.json)" ...``.
+- ``github-action-benchmark``: the ``customBiggerIsBetter`` input of
+  benchmark-action/github-action-benchmark, a list of ``{name, unit, value, range, extra}``.
+
+Measurements without a summary (no samples) or with non-finite numbers are left out: both
+consumers reject NaN, and an empty measurement has nothing to chart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .errors import TpwError
+
+BENCHER = "bencher"
+GITHUB_ACTION_BENCHMARK = "github-action-benchmark"
+#: The export formats, as ``--format`` and ``--tpw-export FORMAT=PATH`` spell them.
+FORMATS: tuple[str, ...] = (BENCHER, GITHUB_ACTION_BENCHMARK)
+
+#: BMF measure slugs (Bencher creates a measure the first time it sees its slug).
+TOKENS_PER_JOULE = "tokens-per-joule"
+JOULES_PER_TOKEN = "joules-per-token"
+WATTS = "watts"
+
+
+class ExportError(TpwError, ValueError):
+    """An export cannot be made: unknown format, or a document that is not a results file."""
+
+
+def render(doc: Mapping[str, Any], fmt: str) -> str:
+    """The export of ``doc`` in format ``fmt`` (one of :data:`FORMATS`), as JSON text."""
+    if fmt == BENCHER:
+        data: Any = bencher(doc)
+    elif fmt == GITHUB_ACTION_BENCHMARK:
+        data = github_action_benchmark(doc)
+    else:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: " + ", ".join(FORMATS))
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def bencher(doc: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Bencher Metric Format: benchmark name -> measure slug -> value and optional bounds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, summary in _summaries(doc):
+        level = _finite(summary.get("tokens_per_joule"))
+        if level is None or level <= 0:
+            continue
+        measures: dict[str, dict[str, float]] = {}
+        lo, hi = _interval(summary)
+        tpj: dict[str, float] = {"value": level}
+        jpt: dict[str, float] = {"value": _finite(summary.get("joules_per_token")) or 1 / level}
+        if lo is not None and hi is not None:
+            tpj.update(lower_value=lo, upper_value=hi)
+            # joules per token is the reciprocal: the bounds swap
+            jpt.update(lower_value=1 / hi, upper_value=1 / lo)
+        measures[TOKENS_PER_JOULE] = tpj
+        measures[JOULES_PER_TOKEN] = jpt
+        watts = _finite(summary.get("watts"))
+        if watts is not None:
+            measures[WATTS] = {"value": watts}
+        out[key] = measures
+    return out
+
+
+def bencher_testbed(doc: Mapping[str, Any]) -> str:
+    """The Bencher testbed for this document: its hardware key (``unknown`` when absent)."""
+    env = doc.get("environment")
+    key = env.get("hardware_key") if isinstance(env, Mapping) else None
+    return str(key) if key else "unknown"
+
+
+def github_action_benchmark(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``customBiggerIsBetter`` entries: name, unit, value, ``± half-width`` range, extra."""
+    env = doc.get("environment") if isinstance(doc.get("environment"), Mapping) else {}
+    assert isinstance(env, Mapping)
+    env_sensor = env.get("sensor") if isinstance(env.get("sensor"), Mapping) else {}
+    assert isinstance(env_sensor, Mapping)
+    hardware = bencher_testbed(doc)
+    out: list[dict[str, Any]] = []
+    for key, summary in _summaries(doc):
+        level = _finite(summary.get("tokens_per_joule"))
+        if level is None or level <= 0:
+            continue
+        entry = doc["measurements"][key]
+        item: dict[str, Any] = {"name": key, "unit": "tokens/J", "value": level}
+        lo, hi = _interval(summary)
+        if lo is not None and hi is not None:
+            item["range"] = f"± {_sig((hi - lo) / 2)}"
+        verdict = entry.get("verdict") or "-"
+        sensor = entry.get("sensor") or env_sensor.get("name") or "?"
+        provenance = entry.get("provenance") or env_sensor.get("provenance") or "?"
+        item["extra"] = "\n".join(
+            [
+                f"verdict: {verdict}",
+                f"n: {summary.get('n', '?')}",
+                f"sensor: {sensor} (joules {provenance})",
+                f"hardware: {hardware}",
+            ]
+        )
+        out.append(item)
+    return out
+
+
+# -- reading the document --------------------------------------------------------------------
+
+
+def _summaries(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    measurements = doc.get("measurements")
+    if not isinstance(measurements, Mapping):
+        raise ExportError(
+            'not a pytest-tpw results document: no "measurements" object '
+            "(write one with pytest --tpw --tpw-json PATH)"
+        )
+    for key in sorted(measurements):
+        entry = measurements[key]
+        summary = entry.get("summary") if isinstance(entry, Mapping) else None
+        if isinstance(summary, Mapping):
+            yield str(key), summary
+
+
+def _finite(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _interval(summary: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    ci = summary.get("ci")
+    if not isinstance(ci, list | tuple) or len(ci) != 2:
+        return None, None
+    lo, hi = _finite(ci[0]), _finite(ci[1])
+    if lo is None or hi is None or not 0 < lo <= hi:
+        return None, None
+    return lo, hi
+
+
+def _sig(x: float) -> str:
+    """Four significant digits, never in exponent form (the range is read by people)."""
+    text = f"{x:.4g}"
+    if "e" not in text:
+        return text
+    return f"{x:.{max(0, 3 - math.floor(math.log10(abs(x))))}f}" if x else "0"
