@@ -18,8 +18,9 @@ from typing import Any
 
 from . import stats
 from .baseline import BaselineFile, StoredSession, pooled, stack_changes
-from .meter import Measurement, Result
-from .settings import MarkerArgs, Settings
+from .samples import Measurement, Result
+from .settings import Settings, TestSettings
+from .verdict import Verdict
 
 #: Software-stack entries worth naming in a regression message, in this order.
 STACK_KEYS = ("driver", "cuda_driver", "cuda_runtime", "torch", "transformers", "vllm",
@@ -33,7 +34,7 @@ class Judgement:
 
     key: str
     nodeid: str
-    verdict: str
+    verdict: Verdict
     tolerance: float
     comparison: stats.Comparison | None = None
     baseline_level: float | None = None
@@ -56,7 +57,7 @@ class Judgement:
 
     def to_dict(self) -> dict[str, Any]:
         """What the controller needs to report a worker's judgement (no Comparison)."""
-        return {"key": self.key, "nodeid": self.nodeid, "verdict": self.verdict,
+        return {"key": self.key, "nodeid": self.nodeid, "verdict": self.verdict.value,
                 "tolerance": self.tolerance, "baseline_level": self.baseline_level,
                 "failures": list(self.failures), "notes": list(self.notes),
                 "warnings": list(self.warnings), "canary": self.canary, "ratio": self.ratio,
@@ -64,7 +65,7 @@ class Judgement:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Judgement:
-        return cls(key=data["key"], nodeid=data["nodeid"], verdict=data["verdict"],
+        return cls(key=data["key"], nodeid=data["nodeid"], verdict=Verdict(data["verdict"]),
                    tolerance=float(data["tolerance"]), baseline_level=data["baseline_level"],
                    failures=list(data["failures"]), notes=list(data["notes"]),
                    warnings=list(data["warnings"]), canary=bool(data["canary"]),
@@ -111,30 +112,27 @@ class Judge:
 
     # -- rounds ----------------------------------------------------------------------------
 
-    def policy(self, marker: MarkerArgs | None) -> BaselinePolicy:
+    def policy(self, test: TestSettings) -> BaselinePolicy:
         """The round policy of one test (fixed rounds, or looks against its baseline)."""
-        return BaselinePolicy(self, marker)
+        return BaselinePolicy(self, test)
 
     # -- verdicts --------------------------------------------------------------------------
 
-    def judge(self, m: Measurement, result: Result, marker: MarkerArgs | None,
+    def judge(self, m: Measurement, result: Result, test: TestSettings,
               comparison: stats.Comparison | None) -> Judgement:
         """Verdict, budgets and messages of one finished measurement."""
-        s = self.settings
-        canary = bool(marker and marker.canary)
-        j = Judgement(m.key, m.nodeid, stats.Verdict.NO_BASELINE.value,
-                      self._tolerance(marker), comparison, canary=canary)
+        j = Judgement(m.key, m.nodeid, Verdict.NO_BASELINE, test.tolerance, comparison,
+                      canary=test.canary)
         sessions = self.sessions(m.key)
         if sessions:
-            j.baseline_level = stats.summarize(pooled(sessions), s.confidence).estimate
-        if comparison is not None and comparison.verdict is not stats.Verdict.NO_BASELINE:
-            j.verdict = comparison.verdict.value
+            j.baseline_level = stats.summarize(pooled(sessions), test.confidence).estimate
+        if comparison is not None and comparison.verdict is not Verdict.NO_BASELINE:
+            j.verdict = comparison.verdict
             j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
             self._classify(j, comparison)
         else:
             self._no_baseline(j)
-        self._budgets(j, result, marker)
-        m.verdict = j.verdict
+        self._budgets(j, result, test)
         self.judgements[m.key] = j
         return j
 
@@ -147,13 +145,13 @@ class Judge:
                 j.failures.append(f"{j.key}: hardware mismatch under --tpw-strict: this "
                                   f"machine is {self.hardware_key}, the baselines are for "
                                   f"{others}. Record one here with --tpw-update")
-        elif s.strict and not (s.update or s.update_missing):
+        elif s.strict and not s.writes_baselines:
             j.failures.append(f"{j.key}: no baseline under --tpw-strict; record one with "
                               f"pytest --tpw --tpw-update-missing {_quote(j.nodeid)}")
 
     def _classify(self, j: Judgement, c: stats.Comparison) -> None:
         s = self.settings
-        updating = s.update or s.update_missing
+        updating = s.writes_baselines
         j.warnings.extend(f"{j.key}: {w}" for w in c.warnings)
         if j.canary:
             # a canary's drift is the environment's, not a regression of its code: it is
@@ -164,27 +162,22 @@ class Judge:
                 j.notes.append(f"{j.key}: canary drift {_pct(c.ratio)} ({c.verdict.value}): "
                                "the environment shifted since the baseline")
             return
-        if c.verdict is stats.Verdict.REGRESSED and not updating:
+        if c.verdict is Verdict.REGRESSED and not updating:
             if c.p_regression > s.fdr:
                 # BH can never keep a p-value above q, whatever the rest of the session
-                j.verdict = stats.Verdict.INCONCLUSIVE.value
+                j.verdict = Verdict.INCONCLUSIVE
                 j.notes.append(f"REGRESSED on its own but p = {c.p_regression:.3g} > "
                                f"--tpw-fdr {s.fdr:g}: cannot survive suite-wide FDR control")
             else:
                 j.pending_fdr = True
-        elif c.verdict is stats.Verdict.MINOR_REGRESSION:
+        elif c.verdict is Verdict.MINOR_REGRESSION:
             j.notes.append(f"{j.key}: minor regression ({_pct(c.ratio)}), within the "
                            f"tolerance ({j.tolerance:.0%})")
-        elif c.verdict is stats.Verdict.IMPROVED:
+        elif c.verdict is Verdict.IMPROVED:
             j.notes.append(f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
                            f"pytest --tpw --tpw-update {_quote(j.nodeid)}")
-        if j.verdict == stats.Verdict.INCONCLUSIVE.value and s.strict and not updating:
+        if j.verdict is Verdict.INCONCLUSIVE and s.strict and not updating:
             j.failures.append(self._inconclusive_text(j, c))
-
-    def _tolerance(self, marker: MarkerArgs | None) -> float:
-        if marker is not None and marker.tolerance is not None:
-            return marker.tolerance
-        return self.settings.tolerance
 
     def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> str:
         why = f" ({c.why})" if c.why else ""
@@ -192,9 +185,7 @@ class Judge:
                 f"{_ratio_text(c)}{why}. The spread is too wide to tell a change of "
                 "the tolerance from noise: lengthen the windows or raise --tpw-rounds")
 
-    def _budgets(self, j: Judgement, r: Result, marker: MarkerArgs | None) -> None:
-        if marker is None:
-            return
+    def _budgets(self, j: Judgement, r: Result, test: TestSettings) -> None:
         ci = f" (interval {r.ci[0]:.4g}..{r.ci[1]:.4g})" if r.ci else ""
         checks = [
             ("min_tokens_per_joule", r.tokens_per_joule, "tokens/J", False),
@@ -202,7 +193,7 @@ class Judge:
             ("max_watts", r.watts, "W", True),
             ("min_tokens_per_second", r.tokens_per_second, "tokens/s", False),
         ]
-        budgets = marker.budgets()
+        budgets = test.budgets
         for name, value, unit, is_max in checks:
             limit = budgets.get(name)
             if limit is None or (value <= limit if is_max else value >= limit):
@@ -230,7 +221,7 @@ class Judge:
         """Benjamini-Hochberg over the session's comparisons; returns judgements that changed."""
         keys = [k for k, j in self.judgements.items()
                 if j.comparison is not None and not j.comparison.provisional
-                and j.comparison.verdict is not stats.Verdict.NO_BASELINE]
+                and j.comparison.verdict is not Verdict.NO_BASELINE]
         if not keys:
             return {}
         adjusted = stats.apply_fdr([self.judgements[k].comparison  # type: ignore[misc]
@@ -242,10 +233,10 @@ class Judge:
             if not j.pending_fdr:
                 continue
             j.pending_fdr = False
-            if c.verdict is stats.Verdict.REGRESSED:
+            if c.verdict is Verdict.REGRESSED:
                 j.failures.append(self.regression_text(j, c))
             else:
-                j.verdict = c.verdict.value
+                j.verdict = c.verdict
                 j.notes.append(f"{key}: {c.why}")
                 if self.settings.strict:
                     j.failures.append(self._inconclusive_text(j, c))
@@ -282,19 +273,17 @@ class BaselinePolicy:
     Fixed rounds (``--tpw-rounds``, marker ``rounds``) or updating: that many windows, then
     one comparison at level alpha. Otherwise, with a baseline: looks at 5, 10, 15, 20
     windows, stopping early only on UNCHANGED or IMPROVED at alpha/K. With no baseline: the
-    first look's count, then NO_BASELINE.
+    first look's count, then NO_BASELINE. Implements the meter's ``RoundPolicy``.
     """
 
-    def __init__(self, judge: Judge, marker: MarkerArgs | None) -> None:
+    def __init__(self, judge: Judge, test: TestSettings) -> None:
         self.judge = judge
-        self.marker = marker
-        s = judge.settings
-        self.fixed = marker.rounds if marker and marker.rounds else s.rounds
-        self.updating = s.update or s.update_missing
-        self.params = judge.params(marker.tolerance if marker else None)
+        self.test = test
+        self.fixed = test.rounds
+        self.params = judge.params(test.tolerance)
         self.comparisons: dict[str, stats.Comparison] = {}
 
-    def __call__(self, m: Measurement) -> bool:
+    def more(self, m: Measurement) -> bool:
         n = len(m.samples)
         sessions = [x.values() for x in self.judge.sessions(m.key)]
         target = self._target(bool(sessions))
@@ -312,18 +301,21 @@ class BaselinePolicy:
                                             shift=shift, shift_se=shift_se)
         if stop:
             self.comparisons[m.key] = c
-            m.verdict = c.verdict.value
         return not stop
+
+    def verdict(self, key: str) -> Verdict:
+        c = self.comparisons.get(key)
+        return Verdict.NO_BASELINE if c is None else c.verdict
 
     def _target(self, has_baseline: bool) -> int | None:
         if self.fixed is not None:
             return self.fixed
-        if self.updating:
+        if self.test.writes_baselines:
             return self.params.looks[-1]
         return None if has_baseline else self.params.looks[0]
 
     def _shift(self) -> tuple[float, float]:
-        if self.marker is not None and self.marker.canary:
+        if self.test.canary:
             return 0.0, 0.0
         return self.judge.shift()
 
@@ -333,7 +325,6 @@ class BaselinePolicy:
         shift, shift_se = self._shift()
         c = stats.compare(sessions, m.values(), self.params, shift=shift, shift_se=shift_se)
         self.comparisons[m.key] = c
-        m.verdict = c.verdict.value
 
 
 def _pct(ratio: float) -> str:

@@ -1,13 +1,16 @@
 """Turning judgements into test outcomes, including the ones that wait for the whole session.
 
 A ``REGRESSED`` verdict must fail the test that regressed, but it is final only after
-Benjamini-Hochberg over every comparison of the session (STATS.md step 6). So a test whose
-verdict could still change is run as usual but its reports are *held*: nothing about it is
-logged (terminal, JUnit XML, exit status) until the run loop has finished every test. Then
-FDR is applied, the held call report is failed or left passed, and the held reports are
-logged in order. A test is therefore never shown passed and flipped later: it is shown once,
-at the end, with its final outcome. Tests that cannot be affected (no baseline, clearly
-fine, budgets, test failures) are logged at once, as usual.
+Benjamini-Hochberg over every comparison of the session. So a test whose verdict could still
+change is run as usual but its reports are *held*: nothing about it is logged (terminal,
+JUnit XML, exit status) until the run loop has finished every test. Then FDR is applied, the
+held call report is failed or left passed, and the held reports are logged in order. A test
+is therefore never shown passed and flipped later: it is shown once, at the end, with its
+final outcome. Tests that cannot be affected (no baseline, clearly fine, budgets, test
+failures) are logged at once, as usual.
+
+The JUnit properties of a test's measurements (``tpw.<field>``) are attached to its
+teardown report when that report is logged, so they always carry the final verdict.
 
 This module may import pytest; the decisions themselves live in :mod:`pytest_tpw.judge`.
 """
@@ -16,13 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from _pytest.runner import runtestprotocol
 
-from pytest_tpw.judge import Judgement
+from .judge import Judgement
+from .report import SensorInfo, junit_properties
+from .samples import Result
 
 JUDGEMENTS_KEY = pytest.StashKey[dict[str, Judgement]]()
+#: A test's finished measurements: (name, summary), attached as JUnit properties.
+RESULTS_KEY = pytest.StashKey[list[tuple[str | None, Result]]]()
 
 
 @dataclass
@@ -34,17 +41,22 @@ class Held:
 class Deferrals:
     """The session's held tests, released once every test has run."""
 
-    def __init__(self) -> None:
+    def __init__(self, sensor: SensorInfo) -> None:
+        self.sensor = sensor
         self.held: list[Held] = []
 
     def run(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         """Run one test; log it now, or hold it when a judgement waits for FDR."""
-        reports = runtestprotocol(item, nextitem=nextitem, log=False)
-        judgements = item.stash.get(JUDGEMENTS_KEY, {})
-        if any(j.pending_fdr for j in judgements.values()):
+        # pytest's own protocol without logging; reached through the plugin manager (its
+        # "runner" plugin) rather than by importing pytest's private module
+        runner: Any = item.config.pluginmanager.get_plugin("runner")
+        reports: list[pytest.TestReport] = runner.runtestprotocol(
+            item, nextitem=nextitem, log=False
+        )
+        if pending(item):
             self.held.append(Held(item, reports))
-        else:
-            log(item, reports)
+            return
+        log(item, reports)
 
     def release(self) -> None:
         """Log every held test with its final outcome (after the judge applied FDR)."""
@@ -55,8 +67,13 @@ class Deferrals:
                 if report.when == "call":
                     fail_report(report, judgements.values())
                 if report.when == "teardown":
-                    refresh_verdicts(report, judgements.values())
+                    attach_properties(h.item, report, self.sensor)
             log(h.item, h.reports)
+
+
+def pending(item: pytest.Item) -> bool:
+    """True while one of the test's verdicts waits for the session's FDR control."""
+    return any(j.pending_fdr for j in item.stash.get(JUDGEMENTS_KEY, {}).values())
 
 
 def log(item: pytest.Item, reports: Sequence[pytest.TestReport]) -> None:
@@ -77,14 +94,10 @@ def fail_report(report: pytest.TestReport, judgements: Iterable[Judgement]) -> N
     report.longrepr = "pytest-tpw: " + "\n\npytest-tpw: ".join(failures)
 
 
-def refresh_verdicts(report: pytest.TestReport, judgements: Iterable[Judgement]) -> None:
-    """Make the ``tpw*.verdict`` JUnit properties say the final verdict."""
-    final = {j.key: j.verdict for j in judgements}
-    props = list(report.user_properties)
-    measurement = None
-    for i, (name, value) in enumerate(props):
-        if name.endswith(".measurement"):
-            measurement = value
-        elif name.endswith(".verdict") and measurement in final:
-            props[i] = (name, final[measurement])
-    report.user_properties = props
+def attach_properties(item: pytest.Item, report: pytest.TestReport, sensor: SensorInfo) -> None:
+    """Add the test's measurements, with their final verdicts, to its teardown report."""
+    judgements = item.stash.get(JUDGEMENTS_KEY, {})
+    for name, result in item.stash.get(RESULTS_KEY, []):
+        j = judgements.get(result.name)
+        verdict = j.verdict if j is not None else result.verdict
+        report.user_properties.extend(junit_properties(result, name, sensor, verdict))

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .meter import Measurement, Result
+from .samples import Measurement, Result
+from .verdict import Verdict
 
 if TYPE_CHECKING:
     from .judge import Judgement
@@ -33,7 +34,7 @@ class Row:
     baseline: float | None = None
     warnings: int = 0
     #: The final verdict (after suite-wide FDR); the result's own when None.
-    verdict: str | None = None
+    verdict: Verdict | None = None
     #: candidate / baseline as the verdict engine estimated it (canary shift divided out).
     ratio: float | None = None
 
@@ -46,7 +47,7 @@ class Row:
         return self.result.tokens_per_joule / self.baseline - 1.0
 
     @property
-    def final_verdict(self) -> str:
+    def final_verdict(self) -> Verdict:
         return self.verdict if self.verdict is not None else self.result.verdict
 
 
@@ -88,7 +89,7 @@ def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
         (row.name, num(row.result.tokens_per_joule), _interval(row.result),
          num(row.result.joules_per_token), num(row.result.watts),
          num(row.result.tokens_per_second), str(row.result.n), num(row.baseline),
-         _change(row), row.final_verdict + (" (!)" if row.warnings else ""))
+         _change(row), row.final_verdict.value + (" (!)" if row.warnings else ""))
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -144,13 +145,13 @@ def markdown(rows: Sequence[Row], sensor: SensorInfo, confidence: float) -> str:
         lines.append(f"| `{name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
                      f"{num(r.joules_per_token)} | {num(r.watts)} | "
                      f"{num(r.tokens_per_second)} | {num(row.baseline)} | {_change(row)} | "
-                     f"{row.final_verdict} |")
+                     f"{row.final_verdict.value} |")
     lines += ["", sensor_line(sensor), ""]
     return "\n".join(lines)
 
 
-def junit_properties(result: Result, name: str | None,
-                     sensor: SensorInfo) -> list[tuple[str, object]]:
+def junit_properties(result: Result, name: str | None, sensor: SensorInfo,
+                     verdict: Verdict) -> list[tuple[str, object]]:
     """``record_property`` pairs for one measurement (they land in JUnit XML).
 
     Names are ``tpw.<field>`` for a test's unnamed measurement, ``tpw[<name>].<field>``
@@ -164,7 +165,7 @@ def junit_properties(result: Result, name: str | None,
         (f"{prefix}.watts", round(result.watts, 4)),
         (f"{prefix}.tokens_per_second", round(result.tokens_per_second, 4)),
         (f"{prefix}.n", result.n),
-        (f"{prefix}.verdict", result.verdict),
+        (f"{prefix}.verdict", verdict.value),
         (f"{prefix}.sensor", sensor.name),
         (f"{prefix}.joules", sensor.provenance),
     ]
@@ -173,14 +174,17 @@ def junit_properties(result: Result, name: str | None,
     return props
 
 
-def measurement_json(m: Measurement, result: Result | None) -> dict[str, Any]:
+def measurement_json(m: Measurement, result: Result | None,
+                     judgement: Judgement | None = None) -> dict[str, Any]:
+    verdict = judgement.verdict if judgement is not None else (
+        result.verdict if result is not None else Verdict.NO_BASELINE)
     doc: dict[str, Any] = {
         "nodeid": m.nodeid,
         "name": m.name,
         "sensor": m.sensor,
         "provenance": m.provenance,
         "warmup": m.warmup,
-        "verdict": m.verdict,
+        "verdict": verdict.value,
         "warnings": list(m.warnings),
         "samples": [s.to_dict() for s in m.samples],
     }
@@ -193,17 +197,21 @@ def measurement_json(m: Measurement, result: Result | None) -> dict[str, Any]:
             "n": result.n,
             "ci": list(result.ci) if result.ci else None,
         }
+    if judgement is not None:
+        doc["comparison"] = comparison_json(judgement)
     return doc
 
 
 def json_document(measurements: Mapping[str, tuple[Measurement, Result | None]],
-                  environment: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``--tpw-json`` document: every sample, each summary, the environment."""
+                  judgements: Mapping[str, Judgement], environment: Mapping[str, Any],
+                  settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``--tpw-json`` document: every sample, each summary and verdict, the environment."""
     return {
         "schema": JSON_SCHEMA_VERSION,
         "environment": dict(environment),
         "settings": dict(settings),
-        "measurements": {key: measurement_json(m, r) for key, (m, r) in measurements.items()},
+        "measurements": {key: measurement_json(m, r, judgements.get(key))
+                         for key, (m, r) in measurements.items()},
     }
 
 
@@ -216,7 +224,7 @@ def comparison_json(j: Judgement) -> dict[str, Any] | None:
     """The verdict engine's figures for one measurement, for ``--tpw-json``."""
     c = j.comparison
     out: dict[str, Any] = {
-        "verdict": j.verdict,
+        "verdict": j.verdict.value,
         "baseline_tokens_per_joule": j.baseline_level,
         "tolerance": j.tolerance,
         "failures": list(j.failures),

@@ -1,142 +1,181 @@
-"""One measuring session: the opened sensor, baselines, the meters it hands out, results.
+"""One measuring session: sensor, baselines, judge, the meters it hands out, its outputs.
 
-Holds the session's state so that ``plugin.py`` stays a thin hook layer. No pytest import:
-settings arrive already parsed, and the results leave as plain data.
+A :class:`TpwSession` is whole when it exists: :meth:`TpwSession.start` opens the sensor
+and reads the baselines first, so nothing in it is ever missing. Its :class:`Role` says what
+the process does at the end: the :class:`Controller` (a plain session, or pytest-xdist's
+controller) merges workers' results, prints the report and writes every output; a
+:class:`Worker` sends its results to the controller as plain data. No pytest import: the
+plugin hands settings in and takes plain data and text out.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping, MutableMapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import baseline, distributed, fingerprint, report, sensors
-from .judge import BaselinePolicy, Judge, Judgement
+from .errors import TpwError
+from .files import append_text, atomic_write_text, dump_json
+from .judge import Judge, Judgement
 from .locks import DeviceLocks
-from .meter import Measurement, Meter, MeterConfig, Result, fixed_rounds
-from .settings import MarkerArgs, Settings
+from .meter import Meter
+from .samples import Measurement, Result
+from .settings import Settings, TestSettings
+from .verdict import Verdict
+from .window import WindowRunner
+
+if TYPE_CHECKING:
+    from .progress import Progress
+
+#: Where GitHub Actions reads a job summary from.
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 class TpwSession:
     """State of one pytest session with ``--tpw``: sensor, baselines, judge, results."""
 
-    def __init__(self, settings: Settings, rootdir: Path,
-                 extra_sensors: Mapping[str, sensors.SensorFactory] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rootdir: Path,
+        sensor: sensors.Sensor,
+        judge: Judge,
+        *,
+        skipped: Mapping[str, str] | None = None,
+        worker: bool = False,
+        invocation_dir: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.rootdir = rootdir
-        self.extra_sensors = dict(extra_sensors or {})
-        self.sensor: sensors.Sensor | None = None
-        self.skipped: dict[str, str] = {}
-        self.measurements: dict[str, tuple[Measurement, Result | None]] = {}
-        self.extra_environment: dict[str, Any] = {}
-        self.judge: Judge | None = None
-        self.hardware_key = ""
-        self.software: dict[str, Any] = {}
+        #: Where pytest was started: relative output paths are taken from there.
+        self.invocation_dir = invocation_dir or rootdir
+        self.sensor = sensor
+        self.judge = judge
+        self.skipped = dict(skipped or {})
+        self.hardware_key = judge.hardware_key
+        self.software = judge.software
+        self.locks = DeviceLocks(
+            sensor.lock_ids(), timeout_s=settings.lock_timeout, on_wait=_say_waiting
+        )
         self.started = dt.datetime.now(dt.timezone.utc)
-        self.locks: DeviceLocks | None = None
+        self.measurements: dict[str, tuple[Measurement, Result]] = {}
+        self.extra_environment: dict[str, Any] = {}
+        #: Tests whose call failed (an assertion, a budget, a regression): they record nothing.
+        self.failed_tests: set[str] = set()
+        #: Where meters report each window (a live line in a terminal), if anywhere.
+        self.progress: Progress | None = None
         #: Set when windows were aligned over a torch.distributed process group.
         self.rank: int | None = None
         #: Lines for the end of the terminal section (baselines written...).
         self.notes: list[str] = []
+        self.role: Role = Worker(self) if worker else Controller(self)
 
-    # -- sensor and baselines --------------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        rootdir: Path,
+        extra_sensors: Mapping[str, sensors.SensorFactory] | None = None,
+        *,
+        worker: bool = False,
+        invocation_dir: Path | None = None,
+    ) -> TpwSession:
+        """Open the sensor and read this hardware's baselines; the session is then whole.
 
-    def open_sensor(self) -> sensors.Sensor:
-        """Open the configured sensor (raises :class:`SensorUnavailable` with the reason)."""
-        s = self.settings
+        Raises :class:`SensorUnavailable` or :class:`BaselineError` (the sensor closed again).
+        """
+        s = settings
         options = sensors.SensorOptions(
-            devices=s.devices, sim_watts=s.sim_watts, sim_noise=s.sim_noise,
-            cpu_watts_per_core=s.cpu_watts_per_core)
-        selection = sensors.select(s.sensor, options, self.extra_sensors)
-        self.sensor, self.skipped = selection.sensor, selection.skipped
-        self.hardware_key = fingerprint.hardware_key(self.sensor.hardware())
-        self.locks = DeviceLocks(self.sensor.lock_ids())
-        return self.sensor
+            devices=s.devices,
+            sim_watts=s.sim_watts,
+            sim_noise=s.sim_noise,
+            cpu_watts_per_core=s.cpu_watts_per_core,
+        )
+        selection = sensors.select(s.sensor, options, dict(extra_sensors or {}))
+        sensor = selection.sensor
+        try:
+            key = fingerprint.hardware_key(sensor.hardware())
+            directory = rootdir / s.baseline_dir
+            stored = baseline.load(baseline.path_for(directory, key), key)
+            others = [] if stored is not None else baseline.other_hardware(directory, key)
+            software = fingerprint.software_stack(sensor.describe())
+            judge = Judge(s, stored, key, others, software)
+        except BaseException:
+            sensor.close()
+            raise
+        return cls(s, rootdir, sensor, judge, skipped=selection.skipped, worker=worker,
+                   invocation_dir=invocation_dir)
 
-    @property
-    def baseline_dir(self) -> Path:
-        return self.rootdir / self.settings.baseline_dir
+    def close(self) -> None:
+        self.sensor.close()
 
     @property
     def baseline_path(self) -> Path:
-        return baseline.path_for(self.baseline_dir, self.hardware_key)
-
-    def load_baselines(self) -> None:
-        """Read this hardware's baseline file (raises :class:`BaselineError` when unusable)."""
-        assert self.sensor is not None
-        stored = baseline.load(self.baseline_path, self.hardware_key)
-        others = [] if stored is not None else baseline.other_hardware(self.baseline_dir,
-                                                                        self.hardware_key)
-        self.software = fingerprint.software_stack(self.sensor.describe())
-        self.judge = Judge(self.settings, stored, self.hardware_key, others, self.software)
-
-    def close(self) -> None:
-        if self.sensor is not None:
-            self.sensor.close()
+        return baseline.path_for(self.rootdir / self.settings.baseline_dir, self.hardware_key)
 
     def sensor_info(self) -> report.SensorInfo:
-        assert self.sensor is not None
         return report.SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
 
-    # -- meters and verdicts ---------------------------------------------------------------
+    def header_lines(self) -> list[str]:
+        """What the run header says about the sensor and the baselines."""
+        sensor = self.sensor
+        lines = [f"tpw: sensor {sensor.name}, joules {sensor.provenance} ({sensor.method})"]
+        lines += [f"tpw: passed over {name}: {why}" for name, why in self.skipped.items()]
+        stored = self.judge.baseline
+        found = f"{len(stored.measurements)} measurement(s)" if stored else "none yet"
+        lines.append(f"tpw: baselines {self.baseline_path} ({found})")
+        return lines
 
-    def meter_for(self, nodeid: str, marker: MarkerArgs | None) -> Meter:
-        """A meter for one test, with the test's marker overriding the session settings."""
-        s = self.settings if marker is None else self.settings.with_marker(marker)
-        config = MeterConfig(enabled=s.enabled, warmup=s.warmup, min_window_s=s.min_window,
-                             max_delay_s=s.max_delay, confidence=s.confidence,
-                             devices=s.devices)
-        policy = (self.judge.policy(marker) if self.judge is not None
-                  else fixed_rounds(s.rounds_for_session()))
-        return Meter(nodeid, config, self.sensor if s.enabled else None, policy,
-                     locks=self.locks)
+    # -- one test --------------------------------------------------------------------------
 
-    def judge_meter(self, meter: Meter, marker: MarkerArgs | None) -> list[Judgement]:
+    def meter_for(self, nodeid: str, test: TestSettings, **runner_options: Any) -> Meter:
+        """A meter for one test with its effective settings."""
+        runner = WindowRunner(
+            self.sensor,
+            devices=test.devices,
+            min_window_s=test.min_window,
+            max_delay_s=test.max_delay,
+            locks=self.locks,
+            **runner_options,
+        )
+        policy = self.judge.policy(test)
+        return Meter(
+            nodeid,
+            runner,
+            policy,
+            warmup=test.warmup,
+            confidence=test.confidence,
+            progress=self.progress,
+            max_rounds=test.rounds or self.judge.params().looks[-1],
+        )
+
+    def judge_meter(self, meter: Meter, test: TestSettings) -> list[Judgement]:
         """Verdicts and budgets of a test's finished measurements."""
-        assert self.judge is not None
-        policy = meter.policy
-        comparisons = policy.comparisons if isinstance(policy, BaselinePolicy) else {}
-        out = []
-        for m in meter.measurements:
-            if m.complete and m.samples:
-                result = m.result(self.settings.confidence)
-                out.append(self.judge.judge(m, result, marker, comparisons.get(m.key)))
-        return out
+        comparisons = getattr(meter.policy, "comparisons", {})
+        return [
+            self.judge.judge(m, meter.summary(m), test, comparisons.get(m.key))
+            for m in meter.measurements
+            if m.finished
+        ]
 
-    def record(self, measurement: Measurement) -> Result | None:
-        """Keep a finished measurement; returns its summary (None if it has no samples)."""
-        result = measurement.result(self.settings.confidence) if measurement.samples else None
-        self.measurements[measurement.key] = (measurement, result)
-        return result
-
-    # -- xdist: workers send plain data, the controller merges ------------------------------
-
-    def worker_payload(self) -> dict[str, Any]:
-        """This worker's finished measurements and judgements, as plain data."""
-        judgements = self.judge.judgements if self.judge is not None else {}
-        canaries = self.judge.canary_log_ratios if self.judge is not None else []
-        return {
-            "measurements": [m.to_dict() for m, _ in self.measurements.values()],
-            "judgements": [j.to_dict() for j in judgements.values()],
-            "canary_log_ratios": list(canaries),
-        }
-
-    def merge_payload(self, payload: Mapping[str, Any]) -> None:
-        """Take a worker's results as if this process had measured them."""
-        for data in payload.get("measurements", []):
-            self.record(Measurement.from_dict(data))
-        if self.judge is not None:
-            for data in payload.get("judgements", []):
-                j = Judgement.from_dict(data)
-                self.judge.judgements[j.key] = j
-            self.judge.canary_log_ratios.extend(payload.get("canary_log_ratios", []))
-
-    def note_rank(self, meter: Meter) -> None:
+    def record(self, meter: Meter) -> list[tuple[Measurement, Result]]:
+        """Keep a test's finished measurements; returns them with their summaries."""
         if meter.rank is not None:
             self.rank = meter.rank
+        kept = [(m, meter.summary(m)) for m in meter.measurements if m.finished]
+        for m, result in kept:
+            self.measurements[m.key] = (m, result)
+        return kept
+
+    # -- the end ---------------------------------------------------------------------------
 
     @property
     def quiet(self) -> bool:
@@ -144,81 +183,80 @@ class TpwSession:
         rank = self.rank if self.rank is not None else distributed.env_rank()
         return rank is not None and rank != 0
 
-    # -- baselines out ---------------------------------------------------------------------
-
-    def flush_baselines(self) -> tuple[Path, list[str]]:
-        """Write this session's samples (``--tpw-update``/``-missing``); returns what was written.
-
-        Only complete measurements are written, merged into the file as it is on disk now:
-        an interrupted session adds what it finished and removes nothing.
-        """
-        assert self.sensor is not None
-        date = self.started.replace(microsecond=0).isoformat()
-        commit = fingerprint.git_commit(self.rootdir)
-        updates = {
-            key: baseline.StoredSession(
-                date=date, commit=commit, software=self.software, sensor=m.sensor,
-                provenance=m.provenance,
-                samples=[(s.tokens, s.joules, s.seconds) for s in m.samples])
-            for key, (m, _) in self.measurements.items() if m.complete and m.samples
-        }
-        hardware = {"models": list(self.sensor.hardware()), "sensor": self.sensor.name,
-                    "provenance": self.sensor.provenance}
-        written = baseline.flush(self.baseline_path, self.hardware_key, hardware, updates,
-                                 self.settings.history, self.settings.update_missing)
-        return self.baseline_path, written
-
-    # -- output ----------------------------------------------------------------------------
-
     def summary_notes(self) -> list[str]:
-        """Verdict counts, the canary shift, hardware notes, files written."""
+        """Verdict counts, the canary shift, hardware notes, lock waits, files written."""
         lines: list[str] = []
         judge = self.judge
-        if judge is not None and judge.judgements:
+        if judge.judgements:
             counts: dict[str, int] = {}
             for j in judge.judgements.values():
-                counts[j.verdict] = counts.get(j.verdict, 0) + 1
-            lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-                         + f" (tolerance {self.settings.tolerance:.0%}, noise floor "
-                         f"{self.settings.noise_floor:.0%}, FDR q = {self.settings.fdr:g})")
+                counts[j.verdict.value] = counts.get(j.verdict.value, 0) + 1
+            s = self.settings
+            lines.append(
+                "verdicts: "
+                + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+                + f" (tolerance {s.tolerance:.0%}, noise floor {s.noise_floor:.0%}, "
+                f"FDR q = {s.fdr:g})"
+            )
             shift, _ = judge.shift()
             if judge.canary_log_ratios:
-                lines.append(f"canary shift: {math.exp(shift) - 1:+.1%} from "
-                             f"{len(judge.canary_log_ratios)} canary measurement(s), divided "
-                             "out of the other ratios")
+                lines.append(
+                    f"canary shift: {math.exp(shift) - 1:+.1%} from "
+                    f"{len(judge.canary_log_ratios)} canary measurement(s), divided out of the "
+                    "other ratios"
+                )
             lines += [note for j in judge.judgements.values() for note in j.notes]
             settled = sum(1 for j in judge.judgements.values() if j.without_fdr)
             if settled:
-                lines.append(f"{settled} regression(s) decided per test, without "
-                             "Benjamini-Hochberg across the suite: pytest-xdist workers report "
-                             "each test as it ends (run without -n for suite-wide FDR)")
-            if judge.other_hardware and judge.baseline is None:
-                lines.append(f"no baseline for {self.hardware_key}; baselines exist for "
-                             f"{', '.join(judge.other_hardware)} (not compared)")
+                lines.append(
+                    f"{settled} regression(s) decided per test, without Benjamini-Hochberg "
+                    "across the suite: pytest-xdist workers report each test as it ends (run "
+                    "without -n for suite-wide FDR)"
+                )
+        if judge.other_hardware and judge.baseline is None:
+            lines.append(
+                f"no baseline for {self.hardware_key}; baselines exist for "
+                f"{', '.join(judge.other_hardware)} (not compared)"
+            )
         waits = [(key, m.lock_waits()) for key, (m, _) in self.measurements.items()]
         waits = [(key, w) for key, w in waits if w]
         if waits:
             windows = sum(len(w) for _, w in waits)
             total = sum(sum(w) for _, w in waits)
-            lines.append(f"{windows} window(s) of {len(waits)} measurement(s) waited for a "
-                         f"device lock ({total:.2f} s in all): another process was measuring "
-                         "the same device; the waits were outside the windows")
+            lines.append(
+                f"{windows} window(s) of {len(waits)} measurement(s) waited for a device lock "
+                f"({total:.2f} s in all): another process was measuring the same device; the "
+                "waits were outside the windows"
+            )
         return [*lines, *self.notes]
 
     def rows(self) -> list[report.Row]:
-        judgements = self.judge.judgements if self.judge is not None else {}
+        judgements = self.judge.judgements
         rows = []
         for key, (m, result) in self.measurements.items():
-            if result is None:
-                continue
             j = judgements.get(key)
-            rows.append(report.Row(key, result, j.baseline_level if j else None,
-                                   len(m.warnings), j.verdict if j else None,
-                                   j.ratio if j else None))
+            rows.append(
+                report.Row(
+                    key,
+                    result,
+                    j.baseline_level if j else None,
+                    len(m.warnings),
+                    j.verdict if j else None,
+                    j.ratio if j else None,
+                )
+            )
         return rows
 
+    def terminal_lines(self) -> list[str]:
+        return report.terminal_lines(
+            self.rows(),
+            [m for m, _ in self.measurements.values()],
+            self.sensor_info(),
+            self.settings.confidence,
+            self.summary_notes(),
+        )
+
     def environment(self) -> dict[str, Any]:
-        assert self.sensor is not None
         described = dict(self.sensor.describe())
         env: dict[str, Any] = {
             "hardware_key": self.hardware_key,
@@ -231,22 +269,178 @@ class TpwSession:
                 "skipped": dict(self.skipped),
                 "details": described,
             },
-            "software": self.software or fingerprint.software_stack(described),
+            "software": self.software,
             "commit": fingerprint.git_commit(self.rootdir),
+            "date": self.started.replace(microsecond=0).isoformat(),
         }
         env.update(self.extra_environment)
         return env
 
     def json_document(self) -> dict[str, Any]:
         settings = {
-            k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-            for k, v in dataclasses.asdict(self.settings).items()
+            k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()
         }
-        doc = report.json_document(self.measurements, self.environment(), settings)
-        judgements = self.judge.judgements if self.judge is not None else {}
-        for key, entry in doc["measurements"].items():
-            j = judgements.get(key)
-            if j is not None:
-                entry["verdict"] = j.verdict
-                entry["comparison"] = report.comparison_json(j)
-        return doc
+        judgements = self.judge.judgements
+        return report.json_document(self.measurements, judgements, self.environment(), settings)
+
+    # -- xdist: workers send plain data, the controller merges ------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        """This process's finished measurements and judgements, as plain data."""
+        return {
+            "measurements": [m.to_dict() for m, _ in self.measurements.values()],
+            "judgements": [j.to_dict() for j in self.judge.judgements.values()],
+            "canary_log_ratios": list(self.judge.canary_log_ratios),
+        }
+
+    def merge(self, payload: Mapping[str, Any]) -> None:
+        """Take a worker's results as if this process had measured them."""
+        judgements = [Judgement.from_dict(d) for d in payload.get("judgements", [])]
+        verdicts = {j.key: j.verdict for j in judgements}
+        for data in payload.get("measurements", []):
+            m = Measurement.from_dict(data)
+            if m.finished:
+                verdict = verdicts.get(m.key, Verdict.NO_BASELINE)
+                result = m.summarize(self.settings.confidence, verdict)
+                self.measurements[m.key] = (m, result)
+        for j in judgements:
+            self.judge.judgements[j.key] = j
+        self.judge.canary_log_ratios.extend(payload.get("canary_log_ratios", []))
+
+    # -- outputs: each fails alone, with its path and cause, and the report still prints ----
+
+    def write_outputs(self, interrupted: bool, environment_hook: Callable[[], None]) -> bool:
+        """Write baselines, ``--tpw-json``, exports, the Markdown report and the step
+        summary; each write fails alone, with a note. False if any write failed."""
+        from . import exports, mdreport
+
+        s = self.settings
+        ok = True
+        environment_hook()
+        if s.writes_baselines:
+            ok &= self._output("baselines", self.baseline_path,
+                               lambda: self._write_baselines(interrupted))
+        doc = self.json_document()
+        texts: list[tuple[str, Path, str]] = []
+        if s.json is not None:
+            texts.append(("--tpw-json", s.json, dump_json(doc)))
+        texts += [(f"--tpw-export {fmt}", to, exports.render(doc, fmt)) for fmt, to in s.export]
+        if s.report is not None:
+            texts.append(("--tpw-report", s.report, mdreport.render(doc)))
+        for what, target, text in texts:
+            path = self.invocation_dir / target  # absolute paths stay as they are
+            ok &= self._output(what, path, partial(atomic_write_text, path, text))
+        summary = os.environ.get(STEP_SUMMARY_ENV)
+        if summary and self.measurements:
+            text = mdreport.render(doc, mdreport.STEP_SUMMARY_LIMIT)
+            ok &= self._output(STEP_SUMMARY_ENV, Path(summary),
+                               partial(append_text, Path(summary), text))
+        return ok
+
+    def _output(self, what: str, path: Path, write: Callable[[], None]) -> bool:
+        try:
+            write()
+        except (OSError, TpwError) as exc:
+            self.notes.append(f"{what} NOT written to {path}: {exc}")
+            return False
+        return True
+
+    def _write_baselines(self, interrupted: bool) -> None:
+        """This session's samples into the baseline file; only complete measurements.
+
+        Merged into the file as it is on disk now: an interrupted session adds what it
+        finished and removes nothing.
+        """
+        date = self.started.replace(microsecond=0).isoformat()
+        commit = fingerprint.git_commit(self.rootdir)
+        software = {**self.software, **self.extra_environment}
+        updates = {
+            key: baseline.StoredSession(
+                date=date,
+                commit=commit,
+                software=software,
+                sensor=m.sensor,
+                provenance=m.provenance,
+                samples=[(s.tokens, s.joules, s.seconds) for s in m.samples],
+            )
+            for key, (m, _) in self.measurements.items()
+            if m.finished and m.nodeid not in self.failed_tests
+        }
+        hardware = {
+            "models": list(self.sensor.hardware()),
+            "sensor": self.sensor.name,
+            "provenance": self.sensor.provenance,
+        }
+        s = self.settings
+        mode: baseline.Mode = "replace" if s.update else "extend" if s.record else "missing"
+        written = baseline.flush(
+            self.baseline_path, self.hardware_key, hardware, updates, s.history, mode
+        )
+        what = f"{len(written)} measurement(s) written to {self.baseline_path}"
+        if interrupted:
+            what += " (interrupted: only the measurements that finished; the rest untouched)"
+        self.notes.append(what)
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON can hold it (paths as text, tuples as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _say_waiting(text: str) -> None:
+    """A long wait for a device lock is said at once, past pytest's output capture."""
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(f"\npytest-tpw: {text}\n")
+        stream.flush()
+
+
+class Role(abc.ABC):
+    """What this process does with its results at the end of the session."""
+
+    def __init__(self, session: TpwSession) -> None:
+        self.session = session
+
+    @abc.abstractmethod
+    def reports(self) -> bool:
+        """True when this process prints the ``tokens per joule`` section."""
+
+    @abc.abstractmethod
+    def finish(
+        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+    ) -> bool:
+        """Send or write the results; False when an output could not be written."""
+
+
+class Controller(Role):
+    """A plain session or pytest-xdist's controller: reports and writes every output."""
+
+    def reports(self) -> bool:
+        return not self.session.quiet
+
+    def finish(
+        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+    ) -> bool:
+        if self.session.quiet:
+            return True
+        return self.session.write_outputs(interrupted, environment_hook)
+
+
+class Worker(Role):
+    """A pytest-xdist worker: its results travel to the controller, which reports them."""
+
+    #: The key of this plugin's payload in xdist's ``workeroutput``.
+    PAYLOAD_KEY = "pytest_tpw"
+
+    def reports(self) -> bool:
+        return False
+
+    def finish(
+        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+    ) -> bool:
+        sink[self.PAYLOAD_KEY] = self.session.payload()
+        return True

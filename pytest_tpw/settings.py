@@ -101,220 +101,24 @@ def parse_path(text: str) -> Path:
     return Path(text.strip())
 
 
-# -- the options table: one row per setting, used for addoption, addini and parsing -----------
+def parse_exports(text: str) -> tuple[tuple[str, Path], ...]:
+    """``"bencher=out/bmf.json,github-action-benchmark=gab.json"`` -> ((format, path), ...)."""
+    from .exports import FORMATS
 
-
-@dataclass(frozen=True)
-class Option:
-    """One ``--tpw-*`` flag (``flag=None`` for ini-only keys) with its ini twin."""
-
-    field: str
-    flag: str | None
-    default: str | None
-    help: str
-    parse: Callable[[str], Any]
-    metavar: str | None = None
-
-    @property
-    def ini(self) -> str:
-        return "tpw_" + self.field
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("update", "--tpw-update", None,
-           "append this session's samples to the baselines; regressions do not fail", str),
-    Option("update_missing", "--tpw-update-missing", None,
-           "write baselines only for measurements that have none", str),
-    Option("baseline_dir", "--tpw-baseline-dir", ".tpw",
-           "where baseline files live: DIR/<hardware-key>.json (default: .tpw)",
-           parse_path, "DIR"),
-    Option("strict", "--tpw-strict", None,
-           "CI mode: no baseline, inconclusive or hardware mismatch fail the test", str),
-    Option("tolerance", "--tpw-tolerance", "5%",
-           "largest tolerated drop in tokens per joule (default: 5%)", parse_positive_fraction,
-           "P"),
-    Option("noise_floor", "--tpw-noise-floor", "1%",
-           "smallest change worth reporting (default: 1%)", parse_fraction, "P"),
-    Option("confidence", "--tpw-confidence", "0.90",
-           "two-sided confidence of reported intervals (default: 0.90)", parse_confidence, "C"),
-    Option("fdr", "--tpw-fdr", "0.05",
-           "false-discovery rate across the suite's regressions (default: 0.05)",
-           parse_positive_fraction, "Q"),
-    Option("rounds", "--tpw-rounds", None,
-           "fixed number of recorded windows (default: adaptive 5-20 against a baseline, "
-           "5 without one, 20 when updating)",
-           _parse_int(2), "N"),
-    Option("warmup", "--tpw-warmup", "1",
-           "windows run and discarded first (default: 1)", _parse_int(0), "N"),
-    Option("min_window", "--tpw-min-window", None,
-           "shortest window in seconds (default: the sensor's own)", parse_positive_float, "S"),
-    Option("sensor", "--tpw-sensor", "auto",
-           "where joules come from: auto, nvml, rapl, cpu-estimate, sim or a plugin's sensor",
-           parse_str, "NAME"),
-    Option("devices", "--tpw-devices", None,
-           "GPUs to measure, as this process indexes them (default: all visible)",
-           parse_devices, "LIST"),
-    Option("json", "--tpw-json", None,
-           "write every sample, verdict and the environment as JSON to PATH", parse_path, "PATH"),
-    Option("gpus_per_worker", "--tpw-gpus-per-worker", None,
-           "pytest-xdist: give each worker its own N GPUs through CUDA_VISIBLE_DEVICES",
-           _parse_int(1), "N"),
-    Option("history", "--tpw-history", "10",
-           "sessions kept per measurement in a baseline (default: 10)", _parse_int(1), "N"),
-    # ini-only tuning of the built-in sensors and the protocol
-    Option("sim_watts", None, "300", "sim sensor: constant power in watts", parse_positive_float),
-    Option("sim_noise", None, "0.01", "sim sensor: relative noise of each window's joules",
-           parse_nonnegative_float),
-    Option("cpu_watts_per_core", None, "10",
-           "cpu-estimate sensor: watts drawn per busy core", parse_positive_float),
-    Option("max_delay", None, "0.1",
-           "largest random delay in seconds before each window (0 disables)",
-           parse_nonnegative_float),
-)
-
-BOOL_FIELDS = frozenset({"update", "update_missing", "strict"})
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Session settings, frozen once built. Marker overrides give a per-test copy."""
-
-    enabled: bool = False
-    update: bool = False
-    update_missing: bool = False
-    baseline_dir: Path = Path(".tpw")
-    strict: bool = False
-    tolerance: float = 0.05
-    noise_floor: float = 0.01
-    confidence: float = 0.90
-    fdr: float = 0.05
-    rounds: int | None = None
-    warmup: int = 1
-    min_window: float | None = None
-    sensor: str = "auto"
-    devices: tuple[int, ...] | None = None
-    json: Path | None = None
-    history: int = 10
-    gpus_per_worker: int | None = None
-    sim_watts: float = 300.0
-    sim_noise: float = 0.01
-    cpu_watts_per_core: float = 10.0
-    max_delay: float = 0.1
-
-    def rounds_for_session(self) -> int:
-        """Recorded windows when no adaptive policy applies: 20 when updating, else 5."""
-        if self.rounds is not None:
-            return self.rounds
-        return 20 if (self.update or self.update_missing) else 5
-
-    def with_marker(self, marker: MarkerArgs) -> Settings:
-        changes = {k: v for k, v in marker.overrides().items() if v is not None}
-        return dataclasses.replace(self, **changes)
-
-
-def _parse_ini_bool(text: str, where: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("", "0", "false", "no", "off"):
-        return False
-    raise SettingError(f"{where} = {text!r}: expected true or false")
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Register the ``tpw`` option group and every ini twin."""
-    group = parser.getgroup("tpw", "tokens per joule (pytest-tpw)")
-    group.addoption("--tpw", action="store_true", default=False, dest="tpw",
-                    help="measure tokens per joule in tests that use the tpw fixture")
-    for opt in OPTIONS:
-        if opt.flag is not None:
-            if opt.field in BOOL_FIELDS:
-                group.addoption(opt.flag, action="store_true", default=None,
-                                dest="tpw_" + opt.field, help=opt.help)
-            else:
-                # argparse %-formats help texts: "5%" must be written "5%%" there
-                group.addoption(opt.flag, action="store", default=None, metavar=opt.metavar,
-                                dest="tpw_" + opt.field, help=opt.help.replace("%", "%%"))
-        parser.addini(opt.ini, opt.help + (f" (ini twin of {opt.flag})" if opt.flag else ""),
-                      default="")
-    parser.addini("tpw", "measure tokens per joule, as --tpw does", type="bool", default=False)
-
-
-def _raw_value(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
-    """The raw text of one option and where it came from (flag, ini or default)."""
-    if opt.flag is not None:
-        given = config.getoption("tpw_" + opt.field)
-        if given is not None:
-            return str(given), opt.flag
-    ini = config.getini(opt.ini)
-    if isinstance(ini, str) and ini.strip():
-        return ini, f"ini {opt.ini}"
-    return opt.default, "default"
-
-
-def from_config(config: pytest.Config) -> Settings:
-    """Build the session's settings; a bad value is a ``pytest.UsageError`` naming its source."""
-    import pytest
-    values: dict[str, Any] = {
-        "enabled": bool(config.getoption("tpw")) or bool(config.getini("tpw")),
-    }
-    for opt in OPTIONS:
-        raw, where = _raw_value(config, opt)
-        if raw is None:
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
             continue
-        try:
-            if opt.field in BOOL_FIELDS:
-                values[opt.field] = raw == "True" or _parse_ini_bool(raw, where)
-            else:
-                values[opt.field] = opt.parse(raw)
-        except (ValueError, SettingError) as exc:
-            raise pytest.UsageError(f"pytest-tpw: {where} = {raw!r}: {exc}") from None
-    settings = Settings(**values)
-    if settings.update and settings.update_missing:
-        raise pytest.UsageError("pytest-tpw: --tpw-update and --tpw-update-missing exclude "
-                                "each other; choose one")
-    if settings.noise_floor >= settings.tolerance:
-        raise pytest.UsageError(
-            f"pytest-tpw: the noise floor ({settings.noise_floor:.1%}) must be below the "
-            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance")
-    if (settings.update or settings.update_missing) and not settings.enabled:
-        settings = dataclasses.replace(settings, enabled=True)
-    return settings
+        fmt, sep, path = part.partition("=")
+        if not sep or not path.strip() or fmt.strip() not in FORMATS:
+            raise ValueError(f"{part!r} must be FORMAT=PATH with FORMAT one of {', '.join(FORMATS)}")
+        out.append((fmt.strip(), Path(path.strip())))
+    if not out:
+        raise ValueError(f"{text!r} names no export; write FORMAT=PATH")
+    return tuple(out)
 
 
-# -- the marker ------------------------------------------------------------------------------
-
-MARKER_HELP = (
-    "tpw(min_tokens_per_joule=None, max_joules_per_token=None, max_watts=None, "
-    "min_tokens_per_second=None, tolerance=None, rounds=None, warmup=None, devices=None, "
-    "canary=False): tokens-per-joule budgets and per-test controls for pytest-tpw"
-)
-
-
-@dataclass(frozen=True)
-class MarkerArgs:
-    """The validated arguments of one test's ``@pytest.mark.tpw(...)``."""
-
-    min_tokens_per_joule: float | None = None
-    max_joules_per_token: float | None = None
-    max_watts: float | None = None
-    min_tokens_per_second: float | None = None
-    tolerance: float | None = None
-    rounds: int | None = None
-    warmup: int | None = None
-    devices: tuple[int, ...] | None = None
-    canary: bool = False
-
-    def overrides(self) -> dict[str, Any]:
-        """The session settings this marker replaces for its test."""
-        return {"tolerance": self.tolerance, "rounds": self.rounds,
-                "warmup": self.warmup, "devices": self.devices}
-
-    def budgets(self) -> dict[str, float]:
-        names = ("min_tokens_per_joule", "max_joules_per_token", "max_watts",
-                 "min_tokens_per_second")
-        found = {n: getattr(self, n) for n in names}
-        return {n: v for n, v in found.items() if v is not None}
+# -- marker value checks: each takes the Python value and returns it or raises -----------------
 
 
 def _number(value: object, positive: bool = True) -> float:
@@ -360,47 +164,349 @@ def _canary(value: object) -> bool:
     return value
 
 
-_MARKER_CHECKS: Mapping[str, Callable[[object], object]] = {
-    "min_tokens_per_joule": _number,
-    "max_joules_per_token": _number,
-    "max_watts": _number,
-    "min_tokens_per_second": _number,
-    "tolerance": _tolerance,
-    "rounds": _int_at_least(2),
-    "warmup": _int_at_least(0),
-    "devices": _devices,
-    "canary": _canary,
-}
+# -- the table: one row per setting, for flags, ini keys and marker arguments ------------------
 
 
-_MARKER_EXPECTED: Mapping[str, str] = {
-    "min_tokens_per_joule": "a positive number (tokens per joule)",
-    "max_joules_per_token": "a positive number (joules per token)",
-    "max_watts": "a positive number (watts)",
-    "min_tokens_per_second": "a positive number (tokens per second)",
-    "tolerance": "a percentage string such as '3%' or a fraction such as 0.03, above 0",
-    "rounds": "an integer >= 2",
-    "warmup": "an integer >= 0",
-    "devices": "a non-empty list of GPU indices such as [0] or [0, 1]",
-    "canary": "True or False",
-}
+@dataclass(frozen=True)
+class Option:
+    """One setting: its ``--tpw-*`` flag, its ``tpw_*`` ini twin, its marker argument.
+
+    ``flag`` None: no flag. ``ini`` False: no ini key (marker-only settings: budgets,
+    ``canary``). ``marker``: the check of the marker argument of the same name (None: not
+    settable per test), ``expected`` what it accepts, for the error message.
+    """
+
+    field: str
+    flag: str | None
+    default: str | None
+    help: str
+    parse: Callable[[str], Any] = str
+    metavar: str | None = None
+    ini_key: bool = True
+    marker: Callable[[object], object] | None = None
+    expected: str = ""
+    switch: bool = False  # a flag without a value (``--tpw-strict``)
+    repeat: bool = False  # the flag may be given several times (values joined with commas)
+
+    @property
+    def ini(self) -> str:
+        return "tpw_" + self.field
+
+
+def _switch(field: str, flag: str, help: str) -> Option:
+    return Option(field, flag, None, help, switch=True)
+
+
+def _budget(field: str, unit: str, help: str) -> Option:
+    return Option(field, None, None, help, ini_key=False, marker=_number,
+                  expected=f"a positive number ({unit})")
+
+
+OPTIONS: tuple[Option, ...] = (
+    _switch("update", "--tpw-update",
+            "accept this session's level: each measured test's baseline history is replaced "
+            "by this session (tests that failed record nothing); regressions do not fail"),
+    _switch("record", "--tpw-record",
+            "add this session to each measured test's baseline history (the last "
+            "--tpw-history are kept), to learn how much sessions differ"),
+    _switch("update_missing", "--tpw-update-missing",
+            "write baselines only for measurements that have none"),
+    Option("baseline_dir", "--tpw-baseline-dir", ".tpw",
+           "where baseline files live: DIR/<hardware-key>.json (default: .tpw)",
+           parse_path, "DIR"),
+    _switch("strict", "--tpw-strict",
+            "CI mode: no baseline, inconclusive or hardware mismatch fail the test"),
+    Option("tolerance", "--tpw-tolerance", "5%",
+           "largest tolerated drop in tokens per joule (default: 5%)", parse_positive_fraction,
+           "P", marker=_tolerance,
+           expected="a percentage string such as '3%' or a fraction such as 0.03, above 0"),
+    Option("noise_floor", "--tpw-noise-floor", "1%",
+           "smallest change worth reporting (default: 1%)", parse_fraction, "P"),
+    Option("confidence", "--tpw-confidence", "0.90",
+           "two-sided confidence of reported intervals (default: 0.90)", parse_confidence, "C"),
+    Option("fdr", "--tpw-fdr", "0.05",
+           "false-discovery rate across the suite's regressions (default: 0.05)",
+           parse_positive_fraction, "Q"),
+    Option("rounds", "--tpw-rounds", None,
+           "fixed number of recorded windows (default: adaptive 5-20 against a baseline, "
+           "5 without one, 20 when updating)",
+           _parse_int(2), "N", marker=_int_at_least(2), expected="an integer >= 2"),
+    Option("warmup", "--tpw-warmup", "1",
+           "windows run and discarded first (default: 1)", _parse_int(0), "N",
+           marker=_int_at_least(0), expected="an integer >= 0"),
+    Option("min_window", "--tpw-min-window", None,
+           "shortest window in seconds (default: the sensor's own)", parse_positive_float, "S"),
+    Option("sensor", "--tpw-sensor", "auto",
+           "where joules come from: auto, nvml, rapl, cpu-estimate, sim or a plugin's sensor",
+           parse_str, "NAME"),
+    Option("devices", "--tpw-devices", None,
+           "GPUs to measure, as this process indexes them (default: all visible)",
+           parse_devices, "LIST", marker=_devices,
+           expected="a non-empty list of GPU indices such as [0] or [0, 1]"),
+    Option("json", "--tpw-json", None,
+           "write every sample, verdict and the environment as JSON to PATH", parse_path, "PATH"),
+    Option("export", "--tpw-export", None,
+           "write an export for dashboards at the end, FORMAT=PATH with FORMAT bencher or "
+           "github-action-benchmark (repeat the flag, or separate with commas)",
+           parse_exports, "FORMAT=PATH", repeat=True),
+    Option("report", "--tpw-report", None,
+           "write the Markdown report (fit for a pull-request comment) to PATH",
+           parse_path, "PATH"),
+    Option("gpus_per_worker", "--tpw-gpus-per-worker", None,
+           "pytest-xdist: give each worker its own N GPUs through CUDA_VISIBLE_DEVICES",
+           _parse_int(1), "N"),
+    Option("lock_timeout", "--tpw-lock-timeout", None,
+           "give up a window after waiting this many seconds for another process's device "
+           "lock (default: wait; the holder is named after 5 s)", parse_positive_float, "S"),
+    Option("history", "--tpw-history", "10",
+           "sessions kept per measurement in a baseline (default: 10)", _parse_int(1), "N"),
+    # ini-only tuning of the built-in sensors and the protocol
+    Option("sim_watts", None, "300", "sim sensor: constant power in watts", parse_positive_float),
+    Option("sim_noise", None, "0.01", "sim sensor: relative noise of each window's joules",
+           parse_nonnegative_float),
+    Option("cpu_watts_per_core", None, "10",
+           "cpu-estimate sensor: watts drawn per busy core", parse_positive_float),
+    Option("max_delay", None, "0.1",
+           "largest random delay in seconds before each window (0 disables)",
+           parse_nonnegative_float),
+    # marker-only: absolute budgets and the canary role
+    _budget("min_tokens_per_joule", "tokens per joule", "fail below this many tokens per joule"),
+    _budget("max_joules_per_token", "joules per token", "fail above this many joules per token"),
+    _budget("max_watts", "watts", "fail above this mean power"),
+    _budget("min_tokens_per_second", "tokens per second", "fail below this throughput"),
+    Option("canary", None, None,
+           "a frozen reference workload whose drift measures the environment's", ini_key=False,
+           marker=_canary, expected="True or False"),
+)
+
+BY_FIELD: Mapping[str, Option] = {opt.field: opt for opt in OPTIONS}
+BUDGETS: tuple[str, ...] = tuple(o.field for o in OPTIONS if o.expected.startswith("a positive"))
+#: Marker arguments in the table's order (the order of :class:`MarkerArgs`' fields).
+MARKER_FIELDS: tuple[str, ...] = tuple(o.field for o in OPTIONS if o.marker is not None)
+
+
+def _default(field: str) -> Any:
+    """A setting's default, parsed from the table: each default is written once, there."""
+    opt = BY_FIELD[field]
+    return None if opt.default is None else opt.parse(opt.default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Session settings, frozen once built from flags, ini keys and the table's defaults."""
+
+    enabled: bool = False
+    update: bool = False
+    record: bool = False
+    update_missing: bool = False
+    baseline_dir: Path = _default("baseline_dir")
+    strict: bool = False
+    tolerance: float = _default("tolerance")
+    noise_floor: float = _default("noise_floor")
+    confidence: float = _default("confidence")
+    fdr: float = _default("fdr")
+    rounds: int | None = None
+    warmup: int = _default("warmup")
+    min_window: float | None = None
+    sensor: str = _default("sensor")
+    devices: tuple[int, ...] | None = None
+    json: Path | None = None
+    export: tuple[tuple[str, Path], ...] = ()
+    report: Path | None = None
+    history: int = _default("history")
+    lock_timeout: float | None = None
+    gpus_per_worker: int | None = None
+    sim_watts: float = _default("sim_watts")
+    sim_noise: float = _default("sim_noise")
+    cpu_watts_per_core: float = _default("cpu_watts_per_core")
+    max_delay: float = _default("max_delay")
+
+    @property
+    def writes_baselines(self) -> bool:
+        """True when this session writes baselines (update, record or update-missing)."""
+        return self.update or self.record or self.update_missing
+
+    def for_test(self, marker: MarkerArgs | None) -> TestSettings:
+        """A test's effective settings: its marker over the session's (marker > flag > ini >
+        default). Computed once per test and handed to its meter and to the judge."""
+        m = marker or MarkerArgs()
+
+        def pick(name: str) -> Any:
+            value = getattr(m, name)
+            return getattr(self, name) if value is None else value
+
+        return TestSettings(
+            tolerance=pick("tolerance"),
+            noise_floor=self.noise_floor,
+            confidence=self.confidence,
+            rounds=pick("rounds"),
+            warmup=pick("warmup"),
+            devices=pick("devices"),
+            min_window=self.min_window,
+            max_delay=self.max_delay,
+            strict=self.strict,
+            writes_baselines=self.writes_baselines,
+            canary=m.canary,
+            budgets=m.budgets(),
+        )
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """One test's effective settings (``Settings.for_test``): what its meter and judge use."""
+
+    __test__ = False  # not a test class, whatever pytest's name rules say
+
+    tolerance: float
+    noise_floor: float
+    confidence: float
+    rounds: int | None
+    warmup: int
+    devices: tuple[int, ...] | None
+    min_window: float | None
+    max_delay: float
+    strict: bool
+    writes_baselines: bool
+    canary: bool = False
+    budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def fixed_rounds(self) -> int:
+        """Recorded windows when no comparison steers them: 20 when writing baselines, else 5."""
+        if self.rounds is not None:
+            return self.rounds
+        return 20 if self.writes_baselines else 5
+
+
+def _parse_ini_bool(text: str, where: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("", "0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{where} = {text!r}: expected true or false")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``tpw`` option group and every ini twin."""
+    group = parser.getgroup("tpw", "tokens per joule (pytest-tpw)")
+    group.addoption("--tpw", action="store_true", default=False, dest="tpw",
+                    help="measure tokens per joule in tests that use the tpw fixture")
+    for opt in OPTIONS:
+        if opt.flag is not None:
+            if opt.switch:
+                group.addoption(opt.flag, action="store_true", default=None,
+                                dest="tpw_" + opt.field, help=opt.help)
+            else:
+                # argparse %-formats help texts: "5%" must be written "5%%" there
+                group.addoption(opt.flag, action="append" if opt.repeat else "store",
+                                default=None, metavar=opt.metavar, dest="tpw_" + opt.field,
+                                help=opt.help.replace("%", "%%"))
+        if opt.ini_key:
+            twin = f" (ini twin of {opt.flag})" if opt.flag else ""
+            parser.addini(opt.ini, opt.help + twin, default="")
+    parser.addini("tpw", "measure tokens per joule, as --tpw does", type="bool", default=False)
+
+
+def _raw_value(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
+    """The raw text of one option and where it came from (flag, ini or default)."""
+    if opt.flag is not None:
+        given = config.getoption("tpw_" + opt.field)
+        if isinstance(given, list):
+            given = ",".join(given)
+        if given is not None:
+            return str(given), opt.flag
+    ini = config.getini(opt.ini)
+    if isinstance(ini, str) and ini.strip():
+        return ini, f"ini {opt.ini}"
+    return opt.default, "default"
+
+
+def from_config(config: pytest.Config) -> Settings:
+    """Build the session's settings; a bad value is a ``pytest.UsageError`` naming its source."""
+    import pytest
+
+    values: dict[str, Any] = {
+        "enabled": bool(config.getoption("tpw")) or bool(config.getini("tpw")),
+    }
+    for opt in OPTIONS:
+        if not opt.ini_key:
+            continue
+        raw, where = _raw_value(config, opt)
+        if raw is None:
+            continue
+        try:
+            if opt.switch:
+                values[opt.field] = raw == "True" or _parse_ini_bool(raw, where)
+            else:
+                values[opt.field] = opt.parse(raw)
+        except (ValueError, SettingError) as exc:
+            raise pytest.UsageError(f"pytest-tpw: {where} = {raw!r}: {exc}") from None
+    settings = Settings(**values)
+    modes = [flag for flag, on in (("--tpw-update", settings.update),
+                                   ("--tpw-record", settings.record),
+                                   ("--tpw-update-missing", settings.update_missing)) if on]
+    if len(modes) > 1:
+        raise pytest.UsageError(f"pytest-tpw: {' and '.join(modes)} exclude each other; "
+                                "choose one")
+    if settings.noise_floor >= settings.tolerance:
+        raise pytest.UsageError(
+            f"pytest-tpw: the noise floor ({settings.noise_floor:.1%}) must be below the "
+            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance")
+    if settings.writes_baselines and not settings.enabled:
+        settings = dataclasses.replace(settings, enabled=True)
+    return settings
+
+
+# -- the marker ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MarkerArgs:
+    """The validated arguments of one test's ``@pytest.mark.tpw(...)``."""
+
+    min_tokens_per_joule: float | None = None
+    max_joules_per_token: float | None = None
+    max_watts: float | None = None
+    min_tokens_per_second: float | None = None
+    tolerance: float | None = None
+    rounds: int | None = None
+    warmup: int | None = None
+    devices: tuple[int, ...] | None = None
+    canary: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The session settings this marker replaces for its test."""
+        return {"tolerance": self.tolerance, "rounds": self.rounds,
+                "warmup": self.warmup, "devices": self.devices}
+
+    def budgets(self) -> dict[str, float]:
+        found = {n: getattr(self, n) for n in BUDGETS}
+        return {n: v for n, v in found.items() if v is not None}
 
 
 def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, object]) -> MarkerArgs:
     """Validate one test's marker; a :class:`MarkerError` names the test and the argument."""
-    allowed = ", ".join(_MARKER_CHECKS)
+    allowed = ", ".join(_MARKER_ARG_ORDER)
     if args:
         raise MarkerError(f"{nodeid}: @pytest.mark.tpw takes keyword arguments only, got "
                           f"positional {args!r}; allowed: {allowed}")
     parsed: dict[str, object] = {}
     for key, value in kwargs.items():
-        check = _MARKER_CHECKS.get(key)
-        if check is None:
+        opt = BY_FIELD.get(key)
+        if opt is None or opt.marker is None:
             raise MarkerError(f"{nodeid}: @pytest.mark.tpw got unknown argument {key!r}; "
                               f"allowed: {allowed}")
         try:
-            parsed[key] = check(value)
+            parsed[key] = opt.marker(value)
         except (TypeError, ValueError):
             raise MarkerError(f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected "
-                              f"{_MARKER_EXPECTED[key]}") from None
+                              f"{opt.expected}") from None
     return MarkerArgs(**parsed)  # type: ignore[arg-type]
+
+
+_MARKER_ARG_ORDER = tuple(f.name for f in dataclasses.fields(MarkerArgs))
+assert set(_MARKER_ARG_ORDER) == set(MARKER_FIELDS), "MarkerArgs and the table disagree"
+
+MARKER_HELP = (
+    "tpw(" + ", ".join(f"{f}={'False' if f == 'canary' else 'None'}" for f in _MARKER_ARG_ORDER)
+    + "): tokens-per-joule budgets and per-test controls for pytest-tpw"
+)

@@ -1,11 +1,11 @@
 """pytest-xdist: workers measure and send plain data; the controller merges and reports.
 
 A worker records its measurements and judgements as usual and, at the end of its session,
-puts them into ``workeroutput`` as plain data (``TpwSession.worker_payload``). The
-controller merges every worker's payload as its nodes go down, then prints the one report
-and alone writes the baselines and ``--tpw-json``. Test outcomes (regressions, budgets)
-are decided on the worker that ran the test and reach the controller in the test reports,
-as any failure does.
+its :class:`~pytest_tpw.session.Worker` role puts them into ``workeroutput`` as plain data.
+The controller merges every worker's payload as its nodes go down, then prints the one
+report and alone writes the baselines and ``--tpw-json``. Test outcomes (regressions,
+budgets) are decided on the worker that ran the test and reach the controller in the test
+reports, as any failure does.
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_tpw.pinning import PinningError, check_capacity, visible_devices
+from .pinning import PinningError, check_capacity, visible_devices
+from .session import Worker
 
 if TYPE_CHECKING:
-    from pytest_tpw.session import TpwSession
-
-PAYLOAD_KEY = "pytest_tpw"
+    from .session import TpwSession
 
 
 def merge_worker_output(tpw_session: TpwSession, node: Any) -> None:
     """Merge the payload a worker left in ``workeroutput`` as its node goes down."""
-    payload = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
+    payload = getattr(node, "workeroutput", {}).get(Worker.PAYLOAD_KEY)
     if payload:
-        tpw_session.merge_payload(payload)
+        tpw_session.merge(payload)
 
 
 def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:

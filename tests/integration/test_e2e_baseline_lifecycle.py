@@ -151,28 +151,31 @@ def test_accepting_a_regression_and_history(tpwtester: pytest.Pytester) -> None:
     tpwtester.runpytest("--tpw-update").assert_outcomes(passed=1)
     assert len(sessions(tpwtester)) == 1
 
-    # (6) updating at the regressed level passes (regressions do not fail when updating) and
-    # appends a session
+    # (6) --tpw-update at the regressed level passes (regressions do not fail when updating)
+    # and accepts it: the history is this session alone, so the old level is gone
     result = tpwtester.runpytest("--tpw", "--tpw-update", *REGRESS)
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.OK
     assert verdict(result) == "REGRESSED"  # the verdict is still shown
-    two = sessions(tpwtester)
-    assert len(two) == 2
-    levels = [stats.summarize(pooled_values(s)).estimate for s in two]
-    assert levels[1] / levels[0] == pytest.approx(300 / 330, abs=0.02)
+    first = sessions(tpwtester)
+    assert len(first) == 1
+    # the next run at the new level compares with the new level only
+    result = tpwtester.runpytest("--tpw", *REGRESS)
+    result.assert_outcomes(passed=1)
+    assert verdict(result) == "UNCHANGED"
 
-    # (7) history 2: one more update keeps the last two sessions, dropping the oldest
-    result = tpwtester.runpytest("--tpw", "--tpw-update", "--tpw-history", "2")
+    # (7) --tpw-record adds sessions at the same level (to learn between-session noise);
+    # --tpw-history 2 keeps the last two, dropping the oldest
+    result = tpwtester.runpytest("--tpw", "--tpw-record", "--tpw-history", "2", *REGRESS)
+    result.assert_outcomes(passed=1)
+    two = sessions(tpwtester)
+    assert len(two) == 2 and two[0] == first[0]
+    result = tpwtester.runpytest("--tpw", "--tpw-record", "--tpw-history", "2", *REGRESS)
     result.assert_outcomes(passed=1)
     kept = sessions(tpwtester)
     assert len(kept) == 2
     assert kept[0] == two[1]
-    assert kept[1] != two[0] and kept[1] != two[1]
-    result = tpwtester.runpytest("--tpw", "--tpw-update", "--tpw-history", "2")
-    result.assert_outcomes(passed=1)
-    again = sessions(tpwtester)
-    assert len(again) == 2 and again[0] == kept[1]
+    assert kept[1] not in (two[0], two[1])
 
 
 def pooled_values(session: dict[str, Any]) -> list[float]:

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from pytest_tpw.meter import cuda_sync
+from pytest_tpw.window import cuda_sync
 
 
 def fake_torch(initialized: bool, device_count: int = 2) -> tuple[types.ModuleType, list[int]]:
@@ -112,7 +112,7 @@ def test_no_sync_without_tpw(tpwtester: pytest.Pytester) -> None:
         test_nosync="""
         def test_call(tpw, fake_torch):
             tpw(lambda: None, tokens=1)
-            for w in tpw.rounds():
+            for w in tpw.rounds(name="loop"):
                 with w:
                     w.add_tokens(1)
             assert fake_torch == []

@@ -21,10 +21,10 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 def test_examples_are_measured_with_tpw(pytester: pytest.Pytester) -> None:
     for path in EXAMPLES.glob("*.py"):
         shutil.copy(path, pytester.path / path.name)
-    pytester.makeini("[pytest]\npython_files = *_example.py\n")
+    pytester.makeini("[pytest]\npython_files = *_example.py\nmarkers =\n    real_model: slow\n")
     result = pytester.runpytest_subprocess(
         "--tpw", "--tpw-sensor", "sim", "-o", "tpw_max_delay=0", "--tpw-rounds", "3",
-        "--tpw-json", "out.json", "-p", "no:cacheprovider")
+        "--tpw-json", "out.json", "-p", "no:cacheprovider", "-m", "not real_model")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines([
         "*tokens per joule*",

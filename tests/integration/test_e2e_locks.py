@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_tpw.locks import LOCK_DIR_ENV
-from pytest_tpw.meter import WAITED
+from pytest_tpw.samples import WAITED
 from tests.conftest import SIM_INI
 
 # A sensor with the sim sensor's joules that logs each window (pid, begin, end) on the

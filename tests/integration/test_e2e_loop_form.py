@@ -94,7 +94,7 @@ def test_window_not_entered_is_an_error(tpwtester: pytest.Pytester) -> None:
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*test_nowith.py::test_forgot_with*must be used as `with w:`*"])
+        ["*test_nowith.py::test_forgot_with*w.add_tokens() before `with w:`*"])
 
 
 @show_tpw_warnings

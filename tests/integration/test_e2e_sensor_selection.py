@@ -190,7 +190,7 @@ def test_sensor_error_mid_window_fails_naming_the_test(fake_sensors: pytest.Pyte
     result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-lost")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*SensorError: test_sensor.py::test_call: fake:0: the device fell off the bus*"])
+        ["*SensorError: test_sensor.py::test_call (window 0): fake:0: the device fell off the bus*"])
 
 
 def test_unavailable_sensor_is_a_usage_error(fake_sensors: pytest.Pytester) -> None:

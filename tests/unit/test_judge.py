@@ -1,7 +1,7 @@
 """Judge and BaselinePolicy without pytest: rounds, verdicts, FDR, strict mode, budgets, canaries.
 
 Measurements are hand-made :class:`~pytest_tpw.meter.Measurement` objects fed to the round
-policy the way the meter does (``while policy(m): record a window``); baselines are
+policy the way the meter does (``while policy.more(m): record a window``); baselines are
 :class:`~pytest_tpw.baseline.BaselineFile` objects built in memory.
 """
 
@@ -18,8 +18,9 @@ import pytest
 from pytest_tpw import stats
 from pytest_tpw.baseline import BaselineFile, StoredSession
 from pytest_tpw.judge import BaselinePolicy, Judge, Judgement
-from pytest_tpw.meter import Measurement, Sample
-from pytest_tpw.settings import MarkerArgs, Settings
+from pytest_tpw.samples import Measurement, Sample
+from pytest_tpw.settings import MarkerArgs, Settings, TestSettings
+from pytest_tpw.verdict import Verdict
 
 KEY = "sim-x1"
 NODE = "t.py::test_gen"
@@ -40,8 +41,9 @@ def sample(value: float) -> Sample:
     return Sample(TOKENS, joules, SECONDS, 6, {"sim:0": joules})
 
 
-def measurement(values: Iterable[float] = (), nodeid: str = NODE,
-                name: str | None = None) -> Measurement:
+def measurement(
+    values: Iterable[float] = (), nodeid: str = NODE, name: str | None = None
+) -> Measurement:
     m = Measurement(nodeid, name, "sim", "simulated")
     m.samples.extend(sample(v) for v in values)
     m.complete = True
@@ -49,28 +51,37 @@ def measurement(values: Iterable[float] = (), nodeid: str = NODE,
 
 
 def stored(values: Sequence[float], software: dict[str, str] | None = None) -> StoredSession:
-    return StoredSession(date="2025-01-01T00:00:00+00:00", commit="abc",
-                         software=dict(software or BASE_SOFTWARE), sensor="sim",
-                         provenance="simulated",
-                         samples=[(TOKENS, TOKENS / v, SECONDS) for v in values])
+    return StoredSession(
+        date="2025-01-01T00:00:00+00:00",
+        commit="abc",
+        software=dict(software or BASE_SOFTWARE),
+        sensor="sim",
+        provenance="simulated",
+        samples=[(TOKENS, TOKENS / v, SECONDS) for v in values],
+    )
 
 
-def baseline_for(*nodeids: str, level: float = LEVEL, noise: float = 0.01,
-                 software: dict[str, str] | None = None) -> BaselineFile:
-    return BaselineFile(KEY, {"models": ["sim"]}, {
-        nodeid: [stored(series(level, 20, seed=100 + i, noise=noise), software)]
-        for i, nodeid in enumerate(nodeids)})
+def baseline_for(
+    *nodeids: str, level: float = LEVEL, noise: float = 0.01, software: dict[str, str] | None = None
+) -> BaselineFile:
+    return BaselineFile(
+        KEY,
+        {"models": ["sim"]},
+        {
+            nodeid: [stored(series(level, 20, seed=100 + i, noise=noise), software)]
+            for i, nodeid in enumerate(nodeids)
+        },
+    )
 
 
 class Run:
     """What the meter does with a policy: ask before each window, record until it says stop."""
 
-    def __init__(self, policy: BaselinePolicy, values: Iterator[float],
-                 nodeid: str = NODE) -> None:
+    def __init__(self, policy: BaselinePolicy, values: Iterator[float], nodeid: str = NODE) -> None:
         self.m = Measurement(nodeid, None, "sim", "simulated")
         self.asked_at: list[tuple[int, bool]] = []
         while True:
-            more = policy(self.m)
+            more = policy.more(self.m)
             self.asked_at.append((len(self.m.samples), more))
             if not more:
                 break
@@ -78,6 +89,7 @@ class Run:
             self.m.samples.append(sample(next(values)))
         self.m.complete = True
         self.comparison = policy.comparisons.get(self.m.key)
+        self.verdict = policy.verdict(self.m.key)
 
     @property
     def n(self) -> int:
@@ -88,27 +100,56 @@ def endless(level: float, seed: int, noise: float = 0.01) -> Iterator[float]:
     return iter(series(level, 100, seed, noise))
 
 
-def judge_run(judge: Judge, level: float, seed: int, marker: MarkerArgs | None = None,
-              nodeid: str = NODE, noise: float = 0.01) -> tuple[Run, Judgement]:
-    run = Run(judge.policy(marker), endless(level, seed, noise), nodeid)
-    j = judge.judge(run.m, run.m.result(judge.settings.confidence), marker, run.comparison)
+def for_test(judge: Judge, marker: MarkerArgs | None = None) -> TestSettings:
+    """The test's effective settings, as the plugin computes them once per test."""
+    return judge.settings.for_test(marker)
+
+
+def judge_run(
+    judge: Judge,
+    level: float,
+    seed: int,
+    marker: MarkerArgs | None = None,
+    nodeid: str = NODE,
+    noise: float = 0.01,
+) -> tuple[Run, Judgement]:
+    test = for_test(judge, marker)
+    run = Run(judge.policy(test), endless(level, seed, noise), nodeid)
+    result = run.m.summarize(test.confidence, run.verdict)
+    j = judge.judge(run.m, result, test, run.comparison)
     return run, j
 
 
-def comparison(verdict: stats.Verdict, p: float, ratio: float = 0.9,
-               **changes: object) -> stats.Comparison:
+def comparison(
+    verdict: stats.Verdict, p: float, ratio: float = 0.9, **changes: object
+) -> stats.Comparison:
     """A finished comparison with the given verdict and one-sided p-value."""
-    c = stats.Comparison(verdict=verdict, ratio=ratio, ci_low=ratio * 0.97,
-                         ci_high=ratio * 1.02, p_regression=p, n_baseline=20, n_candidate=20,
-                         n_sessions=1, sigma_b=0.0, sigma_b_source="none", df=30.0,
-                         se_log=0.01, alpha=0.05, alpha_equiv=0.05)
+    c = stats.Comparison(
+        verdict=verdict,
+        ratio=ratio,
+        ci_low=ratio * 0.97,
+        ci_high=ratio * 1.02,
+        p_regression=p,
+        n_baseline=20,
+        n_candidate=20,
+        n_sessions=1,
+        sigma_b=0.0,
+        sigma_b_source="none",
+        df=30.0,
+        se_log=0.01,
+        alpha=0.05,
+        alpha_equiv=0.05,
+    )
     return dataclasses.replace(c, **changes)  # type: ignore[arg-type]
 
 
-def judge_with(judge: Judge, c: stats.Comparison | None, nodeid: str = NODE,
-               marker: MarkerArgs | None = None) -> Judgement:
+def judge_with(
+    judge: Judge, c: stats.Comparison | None, nodeid: str = NODE, marker: MarkerArgs | None = None
+) -> Judgement:
     m = measurement(series(LEVEL, 5, seed=1), nodeid)
-    return judge.judge(m, m.result(judge.settings.confidence), marker, c)
+    test = for_test(judge, marker)
+    verdict = Verdict.NO_BASELINE if c is None else c.verdict
+    return judge.judge(m, m.summarize(test.confidence, verdict), test, c)
 
 
 ON = Settings(enabled=True)
@@ -123,8 +164,9 @@ def test_no_baseline_first_look_then_no_baseline() -> None:
     run, j = judge_run(judge, LEVEL, seed=1)
     assert run.n == 5
     assert run.comparison is None
-    assert j.verdict == "NO_BASELINE"
-    assert run.m.verdict == "NO_BASELINE"
+    assert j.verdict is Verdict.NO_BASELINE  # the one Verdict enum, not a string
+    assert stats.Verdict is Verdict
+    assert run.verdict is Verdict.NO_BASELINE
     assert not j.fails and not j.pending_fdr and j.baseline_level is None
 
 
@@ -136,9 +178,11 @@ def test_baseline_without_this_measurement_is_no_baseline() -> None:
     assert j.verdict == "NO_BASELINE"
 
 
-@pytest.mark.parametrize("settings", [Settings(enabled=True, update=True),
-                                      Settings(enabled=True, update_missing=True)],
-                         ids=["update", "update-missing"])
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(enabled=True, update=True), Settings(enabled=True, update_missing=True)],
+    ids=["update", "update-missing"],
+)
 @pytest.mark.parametrize("has_baseline", [False, True], ids=["new", "existing"])
 def test_twenty_rounds_when_updating(settings: Settings, has_baseline: bool) -> None:
     judge = Judge(settings, baseline_for(NODE) if has_baseline else None, KEY)
@@ -154,8 +198,9 @@ def test_twenty_rounds_when_updating(settings: Settings, has_baseline: bool) -> 
 
 @pytest.mark.parametrize("has_baseline", [False, True], ids=["new", "existing"])
 def test_fixed_rounds_from_settings_and_marker(has_baseline: bool) -> None:
-    judge = Judge(Settings(enabled=True, rounds=7),
-                  baseline_for(NODE) if has_baseline else None, KEY)
+    judge = Judge(
+        Settings(enabled=True, rounds=7), baseline_for(NODE) if has_baseline else None, KEY
+    )
     run, _ = judge_run(judge, LEVEL, seed=3)
     assert run.n == 7
     run, _ = judge_run(judge, LEVEL, seed=3, marker=MarkerArgs(rounds=3))
@@ -195,26 +240,30 @@ def test_clear_improvement_stops_early_and_suggests_update() -> None:
 
 def test_regression_runs_to_the_last_look_and_is_declared_only_there() -> None:
     judge = Judge(ON, baseline_for(NODE), KEY)
-    policy = judge.policy(None)
+    test = for_test(judge)
+    policy = judge.policy(test)
     values = endless(LEVEL * 0.9, seed=6)
     m = Measurement(NODE, None, "sim", "simulated")
     for look in (5, 10, 15):
         while len(m.samples) < look:
-            assert policy(m)
+            assert policy.more(m)
             m.samples.append(sample(next(values)))
-        assert policy(m), f"stopped at look {look} on a regression"
+        assert policy.more(m), f"stopped at look {look} on a regression"
         assert NODE not in policy.comparisons  # an interim look is not a verdict
-        assert m.verdict == "NO_BASELINE"
-    while policy(m):
+        assert policy.verdict(NODE) is Verdict.NO_BASELINE
+    while policy.more(m):
         m.samples.append(sample(next(values)))
     assert len(m.samples) == 20
     c = policy.comparisons[NODE]
     assert c.verdict is stats.Verdict.REGRESSED
     assert not c.provisional and not c.stopped_early
     assert c.ratio == pytest.approx(0.9, rel=0.02)
+    assert policy.verdict(NODE) is Verdict.REGRESSED
     m.complete = True
-    j = judge.judge(m, m.result(0.9), None, c)
-    assert j.verdict == "REGRESSED"
+    before = m.to_dict()
+    j = judge.judge(m, m.summarize(0.9, policy.verdict(NODE)), test, c)
+    assert j.verdict is Verdict.REGRESSED
+    assert m.to_dict() == before  # the judge writes nothing onto the measurement
     assert j.pending_fdr  # final only after FDR over the session
     assert not j.fails
     assert c.p_regression < 1e-6
@@ -256,13 +305,15 @@ MARGINAL = "t.py::test_marginal"
 
 def fdr_session(n_unchanged: int, strict: bool = False) -> Judge:
     unchanged = [f"t.py::test_same_{i}" for i in range(n_unchanged)]
-    judge = Judge(Settings(enabled=True, strict=strict),
-                  baseline_for(STRONG, MARGINAL, *unchanged), KEY)
+    judge = Judge(
+        Settings(enabled=True, strict=strict), baseline_for(STRONG, MARGINAL, *unchanged), KEY
+    )
     judge_with(judge, comparison(stats.Verdict.REGRESSED, p=1e-8, ratio=0.8), STRONG)
     judge_with(judge, comparison(stats.Verdict.REGRESSED, p=0.02, ratio=0.93), MARGINAL)
     for nodeid in unchanged:
-        judge_with(judge, comparison(stats.Verdict.UNCHANGED, p=0.9, ratio=1.0,
-                                     stopped_early=True), nodeid)
+        judge_with(
+            judge, comparison(stats.Verdict.UNCHANGED, p=0.9, ratio=1.0, stopped_early=True), nodeid
+        )
     return judge
 
 
@@ -341,9 +392,11 @@ def test_strict_hardware_mismatch_fails_naming_both() -> None:
     assert "sim-x1" in text and "other-x1, nvidia-x2" in text
 
 
-@pytest.mark.parametrize("settings", [Settings(enabled=True), Settings(enabled=True,
-                                                                       update=True)],
-                         ids=["plain", "update"])
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(enabled=True), Settings(enabled=True, update=True)],
+    ids=["plain", "update"],
+)
 def test_without_strict_none_of_these_fail(settings: Settings) -> None:
     assert not judge_with(Judge(settings, None, KEY), None).fails
     assert not judge_with(Judge(settings, None, KEY, ["other-x1"]), None).fails
@@ -352,11 +405,17 @@ def test_without_strict_none_of_these_fail(settings: Settings) -> None:
     assert j.verdict == "INCONCLUSIVE" and not j.fails
 
 
-@pytest.mark.parametrize("settings", [Settings(enabled=True, strict=True, update=True),
-                                      Settings(enabled=True, strict=True, update_missing=True)],
-                         ids=["update", "update-missing"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(enabled=True, strict=True, update=True),
+        Settings(enabled=True, strict=True, update_missing=True),
+    ],
+    ids=["update", "update-missing"],
+)
 def test_strict_while_recording_a_baseline_does_not_fail_for_no_baseline(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     assert not judge_with(Judge(settings, None, KEY), None).fails
 
 
@@ -376,20 +435,19 @@ def budget_judgement(name: str, limit: float, update: bool = False) -> Judgement
     judge = Judge(Settings(enabled=True, update=update), None, KEY)
     m = measurement([6.5, 6.5 * 1.001, 6.5 * 0.999, 6.5])
     marker = MarkerArgs(**{name: limit})  # type: ignore[arg-type]
-    return judge.judge(m, m.result(0.9), marker, None)
+    return judge.judge(m, m.summarize(0.9, Verdict.NO_BASELINE), for_test(judge, marker), None)
 
 
-@pytest.mark.parametrize(("name", "ok", "bad", "unit"), BUDGETS,
-                         ids=[b[0] for b in BUDGETS])
+@pytest.mark.parametrize(("name", "ok", "bad", "unit"), BUDGETS, ids=[b[0] for b in BUDGETS])
 def test_budget_passes_on_the_right_side(name: str, ok: float, bad: float, unit: str) -> None:
     assert not budget_judgement(name, ok).fails
 
 
 @pytest.mark.parametrize("update", [False, True], ids=["compare", "update"])
-@pytest.mark.parametrize(("name", "ok", "bad", "unit"), BUDGETS,
-                         ids=[b[0] for b in BUDGETS])
-def test_budget_fails_on_the_wrong_side(name: str, ok: float, bad: float, unit: str,
-                                        update: bool) -> None:
+@pytest.mark.parametrize(("name", "ok", "bad", "unit"), BUDGETS, ids=[b[0] for b in BUDGETS])
+def test_budget_fails_on_the_wrong_side(
+    name: str, ok: float, bad: float, unit: str, update: bool
+) -> None:
     j = budget_judgement(name, bad, update)
     assert len(j.failures) == 1
     text = j.failures[0]
@@ -408,9 +466,10 @@ def test_every_budget_at_once() -> None:
     judge = Judge(ON, None, KEY)
     m = measurement([6.5] * 4)
     marker = MarkerArgs(**{name: bad for name, _, bad, _ in BUDGETS})  # type: ignore[arg-type]
-    j = judge.judge(m, m.result(0.9), marker, None)
-    assert [f.split("@pytest.mark.tpw(")[1].split("=")[0] for f in j.failures] == \
-        [name for name, *_ in BUDGETS]
+    j = judge.judge(m, m.summarize(0.9, Verdict.NO_BASELINE), for_test(judge, marker), None)
+    assert [f.split("@pytest.mark.tpw(")[1].split("=")[0] for f in j.failures] == [
+        name for name, *_ in BUDGETS
+    ]
 
 
 # -- canaries -------------------------------------------------------------------------------
@@ -421,8 +480,7 @@ CANARY = "t.py::test_canary"
 def test_canary_shift_is_divided_out_of_later_comparisons() -> None:
     judge = Judge(ON, baseline_for(CANARY, NODE, noise=0.005), KEY)
     canary = MarkerArgs(canary=True)
-    run_c, j_c = judge_run(judge, LEVEL * 0.95, seed=7, marker=canary, nodeid=CANARY,
-                           noise=0.005)
+    run_c, j_c = judge_run(judge, LEVEL * 0.95, seed=7, marker=canary, nodeid=CANARY, noise=0.005)
     assert j_c.canary
     assert run_c.comparison is not None and run_c.comparison.shift == 0.0  # not its own
     shift, shift_se = judge.shift()
@@ -449,8 +507,14 @@ def test_several_canaries_use_the_median() -> None:
     nodes = [f"t.py::test_canary_{i}" for i in range(3)]
     judge = Judge(ON, baseline_for(*nodes, noise=0.005), KEY)
     for nodeid, factor, seed in zip(nodes, (0.90, 0.95, 1.02), (11, 12, 13), strict=True):
-        judge_run(judge, LEVEL * factor, seed=seed, marker=MarkerArgs(canary=True),
-                  nodeid=nodeid, noise=0.005)
+        judge_run(
+            judge,
+            LEVEL * factor,
+            seed=seed,
+            marker=MarkerArgs(canary=True),
+            nodeid=nodeid,
+            noise=0.005,
+        )
     assert len(judge.canary_log_ratios) == 3
     assert math.exp(judge.shift()[0]) == pytest.approx(0.95, abs=0.01)
 
@@ -459,8 +523,9 @@ def test_several_canaries_use_the_median() -> None:
 
 
 def regressed(nodeid: str = NODE, software: dict[str, str] | None = None) -> Judgement:
-    judge = Judge(ON, baseline_for(nodeid), KEY,
-                  software=software or {**BASE_SOFTWARE, "driver": "560.28"})
+    judge = Judge(
+        ON, baseline_for(nodeid), KEY, software=software or {**BASE_SOFTWARE, "driver": "560.28"}
+    )
     _, j = judge_run(judge, LEVEL * 0.9, seed=6, nodeid=nodeid)
     judge.apply_fdr()
     assert j.verdict == "REGRESSED"
@@ -475,8 +540,7 @@ def test_regression_text_has_the_numbers_and_the_fix() -> None:
     assert c is not None and c.ci_low is not None and c.ci_high is not None
     assert j.baseline_level is not None
     assert text.startswith(f"{NODE}: tokens per joule REGRESSED")
-    assert f"{j.baseline_level * c.ratio:.4g} now vs {j.baseline_level:.4g} in the baseline" \
-        in text
+    assert f"{j.baseline_level * c.ratio:.4g} now vs {j.baseline_level:.4g} in the baseline" in text
     assert f"ratio {c.ratio:.3f} (-" in text
     assert f"interval {c.ci_low:.3f}..{c.ci_high:.3f}" in text
     assert "tolerance 5%" in text and "noise floor 1%" in text
@@ -503,8 +567,9 @@ def test_accept_command_quotes_the_node_id() -> None:
 
 def test_regression_text_mentions_a_canary_shift() -> None:
     judge = Judge(ON, baseline_for(NODE), KEY, software=BASE_SOFTWARE)
-    j = judge_with(judge, comparison(stats.Verdict.REGRESSED, p=1e-9, ratio=0.8,
-                                     shift=math.log(0.97)))
+    j = judge_with(
+        judge, comparison(stats.Verdict.REGRESSED, p=1e-9, ratio=0.8, shift=math.log(0.97))
+    )
     c = j.comparison
     assert c is not None
     text = judge.regression_text(j, c)

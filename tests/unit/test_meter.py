@@ -8,66 +8,29 @@ from collections.abc import Sequence
 
 import pytest
 
+from pytest_tpw import testing
 from pytest_tpw.errors import MeasurementError
-from pytest_tpw.meter import Meter, MeterConfig, fixed_rounds
-from pytest_tpw.sensors import Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.meter import Meter, OffMeter, TokensPerJoule
+from pytest_tpw.sensors import Sensor, WindowEnergy
+from pytest_tpw.testing import FakeClock, FakeSensor
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class WattSensor(Sensor):
-    """Joules = watts x fake-clock time; optionally scripted invalid windows."""
-
-    name = "fake"
-    provenance = "simulated"
-    method = "fake"
+class WattSensor(FakeSensor):
+    """The suite's fake sensor on a fake clock: joules = watts x fake-clock time."""
 
     def __init__(self, clock: FakeClock, watts: float = 100.0, min_s: float = 1.0,
                  invalid: Sequence[bool] = ()) -> None:
-        super().__init__(SensorOptions())
-        self.clock, self.watts, self.min_s = clock, watts, min_s
-        self.invalid = list(invalid)
-        self.begins = 0
-        self.ends = 0
-
-    def open(self) -> None:
-        pass
-
-    def domains(self) -> Sequence[str]:
-        return ("fake:0",)
-
-    def min_window_s(self) -> float:
-        return self.min_s
-
-    def begin(self) -> object:
-        self.begins += 1
-        return self.clock()
-
-    def end(self, token: object) -> WindowEnergy:
-        self.ends += 1
-        assert isinstance(token, float)
-        bad = self.invalid.pop(0) if self.invalid else False
-        joules = self.watts * (self.clock() - token)
-        return WindowEnergy({"fake:0": joules}, invalid="counter went backwards" if bad else None)
+        super().__init__(clock, watts=watts, min_s=min_s, invalid=invalid)
 
 
 def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
                delay: float = 0.0, enabled: bool = True,
-               syncs: list[object] | None = None) -> Meter:
-    config = MeterConfig(enabled=enabled, warmup=warmup, min_window_s=None, max_delay_s=delay,
-                         confidence=0.9, devices=None)
+               syncs: list[object] | None = None) -> TokensPerJoule:
+    if not enabled:
+        return OffMeter("test_x.py::test_y")
     log = syncs if syncs is not None else []
-    return Meter("test_x.py::test_y", config, sensor, fixed_rounds(rounds), clock=clock,
-                 sleep=clock.advance, rng=random.Random(0), sync=log.append)
+    return testing.make_meter(sensor, clock=clock, rounds=rounds, warmup=warmup, delay=delay,
+                              sync=log.append)
 
 
 def test_calibration_repeats_short_calls_to_fill_the_minimum_window() -> None:
@@ -290,11 +253,16 @@ def test_disabled_meter_runs_the_work_once() -> None:
     calls: list[int] = []
     meter = make_meter(clock, sensor, enabled=False)
     assert meter(lambda: calls.append(1) or 5, tokens=1) == 5
-    windows = list(meter.rounds())
+    windows = []
+    for w in meter.rounds(name="loop"):
+        with w:
+            w.add_tokens(1)
+        windows.append(w)
     assert calls == [1]
     assert len(windows) == 1
     assert sensor.begins == 0
     assert meter.result is None
+    meter.check_finished()  # the loop ran out: nothing to complain about
 
 
 def test_acall_measures_coroutines() -> None:
@@ -337,13 +305,15 @@ class TwoGpuSensor(WattSensor):
         return WindowEnergy({"gpu:0": j, "gpu:1": 3 * j})
 
 
+def devices_meter(clock: FakeClock, sensor: Sensor, devices: tuple[int, ...]) -> Meter:
+    return testing.make_meter(sensor, clock=clock, rounds=2, warmup=0, devices=devices,
+                              nodeid="t.py::test_g")
+
+
 def test_marker_devices_count_only_their_gpus() -> None:
     clock = FakeClock()
     sensor = TwoGpuSensor(clock, watts=10.0, min_s=0.1)
-    config = MeterConfig(enabled=True, warmup=0, min_window_s=None, max_delay_s=0.0,
-                         confidence=0.9, devices=(1,))
-    meter = Meter("t.py::test_g", config, sensor, fixed_rounds(2), clock=clock,
-                  sleep=clock.advance, sync=lambda _: None)
+    meter = devices_meter(clock, sensor, (1,))
 
     def work() -> None:
         clock.advance(0.2)
@@ -357,9 +327,6 @@ def test_marker_devices_count_only_their_gpus() -> None:
 def test_marker_devices_not_measured_is_an_error() -> None:
     clock = FakeClock()
     sensor = TwoGpuSensor(clock, min_s=0.1)
-    config = MeterConfig(enabled=True, warmup=0, min_window_s=None, max_delay_s=0.0,
-                         confidence=0.9, devices=(2,))
-    meter = Meter("t.py::test_g", config, sensor, fixed_rounds(2), clock=clock,
-                  sleep=clock.advance, sync=lambda _: None)
+    meter = devices_meter(clock, sensor, (2,))
     with pytest.raises(MeasurementError, match=r"gpu:2 are not measured.*--tpw-devices"):
         meter(lambda: clock.advance(0.2), tokens=1)

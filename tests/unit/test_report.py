@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pytest_tpw import files
-from pytest_tpw.meter import Measurement, Result, Sample
+from pytest_tpw.judge import Judgement
 from pytest_tpw.report import (
     Row,
     SensorInfo,
@@ -21,18 +21,42 @@ from pytest_tpw.report import (
     terminal_lines,
     totals_line,
 )
+from pytest_tpw.samples import Measurement, Result, Sample
+from pytest_tpw.verdict import Verdict
 
 
-def result(name: str = "t", tpj: float = 100.0, *, ci: tuple[float, float] | None = (90.0, 110.0),
-           verdict: str = "NO_BASELINE", n: int = 5) -> Result:
-    return Result(name=name, tokens_per_joule=tpj, joules_per_token=1.0 / tpj, watts=250.0,
-                  tokens_per_second=25000.0, n=n, ci=ci, verdict=verdict,
-                  samples=(tpj,) * n, provenance="measured")
+def result(
+    name: str = "t",
+    tpj: float = 100.0,
+    *,
+    ci: tuple[float, float] | None = (90.0, 110.0),
+    verdict: Verdict = Verdict.NO_BASELINE,
+    n: int = 5,
+) -> Result:
+    return Result(
+        name=name,
+        tokens_per_joule=tpj,
+        joules_per_token=1.0 / tpj,
+        watts=250.0,
+        tokens_per_second=25000.0,
+        n=n,
+        ci=ci,
+        verdict=verdict,
+        samples=(tpj,) * n,
+        provenance="measured",
+    )
 
 
 def sample(tokens: int, joules: float, seconds: float = 1.0) -> Sample:
-    return Sample(tokens=tokens, joules=joules, seconds=seconds, calls=1,
-                  domains={"gpu:0": joules}, state={"temp": 60}, warnings=[])
+    return Sample(
+        tokens=tokens,
+        joules=joules,
+        seconds=seconds,
+        calls=1,
+        domains={"gpu:0": joules},
+        state={"temp": 60},
+        warnings=[],
+    )
 
 
 SENSOR = SensorInfo("nvml", "measured", "NVML total-energy counter")
@@ -77,8 +101,8 @@ def test_table_lines_columns_aligned_and_names_not_cut() -> None:
     long_name = "tests/test_models.py::test_generate_with_a_very_long_name[" + "x" * 60 + "]"
     rows = [
         Row("a", result("a", 123.456, ci=(120.0, 130.0)), baseline=118.0),
-        Row(long_name, result(long_name, 0.5, ci=None, verdict="REGRESSED"), baseline=None),
-        Row("b", result("b", 45678.9, ci=(40000.0, 50000.0), verdict="IMPROVED")),
+        Row(long_name, result(long_name, 0.5, ci=None, verdict=Verdict.REGRESSED), baseline=None),
+        Row("b", result("b", 45678.9, ci=(40000.0, 50000.0), verdict=Verdict.IMPROVED)),
     ]
     lines = table_lines(rows, 0.9)
     assert len(lines) == 4  # header + 3 rows
@@ -93,7 +117,7 @@ def test_table_lines_columns_aligned_and_names_not_cut() -> None:
     for line in lines:
         for end in widths_end:
             assert line[end - 1] != " ", (line, end)
-            assert line[end:end + 2] == "  ", (line, end)
+            assert line[end : end + 2] == "  ", (line, end)
     # the verdict column starts at the same offset in every line
     verdict_at = header.index("verdict")
     assert lines[1][verdict_at:] == "NO_BASELINE"
@@ -113,8 +137,19 @@ def test_table_lines_values() -> None:
     cells = table_lines([row], 0.95)[1].split()
     # name, tokens/J, CI "[100," "108]", J/token 1/104 = 0.009615..., W, tokens/s, n,
     # baseline, change 104/100 - 1 = +4.0 %, verdict
-    assert cells == ["m", "104", "[100,", "108]", "0.009615", "250", "25000", "5", "100",
-                     "+4.0%", "NO_BASELINE"]
+    assert cells == [
+        "m",
+        "104",
+        "[100,",
+        "108]",
+        "0.009615",
+        "250",
+        "25000",
+        "5",
+        "100",
+        "+4.0%",
+        "NO_BASELINE",
+    ]
     assert "95% CI" in table_lines([row], 0.95)[0]
 
 
@@ -145,6 +180,24 @@ def test_table_marks_rows_with_warnings() -> None:
     assert lines[2].endswith("NO_BASELINE")
 
 
+def test_row_verdict_overrides_the_results_and_ratio_the_change() -> None:
+    # the judge's final verdict (after FDR) and its ratio (canary shift divided out) win
+    row = Row(
+        "m",
+        result("m", 110.0, verdict=Verdict.REGRESSED),
+        baseline=100.0,
+        verdict=Verdict.INCONCLUSIVE,
+        ratio=1.02,
+    )
+    assert row.final_verdict is Verdict.INCONCLUSIVE
+    assert row.change == pytest.approx(0.02)
+    line = table_lines([row], 0.9)[1]
+    assert line.endswith("INCONCLUSIVE") and "+2.0%" in line
+    assert "| INCONCLUSIVE |" in markdown([row], SENSOR, 0.9)
+    unjudged = Row("m", result("m", verdict=Verdict.REGRESSED))
+    assert unjudged.final_verdict is Verdict.REGRESSED
+
+
 # -- sensor_line / totals_line -------------------------------------------------------------
 
 
@@ -156,8 +209,7 @@ def test_table_marks_rows_with_warnings() -> None:
         ("simulated", "SIMULATED", ("MEASURED", "ESTIMATED")),
     ],
 )
-def test_sensor_line_says_provenance(provenance: str, label: str,
-                                     absent: tuple[str, ...]) -> None:
+def test_sensor_line_says_provenance(provenance: str, label: str, absent: tuple[str, ...]) -> None:
     line = sensor_line(SensorInfo("s", provenance, "how it works"))
     assert f"joules {label}" in line
     assert line.startswith("sensor: s (how it works)")
@@ -166,14 +218,14 @@ def test_sensor_line_says_provenance(provenance: str, label: str,
 
 
 def test_totals_line_arithmetic() -> None:
-    m1 = Measurement("t1", None, "nvml", "measured",
-                     samples=[sample(100, 4.0), sample(50, 1.0)])
+    m1 = Measurement("t1", None, "nvml", "measured", samples=[sample(100, 4.0), sample(50, 1.0)])
     m2 = Measurement("t2", "x", "nvml", "measured", samples=[sample(30, 5.0)])
     empty = Measurement("t3", None, "nvml", "measured")
     # tokens 100 + 50 + 30 = 180, joules 4 + 1 + 5 = 10, 180 / 10 = 18 tokens/J,
     # the measurement without samples is left out of the count
     assert totals_line([m1, m2, empty]) == (
-        "total: 180 tokens, 10 J, 18 tokens/J overall, 2 measurement(s)")
+        "total: 180 tokens, 10 J, 18 tokens/J overall, 2 measurement(s)"
+    )
 
 
 def test_totals_line_nothing_measured() -> None:
@@ -182,8 +234,9 @@ def test_totals_line_nothing_measured() -> None:
 
 def test_terminal_lines() -> None:
     m = Measurement("t1", None, "nvml", "measured", samples=[sample(100, 4.0)])
-    lines = terminal_lines([Row("t1", result("t1"), warnings=1)], [m], SENSOR, 0.9,
-                           notes=["a note"])
+    lines = terminal_lines(
+        [Row("t1", result("t1"), warnings=1)], [m], SENSOR, 0.9, notes=["a note"]
+    )
     assert lines[2] == ""
     assert lines[3].startswith("total: 100 tokens, 4 J, 25 tokens/J overall")
     assert lines[4] == sensor_line(SENSOR)
@@ -197,8 +250,10 @@ def test_terminal_lines() -> None:
 
 
 def test_markdown_table() -> None:
-    rows = [Row("tests/a.py::test_a", result("a", 104.0), baseline=100.0),
-            Row("tests/b.py::test_b", result("b", 50.0, ci=None))]
+    rows = [
+        Row("tests/a.py::test_a", result("a", 104.0), baseline=100.0),
+        Row("tests/b.py::test_b", result("b", 50.0, ci=None)),
+    ]
     text = markdown(rows, SENSOR, 0.9)
     lines = text.splitlines()
     table = [line for line in lines if line.startswith("|")]
@@ -231,7 +286,7 @@ def test_markdown_escapes_pipes_in_names() -> None:
 
 
 def test_junit_properties_unnamed() -> None:
-    props = dict(junit_properties(result("t", 123.4567891), None, SENSOR))
+    props = dict(junit_properties(result("t", 123.4567891), None, SENSOR, Verdict.NO_BASELINE))
     assert all(k.startswith("tpw.") for k in props)
     assert props["tpw.measurement"] == "t"
     assert props["tpw.tokens_per_joule"] == 123.456789  # rounded to 6 decimals
@@ -244,27 +299,49 @@ def test_junit_properties_unnamed() -> None:
 
 
 def test_junit_properties_named_and_without_ci() -> None:
-    props = junit_properties(result("t::prefill", ci=None), "prefill", SENSOR)
+    props = junit_properties(result("t::prefill", ci=None), "prefill", SENSOR, Verdict.UNCHANGED)
     keys = [k for k, _ in props]
     assert all(k.startswith("tpw[prefill].") for k in keys)
     assert "tpw[prefill].ci" not in keys
     assert "tpw[prefill].tokens_per_joule" in keys
     assert len(keys) == len(set(keys))
+    assert dict(props)["tpw[prefill].verdict"] == "UNCHANGED"
+
+
+def test_junit_properties_show_the_verdict_given_not_the_results() -> None:
+    # the final verdict (after suite-wide FDR) may differ from the one the result carried
+    props = dict(
+        junit_properties(result("t", verdict=Verdict.REGRESSED), None, SENSOR, Verdict.INCONCLUSIVE)
+    )
+    assert props["tpw.verdict"] == "INCONCLUSIVE"
 
 
 # -- json_document ---------------------------------------------------------------------------
 
 
 def test_json_document_round_trips_through_dump_json() -> None:
-    m = Measurement("tests/a.py::test_a", None, "nvml", "measured", warmup=1,
-                    samples=[sample(100, 4.0), sample(110, 4.0), sample(90, 4.0)],
-                    warnings=["hot"])
-    single = Measurement("tests/a.py::test_b", "x", "nvml", "measured",
-                         samples=[sample(10, 2.0)])
+    m = Measurement(
+        "tests/a.py::test_a",
+        None,
+        "nvml",
+        "measured",
+        warmup=1,
+        samples=[sample(100, 4.0), sample(110, 4.0), sample(90, 4.0)],
+        warnings=["hot"],
+    )
+    single = Measurement("tests/a.py::test_b", "x", "nvml", "measured", samples=[sample(10, 2.0)])
     empty = Measurement("tests/a.py::test_c", None, "nvml", "measured")
-    measurements = {m.key: (m, m.result(0.9)), single.key: (single, single.result(0.9)),
-                    empty.key: (empty, None)}
-    doc = json_document(measurements, {"hardware_key": "x-x1"}, {"tolerance": 0.05})
+    measurements = {
+        m.key: (m, m.summarize(0.9, Verdict.UNCHANGED)),
+        single.key: (single, single.summarize(0.9, Verdict.NO_BASELINE)),
+        empty.key: (empty, None),
+    }
+    judged = Judgement(
+        m.key, m.nodeid, Verdict.IMPROVED, 0.05, baseline_level=20.0, notes=["better"]
+    )
+    doc = json_document(
+        measurements, {m.key: judged}, {"hardware_key": "x-x1"}, {"tolerance": 0.05}
+    )
     text = files.dump_json(doc)  # allow_nan=False: must not raise on normal data
     assert json.loads(text) == doc
     assert doc["schema"] == 1
@@ -274,8 +351,21 @@ def test_json_document_round_trips_through_dump_json() -> None:
     assert a["summary"]["n"] == 3
     assert isinstance(a["summary"]["ci"], list) and len(a["summary"]["ci"]) == 2
     assert a["warnings"] == ["hot"]
+    # the judgement's verdict wins over the result's, and its figures are in "comparison"
+    assert a["verdict"] == "IMPROVED"
+    assert a["comparison"] == {
+        "verdict": "IMPROVED",
+        "baseline_tokens_per_joule": 20.0,
+        "tolerance": 0.05,
+        "failures": [],
+        "notes": ["better"],
+    }
+    assert doc["environment"] == {"hardware_key": "x-x1"}
+    assert doc["settings"] == {"tolerance": 0.05}
     b = doc["measurements"]["tests/a.py::test_b::x"]
     assert b["name"] == "x"
     assert b["summary"]["tokens_per_joule"] == pytest.approx(5.0)  # 10 / 2
     assert b["summary"]["ci"] is None  # one sample: no interval
-    assert "summary" not in doc["measurements"]["tests/a.py::test_c"]
+    assert b["verdict"] == "NO_BASELINE" and "comparison" not in b  # the result's, unjudged
+    c = doc["measurements"]["tests/a.py::test_c"]
+    assert "summary" not in c and c["verdict"] == "NO_BASELINE"
