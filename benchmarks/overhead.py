@@ -24,16 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytest_tpw.meter import Meter, MeterConfig, fixed_rounds
 from pytest_tpw.sensors import SensorOptions
 from pytest_tpw.sensors.sim import SimSensor
+from pytest_tpw.testing import make_meter
 
 
 def make_suite(folder: Path, n_tests: int) -> None:
     per_file = 100
     for f in range(0, n_tests, per_file):
-        body = "\n".join(f"def test_{i}():\n    assert {i} + 1 > {i}\n"
-                         for i in range(f, min(f + per_file, n_tests)))
+        body = "\n".join(
+            f"def test_{i}():\n    assert {i} + 1 > {i}\n"
+            for i in range(f, min(f + per_file, n_tests))
+        )
         (folder / f"test_gen_{f // per_file:03d}.py").write_text(body)
     (folder / "pytest.ini").write_text("[pytest]\n")
 
@@ -58,27 +60,41 @@ def off_mode(n_tests: int, repeats: int) -> None:
         off: list[float] = []
         for i in range(repeats):  # interleaved, alternating order, so drift hits both
             pair = [(on, []), (off, ["-p", "no:tpw"])]
-            for times, extra in (pair if i % 2 == 0 else pair[::-1]):
+            for times, extra in pair if i % 2 == 0 else pair[::-1]:
                 times.append(run_suite(folder, extra))
     med_on, med_off = statistics.median(on), statistics.median(off)
     diffs = sorted(a - b for a, b in zip(on, off, strict=True))
-    print(f"\n1. plugin installed, --tpw off: {n_tests} trivial tests, {repeats} runs each "
-          "(median wall time of a whole pytest process)")
+    print(
+        f"\n1. plugin installed, --tpw off: {n_tests} trivial tests, {repeats} runs each "
+        "(median wall time of a whole pytest process)"
+    )
     print(f"{'configuration':<28}{'median s':>10}{'min s':>9}{'max s':>9}")
     print(f"{'-p no:tpw (plugin absent)':<28}{med_off:>10.3f}{min(off):>9.3f}{max(off):>9.3f}")
     print(f"{'plugin loaded, no --tpw':<28}{med_on:>10.3f}{min(on):>9.3f}{max(on):>9.3f}")
-    print(f"overhead: {(med_on / med_off - 1):+.2%} of wall time "
-          f"(median of paired differences {statistics.median(diffs) * 1e3:+.1f} ms; "
-          f"quartiles {diffs[len(diffs) // 4] * 1e3:+.1f} .. "
-          f"{diffs[3 * len(diffs) // 4] * 1e3:+.1f} ms); target <= +1%")
+    print(
+        f"overhead: {(med_on / med_off - 1):+.2%} of wall time "
+        f"(median of paired differences {statistics.median(diffs) * 1e3:+.1f} ms; "
+        f"quartiles {diffs[len(diffs) // 4] * 1e3:+.1f} .. "
+        f"{diffs[3 * len(diffs) // 4] * 1e3:+.1f} ms); target <= +1%"
+    )
 
 
 def instructions(folder: Path, extra: list[str]) -> int:
     """CPU instructions of one whole pytest run, counted by valgrind (repeatable to ~1e-8)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "callgrind.out")
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-               "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}  # same dict layouts in both runs
         subprocess.run(cmd, cwd=folder, capture_output=True, check=True, env=env)
         totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
@@ -96,19 +112,22 @@ def off_mode_instructions(n_tests: int) -> None:
         run_suite(folder, ["-p", "no:tpw"])
         absent = instructions(folder, ["-p", "no:tpw"])
         loaded = instructions(folder, [])
-    print("\n1b. the same, as CPU instructions of one run each under valgrind "
-          "(noise-free; about a minute per run)")
+    print(
+        "\n1b. the same, as CPU instructions of one run each under valgrind "
+        "(noise-free; about a minute per run)"
+    )
     print(f"{'configuration':<28}{'instructions':>16}")
     print(f"{'-p no:tpw (plugin absent)':<28}{absent:>16,}")
     print(f"{'plugin loaded, no --tpw':<28}{loaded:>16,}")
     print(f"overhead: {loaded / absent - 1:+.2%} of instructions; target <= +1%")
 
 
-def per_window(windows: int) -> None:
+def meter_costs(windows: int) -> dict[str, float]:
+    """Wall seconds per window: bare no-op calls, the sim sensor's begin()+end() alone, and
+    the meter (``pytest_tpw.testing.make_meter``: sim sensor, real clock, no warm-up, no start
+    delay, no minimum window) in the call form and the loop form, each over ``windows``."""
     sensor = SimSensor(SensorOptions(seed=1))
     sensor.open()
-    config = MeterConfig(enabled=True, warmup=0, min_window_s=0.0, max_delay_s=0.0,
-                         confidence=0.9, devices=None)
 
     def noop() -> int:
         return 1
@@ -124,38 +143,61 @@ def per_window(windows: int) -> None:
         sensor.end(sensor.begin())
     sensor_only = time.perf_counter() - start
 
-    rows = []
-    for form in ("call form", "loop form"):
-        meter = Meter("bench", config, sensor, fixed_rounds(windows))
-        start = time.perf_counter()
-        if form == "call form":
-            meter(noop, tokens=1)
-        else:
-            for w in meter.rounds():
-                with w:
-                    w.add_tokens(noop())
-        rows.append((form, time.perf_counter() - start))
+    call_meter, loop_meter = (
+        make_meter(sensor, rounds=windows, warmup=0, delay=0.0, min_window_s=0.0) for _ in range(2)
+    )
+    start = time.perf_counter()
+    call_meter(noop, tokens=1)
+    call_form = time.perf_counter() - start
+    start = time.perf_counter()
+    for w in loop_meter.rounds():
+        with w:
+            w.add_tokens(noop())
+    loop_form = time.perf_counter() - start
+    for m in (call_meter, loop_meter):
+        recorded = len(m.measurements[-1].samples)
+        if recorded != windows:
+            raise SystemExit(f"the meter recorded {recorded} windows, not {windows}")
+    return {
+        "windows": float(windows),
+        "bare_s": bare / windows,
+        "sensor_only_s": sensor_only / windows,
+        "call_form_s": call_form / windows,
+        "loop_form_s": loop_form / windows,
+    }
 
+
+def per_window(windows: int) -> None:
+    costs = meter_costs(windows)
     print(f"\n2. meter bookkeeping per window, sim sensor, {windows} windows, no-op work")
     print(f"{'what':<36}{'us/window':>10}")
-    print(f"{'sim sensor begin()+end() alone':<36}{(sensor_only) / windows * 1e6:>10.2f}")
-    for form, elapsed in rows:
-        print(f"{'meter, ' + form + ' (minus bare calls)':<36}"
-              f"{(elapsed - bare) / windows * 1e6:>10.2f}")
+    print(f"{'sim sensor begin()+end() alone':<36}{costs['sensor_only_s'] * 1e6:>10.2f}")
+    for form in ("call form", "loop form"):
+        elapsed = costs[form.replace(" ", "_") + "_s"]
+        print(
+            f"{'meter, ' + form + ' (minus bare calls)':<36}"
+            f"{(elapsed - costs['bare_s']) * 1e6:>10.2f}"
+        )
     print("target: <= 20 us per window (the meter's part; a real sensor adds its own reads)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tests", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--windows", type=int, default=20000)
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count CPU instructions under valgrind (two ~1 min runs)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count CPU instructions under valgrind (two ~1 min runs)",
+    )
     args = parser.parse_args()
-    print(f"$ python benchmarks/overhead.py --tests {args.tests} --repeats {args.repeats} "
-          f"--windows {args.windows}" + (" --instructions" if args.instructions else ""))
+    print(
+        f"$ python benchmarks/overhead.py --tests {args.tests} --repeats {args.repeats} "
+        f"--windows {args.windows}" + (" --instructions" if args.instructions else "")
+    )
     print(f"python {sys.version.split()[0]}, {sys.platform}")
     off_mode(args.tests, args.repeats)
     if args.instructions:

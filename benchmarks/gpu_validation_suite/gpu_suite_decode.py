@@ -55,12 +55,18 @@ class Shape:
 
 SHAPES = {
     "gpu": Shape(
-        TinyConfig(vocab_size=32000, d_model=4096, n_heads=32, n_layers=4, d_ff=16384,
-                   max_seq_len=64),
-        batch=512, prompt_len=16, new_tokens=32, dtype="bfloat16", device="cuda",
+        TinyConfig(
+            vocab_size=32000, d_model=4096, n_heads=32, n_layers=4, d_ff=16384, max_seq_len=64
+        ),
+        batch=512,
+        prompt_len=16,
+        new_tokens=32,
+        dtype="bfloat16",
+        device="cuda",
     ),
-    "dry": Shape(TinyConfig(), batch=4, prompt_len=16, new_tokens=32, dtype="float32",
-                 device="cpu"),
+    "dry": Shape(
+        TinyConfig(), batch=4, prompt_len=16, new_tokens=32, dtype="float32", device="cpu"
+    ),
 }
 
 
@@ -156,8 +162,9 @@ class Decode:
             gen = torch.Generator(device=self.device).manual_seed(7)
             # random, not constant, inputs: constant data can run faster and draw less power
             self._extra_inputs = (
-                torch.randn(s.batch, s.prompt_len, d, generator=gen, device=self.device,
-                            dtype=self.dtype),
+                torch.randn(
+                    s.batch, s.prompt_len, d, generator=gen, device=self.device, dtype=self.dtype
+                ),
                 torch.randn(s.batch, 1, d, generator=gen, device=self.device, dtype=self.dtype),
             )
         prefill, step = self._extra_inputs
@@ -178,8 +185,9 @@ class Decode:
             "extra_flop_fraction": self.extra_fraction,
             "tokens_per_call": self.tokens_per_call,
             "torch": torch.__version__,
-            "device_name": (torch.cuda.get_device_name(self.device)
-                            if self.device.type == "cuda" else "cpu"),
+            "device_name": (
+                torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+            ),
         }
 
 

@@ -33,15 +33,36 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPT = BENCHMARKS / "gpu_validation.py"
 PACKAGE = BENCHMARKS / "gpuval"  # the script's parts, imported from beside it
+PARTS = ("gpuval", "gpuval.counter", "gpuval.inner", "gpuval.summary")
 SUITE = ROOT / "benchmarks" / "gpu_validation_suite" / "gpu_suite_decode.py"
-README_COLUMNS = ["t_s", "energy_mj", "power_instant_mw", "temperature_c", "sm_clock_mhz",
-                  "mem_clock_mhz", "clocks_event_reasons"]
-README_DEVICE_KEYS = {"nvml_index", "name", "uuid", "pci_bus_id", "vbios", "architecture",
-                      "power_limit_mw", "enforced_power_limit_mw", "persistence_mode",
-                      "mig_mode", "ecc_mode", "pcie", "energy_counter", "power_instant_field",
-                      "columns", "rows"}
-VERDICTS = {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE",
-            "NO_BASELINE"}
+README_COLUMNS = [
+    "t_s",
+    "energy_mj",
+    "power_instant_mw",
+    "temperature_c",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "clocks_event_reasons",
+]
+README_DEVICE_KEYS = {
+    "nvml_index",
+    "name",
+    "uuid",
+    "pci_bus_id",
+    "vbios",
+    "architecture",
+    "power_limit_mw",
+    "enforced_power_limit_mw",
+    "persistence_mode",
+    "mig_mode",
+    "ecc_mode",
+    "pcie",
+    "energy_counter",
+    "power_instant_field",
+    "columns",
+    "rows",
+}
+VERDICTS = {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE", "NO_BASELINE"}
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -55,18 +76,20 @@ def _load(name: str, path: Path) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def gv() -> Iterator[Any]:
-    """The script and the modules of its package ``gpuval`` as one namespace: ``gv.NAME``."""
+    """The script, ``benchmarks/overhead.py`` and the modules of the script's package
+    ``gpuval`` as one namespace: ``gv.NAME``."""
     sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its folder is sys.path[0]
     try:
         script = _load("gpu_validation", SCRIPT)
-        parts = [importlib.import_module(f"gpuval.{path.stem}")
-                 for path in sorted(PACKAGE.glob("*.py")) if path.stem != "__init__"]
+        parts = [importlib.import_module(name) for name in PARTS]
+        overhead = importlib.import_module("overhead")
         names: dict[str, Any] = {}
-        for module in [*parts, script]:
+        for module in [*parts, overhead, script]:
             names.update((k, v) for k, v in vars(module).items() if not k.startswith("__"))
         yield SimpleNamespace(**names)
     finally:
         sys.modules.pop("gpu_validation", None)
+        sys.modules.pop("overhead", None)
         for name in [n for n in sys.modules if n == "gpuval" or n.startswith("gpuval.")]:
             del sys.modules[name]
         sys.path.remove(str(BENCHMARKS))
@@ -74,13 +97,21 @@ def gv() -> Iterator[Any]:
 
 @pytest.fixture
 def ctx(gv: Any, tmp_path: Path) -> Any:
-    args = gv.parse_args(["--cpu-dry-run", "--out", str(tmp_path / "out"),
-                          "--work", str(tmp_path / "work"), "--budget-s", "100"])
+    args = gv.parse_args(
+        [
+            "--cpu-dry-run",
+            "--out",
+            str(tmp_path / "out"),
+            "--work",
+            str(tmp_path / "work"),
+            "--budget-s",
+            "100",
+        ]
+    )
     return gv.make_ctx(args)
 
 
-def _replay(trace: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[FakeNvml,
-                                                                                NvmlSensor]:
+def _replay(trace: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[FakeNvml, NvmlSensor]:
     fake = FakeNvml(trace, FakeClock())
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     sensor = NvmlSensor(SensorOptions(devices=(0,)))
@@ -99,8 +130,9 @@ def _recorded(gv: Any) -> tuple[dict[str, Any], Any, float]:
         system, device = gv.read_identity(rig)
         log, load_start, _ = gv.record_poll(rig, plan, None)
         latency = gv.measure_latencies(rig, plan)
-    trace = gv.make_trace(system, device, gv.trace_latencies(latency),
-                          gv.counter_rows(log.rows), "test", "test")
+    trace = gv.make_trace(
+        system, device, gv.trace_latencies(latency), gv.counter_rows(log.rows), "test", "test"
+    )
     return json.loads(gv.trace_text(trace)), log, load_start
 
 
@@ -159,8 +191,10 @@ def test_a_recorded_trace_replays_through_the_nvml_sensor(
 def test_missing_readings_are_filled_so_the_fake_can_replay_them(gv: Any) -> None:
     rows = [[0.5, 10, 1000.4, None, None, 5, None], [0.6, 20, None, 40, 1980, None, 0]]
     trace = gv.make_trace({}, {"name": "x"}, {"default": 0.0}, rows, "s", "g")
-    assert trace["devices"][0]["rows"] == [[0.0, 10, 1000, 0, 0, 5, 0],
-                                          [0.1, 20, 1000, 40, 1980, 5, 0]]
+    assert trace["devices"][0]["rows"] == [
+        [0.0, 10, 1000, 0, 0, 5, 0],
+        [0.1, 20, 1000, 40, 1980, 5, 0],
+    ]
 
 
 def test_a_long_trace_is_cut_around_the_load_start(gv: Any) -> None:
@@ -181,8 +215,16 @@ def test_a_long_trace_is_cut_around_the_load_start(gv: Any) -> None:
 # -- arithmetic ------------------------------------------------------------------------------
 
 
+def test_the_script_is_the_entry_point_and_three_modules(gv: Any) -> None:
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == [
+        "__init__.py",
+        "counter.py",
+        "inner.py",
+        "summary.py",
+    ]
+
+
 def test_arithmetic(gv: Any) -> None:
-    assert gv.trapezoid_joules([(0.0, 1000.0), (1.0, 3000.0), (2.0, 3000.0)]) == 5.0
     assert gv.expected_ratio_from_energy(9.0, 1.0) == pytest.approx(0.9)
     assert gv.flop_ratio(0.10) == pytest.approx(1 / 1.1)
     assert gv.intervals([0.0, 0.1, 0.3]) == pytest.approx([0.1, 0.2])
@@ -211,6 +253,10 @@ def test_window_ratios(gv: Any) -> None:
     assert result["ratio_counter_over_field"] == pytest.approx(1.1)
     assert result["counter_w"] == pytest.approx(55.0)
     assert result["usage_j"] is None and result["ratio_counter_over_usage"] is None
+    usage = [(0.0, 40_000.0), (2.0, 60_000.0)]
+    with_usage = gv.window_result(2.0, 110.0, field, usage)
+    assert with_usage["usage_j"] == pytest.approx(100.0)
+    assert with_usage["ratio_counter_over_usage"] == pytest.approx(1.1)
 
 
 def test_a_window_on_the_fake_is_the_counter_delta_between_updates(gv: Any) -> None:
@@ -218,8 +264,12 @@ def test_a_window_on_the_fake_is_the_counter_delta_between_updates(gv: Any) -> N
     with gv.open_rig(gv.DRY_PLAN, start_s=0.6) as rig:
         window = gv.measure_window(rig, 1.0, gv.DRY_PLAN)
     assert 1.0 <= window["seconds"] < 1.25
-    deltas = {(b[1] - a[1]) / 1000.0 for a in truth for b in truth
-              if 0.95 < b[0] - a[0] < 1.3 and a[0] >= 0.6}
+    deltas = {
+        (b[1] - a[1]) / 1000.0
+        for a in truth
+        for b in truth
+        if 0.95 < b[0] - a[0] < 1.3 and a[0] >= 0.6
+    }
     assert any(abs(window["counter_j"] - d) < 1e-9 for d in deltas)
     assert window["ratio_counter_over_field"] == pytest.approx(1.0, abs=0.03)
     assert window["samples"] >= 1.0 / gv.DRY_PLAN.sample_interval_s
@@ -229,24 +279,46 @@ def test_a_window_on_the_fake_is_the_counter_delta_between_updates(gv: Any) -> N
 
 
 def _sample(tpj: float, state: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"tokens": 100, "joules": 100 / tpj, "seconds": 1.0, "calls": 10,
-            "tokens_per_joule": tpj, "state": state or {}}
+    return {
+        "tokens": 100,
+        "joules": 100 / tpj,
+        "seconds": 1.0,
+        "calls": 10,
+        "tokens_per_joule": tpj,
+        "state": state or {},
+    }
 
 
 def test_a_measurement_is_read_from_tpw_json(gv: Any, tmp_path: Path) -> None:
-    state = {"gpu:0": {"temperature_c": {"start": 40, "end": 55}, "sm_clock_mhz": 1980,
-                       "clocks_event_reasons": ["SwPowerCap"], "other_pids": []}}
-    doc: dict[str, Any] = {"measurements": {"test_decode_gpu.py::test_decode": {
-        "nodeid": "test_decode_gpu.py::test_decode", "verdict": "UNCHANGED",
-        "comparison": {"verdict": "UNCHANGED", "ratio": 0.99, "ci": [0.98, 1.0]},
-        "samples": [_sample(10.0, state), _sample(12.0)]}}}
+    state = {
+        "gpu:0": {
+            "temperature_c": {"start": 40, "end": 55},
+            "sm_clock_mhz": 1980,
+            "clocks_event_reasons": ["SwPowerCap"],
+            "other_pids": [],
+        }
+    }
+    doc: dict[str, Any] = {
+        "measurements": {
+            "test_decode_gpu.py::test_decode": {
+                "nodeid": "test_decode_gpu.py::test_decode",
+                "verdict": "UNCHANGED",
+                "comparison": {"verdict": "UNCHANGED", "ratio": 0.99, "ci": [0.98, 1.0]},
+                "samples": [_sample(10.0, state), _sample(12.0)],
+            }
+        }
+    }
     path = tmp_path / "r.json"
     path.write_text(json.dumps(doc))
     m = gv.read_measurement(path)
     assert m["verdict"] == "UNCHANGED"
     assert m["tpj"]["mean"] == 11.0 and m["tpj"]["n"] == 2
-    assert m["gpu_state"] == {"temperature_c": [40, 55], "sm_clock_mhz": [1980, 1980],
-                              "clocks_event_reasons": ["SwPowerCap"], "other_pids": []}
+    assert m["gpu_state"] == {
+        "temperature_c": [40, 55],
+        "sm_clock_mhz": [1980, 1980],
+        "clocks_event_reasons": ["SwPowerCap"],
+        "other_pids": [],
+    }
     assert m["seconds_per_call"] == pytest.approx(0.1)
     other = {"tpj": {"n": 1, "mean": 9.9}}
     assert gv.ratio_of_means(m, other) == pytest.approx(0.9)
@@ -258,33 +330,76 @@ def test_a_measurement_is_read_from_tpw_json(gv: Any, tmp_path: Path) -> None:
 
 
 def _doc() -> dict[str, Any]:
-    measurement = {"tpj": {"n": 20, "mean": 10.0, "cv": 0.01}, "watts": 650.0,
-                   "tokens_per_s": 6500.0, "seconds_per_call": 0.09,
-                   "gpu_state": {"temperature_c": [40, 60], "sm_clock_mhz": [1755, 1980],
-                                 "clocks_event_reasons": []}}
+    measurement = {
+        "tpj": {"n": 20, "mean": 10.0, "cv": 0.01},
+        "watts": 650.0,
+        "tokens_per_s": 6500.0,
+        "seconds_per_call": 0.09,
+        "gpu_state": {
+            "temperature_c": [40, 60],
+            "sm_clock_mhz": [1755, 1980],
+            "clocks_event_reasons": [],
+        },
+    }
     return {
-        "dry": False, "date": "2026-01-01", "budget_s": 450, "elapsed_s": 300.0,
-        "card": {"name": "NVIDIA H100 80GB HBM3", "driver_version": "580.1",
-                 "cuda_driver_version": 13000},
+        "dry": False,
+        "date": "2026-01-01",
+        "budget_s": 450,
+        "elapsed_s": 300.0,
+        "card": {
+            "name": "NVIDIA H100 80GB HBM3",
+            "driver_version": "580.1",
+            "cuda_driver_version": 13000,
+        },
         "sections": {
-            "nvml_facts": {"status": "ok", "seconds": 20.0, "result": {
-                "device": {"power_limit_mw": 700000, "enforced_power_limit_mw": 700000},
-                "poll": {"counter_period_load_s": {"n": 20, "median": 0.1, "p10": 0.099,
-                                                   "p90": 0.101}},
-                "latency_s": {"energy": {"n": 2000, "median": 2e-5, "p99": 1e-4}}}},
+            "nvml_facts": {
+                "status": "ok",
+                "seconds": 20.0,
+                "result": {
+                    "device": {"power_limit_mw": 700000, "enforced_power_limit_mw": 700000},
+                    "poll": {
+                        "counter_period_load_s": {
+                            "n": 20,
+                            "median": 0.1,
+                            "p10": 0.099,
+                            "p90": 0.101,
+                        }
+                    },
+                    "latency_s": {"energy": {"n": 2000, "median": 2e-5, "p99": 1e-4}},
+                },
+            },
             "counter_vs_power": {"status": "error", "error": "TimeoutError: x | y"},
-            "aa": {"status": "ok", "result": {
-                "verdict": "UNCHANGED", "session_ratio": 1.004, "plugin_ratio": 1.003,
-                "plugin_ci": [0.99, 1.01],
-                "runs": [{"name": "aa1", "rc": 0, "measurement": measurement},
-                         {"name": "aa2", "rc": 0, "measurement": None}]}},
-            "ab": {"status": "ok", "result": {
-                "verdict": "REGRESSED", "extra_work": 0.1, "measured_ratio": 0.92,
-                "plugin_ratio": 0.921, "plugin_ci": [0.91, 0.93],
-                "run": {"measurement": measurement},
-                "expected": {"by_energy": 0.93, "by_time": 0.925, "by_flops": 0.911,
-                             "flop_fraction": 0.0975},
-                "compare_cli": {"status": "skipped", "why": "no cli"}}},
+            "aa": {
+                "status": "ok",
+                "result": {
+                    "verdict": "UNCHANGED",
+                    "session_ratio": 1.004,
+                    "plugin_ratio": 1.003,
+                    "plugin_ci": [0.99, 1.01],
+                    "runs": [
+                        {"name": "aa1", "rc": 0, "measurement": measurement},
+                        {"name": "aa2", "rc": 0, "measurement": None},
+                    ],
+                },
+            },
+            "ab": {
+                "status": "ok",
+                "result": {
+                    "verdict": "REGRESSED",
+                    "extra_work": 0.1,
+                    "measured_ratio": 0.92,
+                    "plugin_ratio": 0.921,
+                    "plugin_ci": [0.91, 0.93],
+                    "run": {"measurement": measurement},
+                    "expected": {
+                        "by_energy": 0.93,
+                        "by_time": 0.925,
+                        "by_flops": 0.911,
+                        "flop_fraction": 0.0975,
+                    },
+                    "compare_cli": {"status": "skipped", "why": "no cli"},
+                },
+            },
             "overhead": {"status": "skipped", "why": "3 s left of the budget, needs ~20 s"},
         },
     }
@@ -295,21 +410,30 @@ def test_the_summary_table_names_each_figure_with_its_unit(gv: Any) -> None:
     lines = text.splitlines()
     assert "card **NVIDIA H100 80GB HBM3**, driver 580.1, CUDA driver 13.0" in text
     assert "| section | figure | value | unit |" in lines
-    assert ("| nvml_facts | counter update period, load (median [p10, p90], n) | "
-            "100 [99, 101], 20 | ms |") in lines
-    assert ("| nvml_facts | read latency nvmlDeviceGetTotalEnergyConsumption (median / p99, n) "
-            "| 20 / 100, 2000 | us |") in lines
+    assert (
+        "| nvml_facts | counter update period, load (median [p10, p90], n) | "
+        "100 [99, 101], 20 | ms |"
+    ) in lines
+    assert (
+        "| nvml_facts | read latency nvmlDeviceGetTotalEnergyConsumption (median / p99, n) "
+        "| 20 / 100, 2000 | us |"
+    ) in lines
     assert "| nvml_facts | power limit (enforced) | 700 (700) | W |" in lines
-    assert any(line.startswith("| counter_vs_power | status | error") and "x \\| y" in line
-               for line in lines)
+    assert any(
+        line.startswith("| counter_vs_power | status | error") and "x \\| y" in line
+        for line in lines
+    )
     assert any(line.startswith("| overhead | status | skipped") for line in lines)
-    assert "| aa | A/A aa1 (rc 0): tokens/J mean (CV, n windows) | 10 (+1.00 %, 20) | tokens/J |" \
+    assert (
+        "| aa | A/A aa1 (rc 0): tokens/J mean (CV, n windows) | 10 (+1.00 %, 20) | tokens/J |"
         in lines
+    )
     assert "| aa | A/A plugin ratio [CI] | 1.003 [0.99, 1.01] |  |" in lines
     assert "- A/A verdict UNCHANGED, expected UNCHANGED: PASS" in lines
     assert "- A/B verdict REGRESSED, expected REGRESSED: PASS" in lines
-    assert "- A/B ratio 0.921 vs expected 0.93 (energy of the extra work alone): -0.97 % off" \
-        in lines
+    assert (
+        "- A/B ratio 0.921 vs expected 0.93 (energy of the extra work alone): -0.97 % off" in lines
+    )
     for line in lines:
         if line.startswith("| ") and "status" not in line:
             assert line.count(" | ") >= 3, line
@@ -317,9 +441,13 @@ def test_the_summary_table_names_each_figure_with_its_unit(gv: Any) -> None:
 
 def test_the_summary_survives_empty_and_broken_results(gv: Any) -> None:
     assert "| section | figure | value | unit |" in gv.summary_markdown({})
-    doc = {"sections": {"aa": {"status": "ok", "result": {"runs": [{"name": "aa1"}]}},
-                        "ab": {"status": "ok", "result": {"run": None, "expected": None}},
-                        "nvml_facts": {"status": "ok", "result": {"plugin_sensor": "bad"}}}}
+    doc = {
+        "sections": {
+            "aa": {"status": "ok", "result": {"runs": [{"name": "aa1"}]}},
+            "ab": {"status": "ok", "result": {"run": None, "expected": None}},
+            "nvml_facts": {"status": "ok", "result": {"plugin_sensor": "bad"}},
+        }
+    }
     text = gv.summary_markdown(doc)
     assert "| aa | A/A verdict (expected UNCHANGED) | None |  |" in text
     assert "| nvml_facts | summary failed |" in text
@@ -343,8 +471,12 @@ def test_sections_record_failures_and_skip_what_does_not_fit(gv: Any, ctx: Any) 
     done = gv.run_sections(ctx, [("boom", "b", boom), ("fine", "f", fine), ("big", "g", never)])
     assert done["boom"]["status"] == "error"
     assert "ValueError: no GPU here" in done["boom"]["error"]
-    assert done["fine"] == {"status": "ok", "why": None, "result": {"answer": 42},
-                            "seconds": done["fine"]["seconds"]}
+    assert done["fine"] == {
+        "status": "ok",
+        "why": None,
+        "result": {"answer": 42},
+        "seconds": done["fine"]["seconds"],
+    }
     assert done["big"]["status"] == "skipped" and "needs ~1000 s" in done["big"]["why"]
     summary = json.loads((ctx.out / "summary.json").read_text())
     assert [s["status"] for s in summary["sections"].values()] == ["error", "ok", "skipped"]
@@ -360,12 +492,22 @@ def test_an_interrupt_keeps_what_was_measured(gv: Any, ctx: Any) -> None:
     def stop(ctx: Any) -> dict[str, Any]:
         raise KeyboardInterrupt
 
-    done = gv.run_sections(ctx, [("fine", "f", lambda c: {"a": 1}), ("stop", "s", stop),
-                                 ("later", "l", lambda c: {"b": 2})])
-    assert [done[n]["status"] for n in ("fine", "stop", "later")] == ["ok", "interrupted",
-                                                                      "interrupted"]
+    done = gv.run_sections(
+        ctx,
+        [
+            ("fine", "f", lambda c: {"a": 1}),
+            ("stop", "s", stop),
+            ("later", "l", lambda c: {"b": 2}),
+        ],
+    )
+    assert [done[n]["status"] for n in ("fine", "stop", "later")] == [
+        "ok",
+        "interrupted",
+        "interrupted",
+    ]
     assert json.loads((ctx.out / "summary.json").read_text())["sections"]["fine"]["result"] == {
-        "a": 1}
+        "a": 1
+    }
 
 
 def test_the_inner_suite_is_not_collected_by_the_repository(pytestconfig: pytest.Config) -> None:
@@ -419,21 +561,43 @@ def test_the_worker_answers_and_reports_errors(gv: Any, tmp_path: Path) -> None:
     assert worker.proc.returncode == 0
 
 
-def test_the_cpu_dry_run_runs_every_section(gv: Any, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cpu_dry_run_runs_every_section(
+    gv: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTEST_ADDOPTS", None)
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--cpu-dry-run", "--out", str(out), "--work",
-         str(tmp_path / "work"), "--budget-s", "120"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--cpu-dry-run",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+            "--budget-s",
+            "120",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     sections = summary["sections"]
     assert {n: s["status"] for n, s in sections.items()} == {
-        "nvml_facts": "ok", "counter_vs_power": "ok", "aa": "ok", "ab": "ok", "overhead": "ok"}
+        "nvml_facts": "ok",
+        "counter_vs_power": "ok",
+        "aa": "ok",
+        "ab": "ok",
+        "overhead": "ok",
+        "noise": "ok",
+    }
     assert sections["nvml_facts"]["result"]["plugin_sensor"]["min_window_s"] > 0
     assert sections["counter_vs_power"]["result"]["windows"] == gv.DRY_PLAN.windows
     runs = sections["aa"]["result"]["runs"] + [sections["ab"]["result"]["run"]]
@@ -446,6 +610,17 @@ def test_the_cpu_dry_run_runs_every_section(gv: Any, tmp_path: Path,
     expected = sections["ab"]["result"]["expected"]
     assert 0 < expected["by_energy"] < 1 and 0 < expected["by_flops"] < 1
     assert sections["overhead"]["result"]["nvml_pair_s"]["n"] > 0
+    meter = sections["overhead"]["result"]["meter"]
+    assert meter["windows"] == gv.DRY_PLAN.meter_windows and meter["call_form_s"] > 0
+    noise = sections["noise"]["result"]
+    (key,) = noise["tests"]
+    assert key.endswith("::test_decode") and noise["n_tests"] == 1
+    decode = noise["tests"][key]
+    aa_windows = [run["measurement"]["samples_tpj"] for run in runs[:2]]
+    for figures, windows in zip(decode["sessions"], aa_windows, strict=True):
+        assert figures["n"] == len(windows)
+        assert figures["cv"] == pytest.approx(statistics.stdev(windows) / statistics.fmean(windows))
+    assert noise["shared_shift"] == pytest.approx(decode["shift"])  # one test: the same
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
     traces = [f for f in files if f.startswith("nvml_dryrun_h100_80gb_hbm3_")]
@@ -459,7 +634,101 @@ def test_the_cpu_dry_run_runs_every_section(gv: Any, tmp_path: Path,
             sensor.close()
     with tarfile.open(out / "artifacts.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"artifacts/aa1.json", "artifacts/aa2.json", "artifacts/ab.json",
-            "artifacts/baseline"} <= names
+    assert {
+        "artifacts/aa1.json",
+        "artifacts/aa2.json",
+        "artifacts/ab.json",
+        "artifacts/baseline",
+    } <= names
     text = (out / "summary.md").read_text()
     assert "CPU DRY RUN" in text and "## Checks" in text
+    assert "- A/A noise: within-session CV " in text
+    assert "A/A noise test_decode_gpu.py::test_decode: within-session CV" in done.stdout
+
+
+# -- A/A noise figures and the overhead benchmark --------------------------------------------
+
+
+def test_windows_are_read_per_test_in_time_order(gv: Any, tmp_path: Path) -> None:
+    doc = {
+        "measurements": {
+            "t.py::a": {"nodeid": "t.py::a", "samples": [_sample(3.0), _sample(1.0), _sample(2.0)]},
+            "t.py::b[x]": {"nodeid": "t.py::b", "name": "x", "samples": [_sample(5.0)]},
+        }
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    assert gv.read_windows(path) == {"t.py::a": [3.0, 1.0, 2.0], "t.py::b [x]": [5.0]}
+    assert gv.read_windows(tmp_path / "missing.json") == {}
+
+
+def test_aa_noise_per_test_and_shared(gv: Any) -> None:
+    base = [10.0, 11.0] * 6  # alternating windows: strongly negative lag-1
+    first = {"a": base, "b": base, "c": base, "only_in_first": base}
+    second = {
+        "a": [x * 1.10 for x in base],
+        "b": [x * 1.02 for x in base],
+        "c": [x * 1.04 for x in base],
+    }
+    noise = gv.aa_noise(first, second)
+    assert noise["n_tests"] == 3 and set(noise["tests"]) == {"a", "b", "c"}
+    a = noise["tests"]["a"]
+    assert a["shift"] == pytest.approx(0.10)
+    assert noise["shared_shift"] == pytest.approx(0.04)  # the median test
+    assert a["shift_less_shared"] == pytest.approx(1.10 / 1.04 - 1)
+    assert noise["tests"]["c"]["shift_less_shared"] == pytest.approx(0.0, abs=1e-12)
+    cv = statistics.stdev(base) / statistics.fmean(base)
+    assert [s["cv"] for s in a["sessions"]] == pytest.approx([cv, cv])
+    assert a["within_cv"] == pytest.approx(cv)
+    assert a["lag1"] < -0.5 and a["lag1_pairs"] == 22
+    assert a["sigma_b"] > 0  # the 10 % shift is far beyond the within-session noise
+    assert noise["tests"]["b"]["sigma_b"] < a["sigma_b"]
+    assert gv.aa_noise({"a": base}, {"b": base})["n_tests"] == 0
+
+
+def test_noise_figures_have_rows_and_a_check_line(gv: Any) -> None:
+    noise = gv.aa_noise({"t::x": [10.0, 11.0] * 4}, {"t::x": [10.5, 11.5] * 4})
+    doc = {"sections": {"noise": {"status": "ok", "result": noise}}}
+    text = gv.summary_markdown(doc)
+    assert "| noise | t::x: lag-1 autocorrelation of windows (aa1, aa2; pooled, pairs) |" in text
+    cv = statistics.stdev([10.0, 11.0] * 4) / statistics.fmean([10.0, 11.0] * 4)
+    assert f"{cv * 100:.2f} %, " in text
+    assert "- A/A noise: within-session CV " in text and "(shared over 1 tests)" in text
+
+
+def test_the_noise_section_needs_two_aa_sessions(gv: Any, ctx: Any) -> None:
+    assert gv.section_noise(ctx)["status"] == "skipped"
+    ctx.results["aa"] = {"runs": [{"tests": {"t::x": [1.0, 2.0]}}, {"tests": {"t::y": [1.0]}}]}
+    assert gv.section_noise(ctx)["status"] == "error"
+    ctx.results["aa"]["runs"][1]["tests"] = {"t::x": [1.5, 2.5, 1.5, 2.5]}
+    result = gv.section_noise(ctx)
+    assert "status" not in result and result["n_tests"] == 1
+    assert "A/A noise t::x: within-session CV" in (ctx.out / "progress.log").read_text()
+
+
+def test_the_overhead_benchmark_times_every_window_of_the_meter(gv: Any) -> None:
+    costs = gv.meter_costs(50)
+    assert costs["windows"] == 50
+    assert all(costs[k] > 0 for k in ("bare_s", "sensor_only_s", "call_form_s", "loop_form_s"))
+
+
+def test_the_overhead_table_names_its_rows(gv: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    gv.per_window(20)
+    lines = capsys.readouterr().out.splitlines()
+    assert "2. meter bookkeeping per window, sim sensor, 20 windows, no-op work" in lines
+    for row in (
+        "sim sensor begin()+end() alone",
+        "meter, call form (minus bare calls)",
+        "meter, loop form (minus bare calls)",
+    ):
+        (line,) = [x for x in lines if x.startswith(row)]
+        float(line[len(row) :])  # a number of microseconds follows the label
+
+
+def test_no_inner_session_starts_once_the_budget_is_spent(gv: Any, ctx: Any) -> None:
+    ctx.budget = gv.Budget(ctx.plan.reserve_s + 0.5)  # less than a second left for a child
+    result = gv.section_aa(ctx)
+    assert result["status"] == "error" and "not started: the budget is spent" in result["why"]
+    assert [run["name"] for run in result["runs"]] == ["aa1"]  # no second session without a first
+    assert not (ctx.work / "aa1.log").exists()
+    assert "inner session aa1: not started" in (ctx.out / "progress.log").read_text()
