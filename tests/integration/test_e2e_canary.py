@@ -1,4 +1,4 @@
-"""Canaries end to end (STATS.md step 7): run first, their drift divided out of the rest."""
+"""Canaries end to end: run first, their drift divided out of the rest (docs/verdicts.md, 3)."""
 
 from __future__ import annotations
 

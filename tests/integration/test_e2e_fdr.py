@@ -1,4 +1,4 @@
-"""Suite-wide false-discovery control, end to end (STATS.md step 6).
+"""Suite-wide false-discovery control, end to end (docs/verdicts.md, 4: across the suite).
 
 A regression fails its own test, once, with its final outcome: tests whose verdict waits
 for Benjamini-Hochberg are held and reported when the session has every p-value.

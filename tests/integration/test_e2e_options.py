@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-#: The flag table of SPEC.md, pinned: each must exist, with its ini twin.
+#: The documented flags (README.md, Options), pinned: each must exist, with its ini twin.
 SPEC_FLAGS = (
     "--tpw",
     "--tpw-update",

@@ -1,8 +1,8 @@
-"""The verdict engine reproduces every worked case of STATS.md's test vectors to 1e-9.
+"""The verdict engine reproduces every worked case of the test vectors to 1e-9.
 
-``tests/data/stats_vectors.json`` is a verbatim copy of ``shared/stats_vectors.json`` (computed
-independently of the project), kept in the repository so that a clone without ``shared/``
-still runs these tests.
+``tests/data/stats_vectors.json`` holds worked cases computed independently of the project's
+code (with numpy and scipy) for the per-test building blocks in ``pytest_tpw/stats.py``
+(docs/verdicts.md): tokens/J samples in; the expected ratio, interval, p-value and verdict out.
 """
 
 from __future__ import annotations
