@@ -16,6 +16,7 @@ import datetime as dt
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,9 @@ from .window import WindowRunner
 
 if TYPE_CHECKING:
     from .progress import Progress
+
+#: A measurement whose mean power is below this multiple of idle power gets a warning.
+IDLE_MARGIN = 1.05
 
 #: Where GitHub Actions reads a job summary from.
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -70,6 +74,8 @@ class TpwSession:
         self.extra_environment: dict[str, Any] = {}
         #: Tests whose call failed (an assertion, a budget, a regression): they record nothing.
         self.failed_tests: set[str] = set()
+        #: The devices' power with nothing running, measured once at start (measured sensors).
+        self.idle_watts: float | None = None
         #: Where meters report each window (a live line in a terminal), if anywhere.
         self.progress: Progress | None = None
         #: Set when windows were aligned over a torch.distributed process group.
@@ -111,8 +117,35 @@ class TpwSession:
         except BaseException:
             sensor.close()
             raise
-        return cls(s, rootdir, sensor, judge, skipped=selection.skipped, worker=worker,
-                   invocation_dir=invocation_dir)
+        session = cls(s, rootdir, sensor, judge, skipped=selection.skipped, worker=worker,
+                      invocation_dir=invocation_dir)
+        if sensor.provenance == "measured":
+            session.idle_watts = session.measure_idle()
+        return session
+
+    def measure_idle(self, seconds: float | None = None) -> float | None:
+        """The measured devices' power while this process does nothing, in watts.
+
+        One window of ``max(1 s, the sensor's minimum)`` with the device locks held (so no
+        other pytest-tpw window runs meanwhile) and this process asleep. It is context for
+        the report, never part of a verdict: tokens per joule stays on gross energy.
+        """
+        length = seconds if seconds is not None else max(1.0, self.sensor.min_window_s())
+        self.locks.acquire("idle power")
+        try:
+            started = time.perf_counter()
+            token = self.sensor.begin()
+            time.sleep(length)
+            energy = self.sensor.end(token)
+            elapsed = time.perf_counter() - started
+        except TpwError as exc:
+            self.notes.append(f"idle power not measured: {exc}")
+            return None
+        finally:
+            self.locks.release()
+        if energy.invalid is not None or not energy.total > 0 or elapsed <= 0:
+            return None
+        return energy.total / elapsed
 
     def close(self) -> None:
         self.sensor.close()
@@ -132,6 +165,9 @@ class TpwSession:
         stored = self.judge.baseline
         found = f"{len(stored.measurements)} measurement(s)" if stored else "none yet"
         lines.append(f"tpw: baselines {self.baseline_path} ({found})")
+        if self.idle_watts is not None:
+            lines.append(f"tpw: idle power {self.idle_watts:.4g} W (one window with nothing "
+                         "running, at start; context only, verdicts use gross energy)")
         return lines
 
     # -- one test --------------------------------------------------------------------------
@@ -173,6 +209,14 @@ class TpwSession:
         kept = [(m, meter.summary(m)) for m in meter.measurements if m.finished]
         for m, result in kept:
             self.measurements[m.key] = (m, result)
+            idle = self.idle_watts
+            if idle is not None and result.watts < IDLE_MARGIN * idle:
+                m.warnings.append(
+                    f"{m.key}: its average power ({result.watts:.4g} W) is within "
+                    f"{IDLE_MARGIN - 1:.0%} of the idle power ({idle:.4g} W): the work is too "
+                    "small to tell from an idle device; give each window more work (a larger "
+                    "batch, longer generation)"
+                )
         return kept
 
     # -- the end ---------------------------------------------------------------------------
@@ -268,6 +312,7 @@ class TpwSession:
                 "min_window_s": self.sensor.min_window_s(),
                 "skipped": dict(self.skipped),
                 "details": described,
+                "idle_watts": self.idle_watts,
             },
             "software": self.software,
             "commit": fingerprint.git_commit(self.rootdir),
@@ -281,7 +326,15 @@ class TpwSession:
             k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()
         }
         judgements = self.judge.judgements
-        return report.json_document(self.measurements, judgements, self.environment(), settings)
+        doc = report.json_document(self.measurements, judgements, self.environment(), settings)
+        if self.idle_watts is not None:
+            for key, (m, _) in self.measurements.items():
+                net = m.joules - self.idle_watts * m.seconds
+                summary = doc["measurements"][key].get("summary")
+                if summary is not None:
+                    # a diagnostic: what the work cost above idle (None when it did not show)
+                    summary["net_tokens_per_joule"] = m.tokens / net if net > 0 else None
+        return doc
 
     # -- xdist: workers send plain data, the controller merges ------------------------------
 

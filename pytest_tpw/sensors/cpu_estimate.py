@@ -12,6 +12,7 @@ competed for the CPU (see :mod:`pytest_tpw.procstat`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -113,19 +114,22 @@ class CpuEstimateSensor(Sensor):
     def begin(self) -> object:
         snapshot = self._watch().snapshot()
         # read last, so that reading /proc is not counted in the window
-        started = time.process_time() if self._root_pid is None else None
-        return _Token(started, snapshot)
+        return _Token(time.process_time(), snapshot)
 
     def end(self, token: object) -> WindowEnergy:
         if not isinstance(token, _Token):
             raise TypeError(f"end() needs the token begin() returned, got {token!r}")
-        ended = time.process_time() if token.process_time is not None else None
+        own_seconds = time.process_time() - (token.process_time or 0.0)
         watch = self._watch()
         usage = watch.usage(token.cpu, watch.snapshot())
-        if token.process_time is not None and ended is not None:
-            cpu_seconds = ended - token.process_time
+        if self._root_pid is None:
+            cpu_seconds = own_seconds
         else:
             cpu_seconds = self._tree_seconds(token, usage)
+            if usage is not None:
+                # the test process drives the followed server as its client: its CPU time
+                # is part of the measured work, not a competitor (nor in the tree's joules)
+                usage = dataclasses.replace(usage, own_cpu_s=usage.own_cpu_s + own_seconds)
         window = WindowEnergy(
             {"cpu:process": cpu_seconds * self.options.cpu_watts_per_core},
             state={"cpu_seconds": cpu_seconds},
@@ -134,7 +138,7 @@ class CpuEstimateSensor(Sensor):
             self._last_other_cores = usage.other_busy_cores
         procstat.mark_contention(usage, window.state, window.warnings)
         root = self._root_pid
-        if token.process_time is None and root is not None and not self._alive(root):
+        if root is not None and not self._alive(root):
             window.warnings.append(
                 f"the followed process (pid {root}) exited during the window: "
                 "the CPU time its tree used after the window began is partly missing"

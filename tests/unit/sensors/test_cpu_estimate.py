@@ -65,12 +65,16 @@ def test_tree_joules_are_the_trees_cpu_seconds_times_watts(
     proc.set_cpu(SERVER, TICKS // 2)
     proc.set_cpu(SERVER + 1, TICKS)
     proc.process(SERVER + 2, SERVER, cpu=TICKS // 2, start=7777)
-    clock.now += 5.0  # the test process's own CPU time must not count
-    proc.host(busy=2 * TICKS, idle=2 * TICKS, cpus=4)
+    # the test process, the server's client, used 0.25 CPU-s: part of the measured work's
+    # busy cores (not a competitor), but not of the tree's joules
+    clock.now += 0.25
+    busy = 2 * TICKS + TICKS // 4
+    proc.host(busy=busy, idle=4 * TICKS - busy, cpus=4)
     energy = sensor.end(token)
     assert energy.state["cpu_seconds"] == pytest.approx(2.0)
     assert energy.joules == {"cpu:process": pytest.approx(16.0)}  # 2 CPU-s x 8 W
-    assert energy.state["own_busy_cores"] == pytest.approx(2.0)
+    assert energy.state["own_busy_cores"] == pytest.approx(2.25)
+    assert energy.state["other_busy_cores"] == pytest.approx(0.0, abs=0.02)
     assert energy.state["appeared_pids"] == [SERVER + 2]
     assert energy.warnings == []  # nobody else was busy
     assert sensor.min_window_s() == sensor.tree_min_window_s >= 0.5

@@ -1,0 +1,158 @@
+"""A served model measured from its client: what the ``tpw_server`` fixture starts and aims.
+
+:class:`Servers` starts the user's server commands (:class:`~pytest_tpw.server.ServerProcess`)
+for one test and points the session's sensor at them while they run:
+
+- ``nvml``: the GPUs the server's process tree uses must be among the measured ones (NVML has
+  no per-process energy: a board's counter counts everything on it, so the devices must be the
+  server's alone); the server's processes are the measured work, anyone else on those GPUs is
+  named in a warning.
+- ``cpu-estimate``: CPU time of the server's process tree instead of the test process's (the
+  client's own CPU time is then left out, which is the point: the server does the work).
+- ``rapl``: the counters are host-wide already; contention marking follows the server's tree.
+- ``sim`` and third-party sensors: nothing to aim.
+
+At the end (pass or fail) every server is stopped, the sensor aimed back at the test process,
+and the tail of each server's log is kept for the test's report. No pytest import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import TpwError
+from .sensors.base import Sensor
+from .server import ServerProcess
+
+
+class ServedModel:
+    """One running server, as the test sees it."""
+
+    def __init__(self, process: ServerProcess) -> None:
+        self.process = process
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:PORT/v1``."""
+        return self.process.base_url
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+    def client(self, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` client for this server (``pip install openai``)."""
+        return self.process.openai_client(**kwargs)
+
+    def async_client(self, **kwargs: Any) -> Any:
+        """An ``openai.AsyncOpenAI`` client for this server, for ``tpw.acall``."""
+        try:
+            import openai
+        except ImportError as exc:
+            raise ImportError("the OpenAI client is not installed: pip install openai") from exc
+        kwargs.setdefault("api_key", "pytest-tpw")
+        kwargs.setdefault("timeout", 60.0)
+        kwargs.setdefault("max_retries", 0)
+        return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
+
+
+class Servers:
+    """The servers one test started, and the sensor they are measured with (None: unmeasured)."""
+
+    def __init__(self, sensor: Sensor | None, log_dir: Path) -> None:
+        self.sensor = sensor
+        self.log_dir = log_dir
+        self.started: list[ServerProcess] = []
+        #: Said once per test as a warning (other processes on the server's GPUs...).
+        self.warnings: list[str] = []
+
+    def start(
+        self,
+        command: Sequence[str] | str,
+        *,
+        ready_path: str = "/v1/models",
+        port: int | None = None,
+        url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        startup_timeout_s: float = 120.0,
+    ) -> ServedModel:
+        log_path = self.log_dir / f"server-{len(self.started)}.log"
+        process = ServerProcess(
+            command,
+            url=url,
+            ready_path=ready_path,
+            port=port,
+            env=env,
+            cwd=cwd,
+            startup_timeout_s=startup_timeout_s,
+            log_path=log_path,
+        )
+        self.started.append(process)
+        process.start()
+        if self.sensor is not None:
+            self._aim(process)
+        return ServedModel(process)
+
+    def _aim(self, process: ServerProcess) -> None:
+        sensor = self.sensor
+        assert sensor is not None
+        follow = getattr(sensor, "follow_process_tree", None)
+        if callable(follow):
+            follow(process.pid)
+        if sensor.name != "nvml":
+            return
+        measured = set(sensor.lock_ids())
+        used = process.gpu_uuids()
+        missing = sorted(set(used) - measured)
+        if missing:
+            self.stop()
+            raise TpwError(
+                f"the server uses GPU(s) {', '.join(missing)}, which this session does not "
+                f"measure (measured: {', '.join(sorted(measured)) or 'none'}); widen "
+                "--tpw-devices or CUDA_VISIBLE_DEVICES so that the server's GPUs are measured"
+            )
+        own = {os.getpid(), *process.process_tree_pids()}
+        sensor.own_pids = lambda: {os.getpid(), *self._tree_pids()}  # type: ignore[attr-defined]
+        others = process.other_gpu_processes(exclude=own)
+        for uuid, pids in sorted(others.items()):
+            if pids:
+                self.warnings.append(
+                    f"other processes use the server's GPU {uuid} (pids "
+                    f"{', '.join(map(str, pids))}); NVML counts a whole board's energy, so "
+                    "their work is counted too: give the server its GPUs alone"
+                )
+
+    def _tree_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for process in self.started:
+            if process.returncode is None:
+                pids.update(process.process_tree_pids())
+        return pids
+
+    def log_tails(self, n_lines: int = 40) -> list[tuple[str, str]]:
+        """``(what, tail)`` per server, for the test's report."""
+        return [
+            (f"tpw server {i}: {' '.join(p.argv)}", p.log_tail(n_lines))
+            for i, p in enumerate(self.started)
+        ]
+
+    def stop(self) -> None:
+        """Stop every server and aim the sensor back at this process."""
+        for process in self.started:
+            process.stop()
+        sensor = self.sensor
+        if sensor is None:
+            return
+        follow_self = getattr(sensor, "follow_self", None)
+        if callable(follow_self):
+            follow_self()
+        if sensor.name == "nvml":
+            sensor.own_pids = lambda: {os.getpid()}  # type: ignore[attr-defined]

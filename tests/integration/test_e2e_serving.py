@@ -1,0 +1,154 @@
+"""Serving code end to end: idle power as context, and a served model measured from its client."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+# A "measured" sensor whose power is 50 W idle plus 100 W per busy CPU core of this process,
+# so that real work shows above idle and a sleeping test does not.
+IDLE_CONFTEST = """
+import time
+import pytest
+from pytest_tpw.sensors.base import WindowEnergy
+from pytest_tpw.testing import FakeSensor
+
+
+class Board(FakeSensor):
+    name = "board"
+    provenance = "measured"
+    method = "50 W idle + 100 W per busy core"
+
+    def begin(self):
+        return (time.perf_counter(), time.process_time())
+
+    def end(self, token):
+        wall, cpu = token
+        joules = 50.0 * (time.perf_counter() - wall) + 100.0 * (time.process_time() - cpu)
+        return WindowEnergy({"fake:0": joules})
+
+
+@pytest.hookimpl
+def pytest_tpw_sensor_factories():
+    return {"board": lambda options: Board(min_s=0.02, options=options)}
+"""
+
+IDLE_TESTS = """
+import time
+
+def busy():
+    end = time.perf_counter() + 0.005
+    while time.perf_counter() < end:
+        pass
+
+def test_busy(tpw):
+    tpw(busy, tokens=5)
+
+def test_asleep(tpw):
+    tpw(time.sleep, 0.005, tokens=5)
+"""
+
+
+def test_idle_power_is_context_and_flags_work_too_small_to_measure(
+    tpwtester: pytest.Pytester,
+) -> None:
+    tpwtester.makeconftest(IDLE_CONFTEST)
+    tpwtester.makepyfile(test_idle=IDLE_TESTS)
+    result = tpwtester.runpytest(
+        "--tpw", "--tpw-sensor", "board", "--tpw-rounds", "3", "--tpw-json", "out.json",
+        "-W", "always::pytest_tpw.warning_types.TpwMeasurementWarning",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["tpw: idle power * W (one window with nothing running*"])
+    doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
+    idle = doc["environment"]["sensor"]["idle_watts"]
+    assert idle == pytest.approx(50.0, rel=0.2)  # asleep: the board's idle 50 W
+    busy = doc["measurements"]["test_idle.py::test_busy"]["summary"]
+    asleep = doc["measurements"]["test_idle.py::test_asleep"]["summary"]
+    # gross tokens/J decides; net of idle is a diagnostic, larger when the work shows
+    assert busy["net_tokens_per_joule"] > busy["tokens_per_joule"]
+    assert asleep["watts"] < 1.05 * idle
+    text = result.stdout.str()
+    assert "test_asleep: its average power" in text and "within 5% of the idle power" in text
+    assert "test_busy: its average power" not in text
+
+
+def test_sensors_that_are_not_measured_have_no_idle_power(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(test_idle=IDLE_TESTS)
+    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json")
+    result.assert_outcomes(passed=2)
+    assert "idle power" not in result.stdout.str()
+    doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
+    assert doc["environment"]["sensor"]["idle_watts"] is None
+    assert "net_tokens_per_joule" not in doc["measurements"]["test_idle.py::test_busy"]["summary"]
+
+
+SERVED = f"""
+import os, sys
+from pytest_tpw.count import openai_tokens
+
+SERVER = [sys.executable, {str(EXAMPLES / "openai_server.py")!r}, "--port", "{{port}}"]
+
+
+def test_served(tpw, tpw_server):
+    model = tpw_server(SERVER, startup_timeout_s=180)
+    with open("server.pid", "w") as f:
+        f.write(str(model.pid))
+    client = model.client()
+    out = tpw(client.completions.create, model="tiny-llm", prompt="hi", max_tokens=8,
+              tokens=openai_tokens)
+    assert out.usage.completion_tokens == 8
+    assert os.environ.get("FAIL_AFTER") != "1", "failing on purpose"
+"""
+
+needs_server = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "openai", "torch")),
+    reason="the example server needs fastapi, uvicorn, openai and torch",
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
+
+
+@needs_server
+def test_a_served_model_is_measured_from_its_client(
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tpwtester.makepyfile(test_served=SERVED)
+    result = tpwtester.runpytest_subprocess(
+        "--tpw", "--tpw-sensor", "cpu-estimate", "--tpw-rounds", "3", "--tpw-json", "out.json",
+        "-W", "ignore::pytest_tpw.warning_types.TpwMeasurementWarning",
+    )
+    result.assert_outcomes(passed=1)
+    doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
+    (entry,) = doc["measurements"].values()
+    assert entry["sensor"] == "cpu-estimate" and entry["provenance"] == "estimated"
+    # tokens from the responses' usage: 8 per call, whatever the number of calls per window
+    assert all(s["tokens"] == 8 * s["calls"] and s["joules"] > 0 for s in entry["samples"])
+    pid = int((tpwtester.path / "server.pid").read_text())
+    assert not _alive(pid)  # stopped at the end of the test
+
+    # on failure the server's log tail is in the report, and the server is stopped too
+    monkeypatch.setenv("FAIL_AFTER", "1")
+    result = tpwtester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*tpw server 0: *openai_server.py*", "*Uvicorn running*"])
+    assert not _alive(int((tpwtester.path / "server.pid").read_text()))
