@@ -1,22 +1,30 @@
-"""Judging measurements: rounds against a baseline, verdicts, budgets, failure messages.
+"""Judging measurements: rounds, verdicts relative to the run-wide shift, budgets, messages.
 
-Pure Python over :mod:`pytest_tpw.stats` and :mod:`pytest_tpw.baseline`; no pytest. The
-plugin asks, per measurement, for a :class:`Judgement` and turns it into a test outcome.
+Pure Python over :mod:`pytest_tpw.suite` (the two-level statistics) and
+:mod:`pytest_tpw.baseline`; no pytest. The order of decisions:
 
-The order of decisions (STATS.md): rounds run until a look says the measurement is clearly
-fine, or until the last look; the verdict of the last look is per-test; a ``REGRESSED``
-is final only after Benjamini-Hochberg over every comparison of the session
-(:meth:`Judge.apply_fdr`), which the plugin runs when the session has all p-values.
+1. At session start, :class:`Judge` builds the suite's prior from the stored baselines
+   (between-session spread pooled across tests, spread of run-wide shifts).
+2. Per test, a :class:`BaselinePolicy` decides how many windows to record: looks at 5, 10,
+   15, 20 windows, stopping as soon as the interval lies inside one verdict region, judged
+   relative to the run-wide shift estimated from the tests finished so far.
+3. :meth:`Judge.judge` returns the test's :class:`Judgement`: budgets are decided at once; a
+   comparison waits (``pending``) for the whole run, because every test's verdict is relative
+   to the run-wide shift of all of them.
+4. :meth:`Judge.finish` (once every test ran): the final run-wide shift and its verdict
+   (:class:`RunWide`: within the stored runs' spread, a stack change, or an environment
+   anomaly -- never a per-test failure), then each test's final verdict after
+   Benjamini-Hochberg. The plugin logs the held tests then.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import stats
+from . import stats, suite
 from .baseline import BaselineFile, StoredSession, pooled, stack_changes
 from .samples import Measurement, Result
 from .settings import Settings, TestSettings
@@ -26,6 +34,10 @@ from .verdict import Verdict
 STACK_KEYS = ("driver", "cuda_driver", "cuda_runtime", "torch", "transformers", "vllm",
               "triton", "flash-attn", "jax", "numpy", "kernel", "os", "cpu_governor", "python",
               "pytest-tpw")
+
+#: What the run-wide shift means for the run (see :class:`RunWide`).
+RUN_FINDINGS = ("FINE", "STACK_REGRESSION", "STACK_IMPROVEMENT", "ENVIRONMENT_ANOMALY",
+                "TOO_FEW_TESTS", "NO_BASELINE")
 
 
 @dataclass
@@ -43,13 +55,13 @@ class Judgement:
     notes: list[str] = field(default_factory=list)
     #: What makes the comparison doubtful; emitted as pytest warnings on the test.
     warnings: list[str] = field(default_factory=list)
-    #: REGRESSED on its own; final only after FDR over the session.
-    pending_fdr: bool = False
+    #: The verdict waits for the whole run (run-wide shift, Benjamini-Hochberg).
+    pending: bool = False
     canary: bool = False
-    #: candidate / baseline after the canary shift, when compared.
+    #: candidate / baseline relative to the run-wide shift, when compared.
     ratio: float | None = None
-    #: A REGRESSED decided per test, without suite-wide FDR (pytest-xdist worker).
-    without_fdr: bool = False
+    #: Decided per test, without the run-wide shift of the whole suite (pytest-xdist worker).
+    without_suite: bool = False
 
     @property
     def fails(self) -> bool:
@@ -61,7 +73,7 @@ class Judgement:
                 "tolerance": self.tolerance, "baseline_level": self.baseline_level,
                 "failures": list(self.failures), "notes": list(self.notes),
                 "warnings": list(self.warnings), "canary": self.canary, "ratio": self.ratio,
-                "without_fdr": self.without_fdr}
+                "without_suite": self.without_suite}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Judgement:
@@ -69,11 +81,59 @@ class Judgement:
                    tolerance=float(data["tolerance"]), baseline_level=data["baseline_level"],
                    failures=list(data["failures"]), notes=list(data["notes"]),
                    warnings=list(data["warnings"]), canary=bool(data["canary"]),
-                   ratio=data["ratio"], without_fdr=bool(data.get("without_fdr")))
+                   ratio=data["ratio"], without_suite=bool(data.get("without_suite")))
+
+
+@dataclass(frozen=True)
+class RunWide:
+    """The run-wide shift of one hardware key and what it means: one finding for the run.
+
+    ``finding``: FINE (within the spread of stored runs), STACK_REGRESSION or
+    STACK_IMPROVEMENT (beyond it, with the software stack changed since the baseline),
+    ENVIRONMENT_ANOMALY (beyond it, stack unchanged: the board, clocks, heat; rerun),
+    TOO_FEW_TESTS (no estimate: declare canaries), NO_BASELINE.
+    """
+
+    hardware_key: str
+    finding: str
+    ratio: float | None
+    ci: tuple[float, float] | None
+    n_tests: int
+    method: str
+    stack_changes: tuple[str, ...] = ()
+    suspects: tuple[str, ...] = ()
+    why: str = ""
+    fails: bool = False
+
+    @property
+    def text(self) -> str:
+        """One line, e.g. ``run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch a -> b``."""
+        if self.ratio is None or not math.isfinite(self.ratio):
+            return f"run-wide: {self.finding}: {self.why}"
+        head = f"run-wide: {_pct(self.ratio)}"
+        if self.ci is not None:
+            head += f" [{_pct(self.ci[0])}, {_pct(self.ci[1])}]"
+        head += f" {self.finding}"
+        if self.finding.startswith("STACK"):
+            head += "; stack changed: " + "; ".join(self.stack_changes)
+        elif self.finding == "ENVIRONMENT_ANOMALY":
+            head += "; stack unchanged: rerun on a quiet, cool runner"
+            if self.suspects:
+                head += "; suspects: " + "; ".join(self.suspects)
+        return head
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hardware_key": self.hardware_key, "verdict": self.finding,
+                "ratio": self.ratio if self.ratio is not None and math.isfinite(self.ratio)
+                else None,
+                "ci": list(self.ci) if self.ci else None, "n_tests": self.n_tests,
+                "method": self.method, "stack_changes": list(self.stack_changes),
+                "suspects": list(self.suspects), "why": self.why, "fails": self.fails,
+                "text": self.text}
 
 
 class Judge:
-    """Baselines and settings of one session, and every judgement it made."""
+    """Baselines and settings of one session, the suite's prior, and every judgement."""
 
     def __init__(self, settings: Settings, baseline: BaselineFile | None,
                  hardware_key: str, other_hardware: Sequence[str] = (),
@@ -84,31 +144,47 @@ class Judge:
         self.other_hardware = list(other_hardware)
         self.software = dict(software or {})
         self.judgements: dict[str, Judgement] = {}
-        self.canary_log_ratios: list[float] = []
-        self.canary_ses: list[float] = []
+        looks = (settings.rounds,) if settings.rounds is not None else stats.DEFAULT_LOOKS
+        self.suite_params = suite.SuiteParams(verdict=self.params(looks=looks))
+        self.stored: dict[str, list[suite.StoredRun]] = {}
+        if baseline is not None:
+            self.stored = {key: [suite.StoredRun(s.date, s.values()) for s in sessions]
+                           for key, sessions in baseline.measurements.items() if sessions}
+        self.prior = suite.suite_prior(self.stored, self.suite_params) if self.stored else None
+        #: This run's compared measurements, as the statistics see them.
+        self.inputs: dict[str, suite.TestInput] = {}
+        #: Each finished measurement's contribution to the run-wide shift (a rerun replaces it).
+        self._changes: dict[str, suite.TestChange | None] = {}
+        self.run_wide: RunWide | None = None
+        self._finished = False
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def params(self, tolerance: float | None = None) -> stats.Params:
+    def params(self, tolerance: float | None = None,
+               looks: tuple[int, ...] = stats.DEFAULT_LOOKS) -> stats.Params:
         s = self.settings
         return stats.Params(tolerance=tolerance if tolerance is not None else s.tolerance,
-                            noise_floor=s.noise_floor, confidence=s.confidence, fdr_q=s.fdr)
+                            noise_floor=s.noise_floor, confidence=s.confidence, fdr_q=s.fdr,
+                            looks=looks)
 
     def sessions(self, key: str) -> list[StoredSession]:
         return self.baseline.sessions(key) if self.baseline is not None else []
 
-    def shift(self) -> tuple[float, float]:
-        """The canaries' suite-wide shift (log units) and its standard error so far."""
-        if not self.canary_log_ratios:
-            return 0.0, 0.0
-        k = len(self.canary_ses)
-        se = math.sqrt(sum(x * x for x in self.canary_ses)) / k if k else 0.0
-        return stats.canary_shift(self.canary_log_ratios), se
-
     @property
     def comparing(self) -> bool:
         """True when measurements are compared against stored baselines this session."""
-        return self.baseline is not None and bool(self.baseline.measurements)
+        return self.prior is not None
+
+    def shift(self) -> suite.RunShift | None:
+        """The run-wide shift from the tests finished so far (None without baselines)."""
+        if self.prior is None:
+            return None
+        return suite.shift_from_changes(list(self._changes.values()), self.prior,
+                                        self.suite_params)
+
+    def test_input(self, m: Measurement, test: TestSettings) -> suite.TestInput:
+        return suite.TestInput(m.key, self.stored.get(m.key, []), m.values(),
+                               tolerance=test.tolerance, canary=test.canary)
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -120,7 +196,7 @@ class Judge:
 
     def judge(self, m: Measurement, result: Result, test: TestSettings,
               comparison: stats.Comparison | None) -> Judgement:
-        """Verdict, budgets and messages of one finished measurement."""
+        """Budgets at once; a comparison waits for the run (``pending``) unless updating."""
         j = Judgement(m.key, m.nodeid, Verdict.NO_BASELINE, test.tolerance, comparison,
                       canary=test.canary)
         sessions = self.sessions(m.key)
@@ -129,7 +205,11 @@ class Judge:
         if comparison is not None and comparison.verdict is not Verdict.NO_BASELINE:
             j.verdict = comparison.verdict
             j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
-            self._classify(j, comparison)
+            self.inputs[m.key] = self.test_input(m, test)
+            assert self.prior is not None
+            self._changes[m.key] = suite.change_of(self.inputs[m.key], self.prior,
+                                                   self.suite_params)
+            j.pending = True
         else:
             self._no_baseline(j)
         self._budgets(j, result, test)
@@ -150,40 +230,66 @@ class Judge:
                               f"pytest --tpw --tpw-update-missing {_quote(j.nodeid)}")
 
     def _classify(self, j: Judgement, c: stats.Comparison) -> None:
+        """Notes and failures of a final comparison."""
         s = self.settings
         updating = s.writes_baselines
-        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings)
+        j.comparison, j.verdict = c, c.verdict
+        j.ratio = c.ratio if math.isfinite(c.ratio) else None
+        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings if f"{j.key}: {w}" not in
+                          j.warnings)
         if j.canary:
-            # a canary's drift is the environment's, not a regression of its code: it is
-            # divided out of the other ratios and reported, and never fails its own test
-            self.canary_log_ratios.append(math.log(c.ratio))
-            self.canary_ses.append(c.se_log if math.isfinite(c.se_log) else 0.0)
-            if stats.environment_shifted(math.log(c.ratio), self.params(j.tolerance)):
-                j.notes.append(f"{j.key}: canary drift {_pct(c.ratio)} ({c.verdict.value}): "
-                               "the environment shifted since the baseline")
+            if c.verdict is not Verdict.UNCHANGED:
+                j.notes.append(f"{j.key}: canary {_pct(c.ratio)} relative to the run "
+                               f"({c.verdict.value}); canaries never fail on their own")
             return
         if c.verdict is Verdict.REGRESSED and not updating:
-            if c.p_regression > s.fdr:
-                # BH can never keep a p-value above q, whatever the rest of the session
-                j.verdict = Verdict.INCONCLUSIVE
-                j.notes.append(f"REGRESSED on its own but p = {c.p_regression:.3g} > "
-                               f"--tpw-fdr {s.fdr:g}: cannot survive suite-wide FDR control")
-            else:
-                j.pending_fdr = True
+            j.failures.append(self.regression_text(j, c))
         elif c.verdict is Verdict.MINOR_REGRESSION:
             j.notes.append(f"{j.key}: minor regression ({_pct(c.ratio)}), within the "
                            f"tolerance ({j.tolerance:.0%})")
         elif c.verdict is Verdict.IMPROVED:
             j.notes.append(f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
                            f"pytest --tpw --tpw-update {_quote(j.nodeid)}")
-        if j.verdict is Verdict.INCONCLUSIVE and s.strict and not updating:
-            j.failures.append(self._inconclusive_text(j, c))
+        elif c.verdict is Verdict.INCONCLUSIVE:
+            if c.why:
+                j.notes.append(f"{j.key}: {c.why}")
+            if c.p_adjusted is not None and c.why and "Benjamini-Hochberg" in c.why:
+                # demoted: its interval excludes "unchanged", the suite's many comparisons
+                # do not let one p-value that size stand
+                text = (f"{j.key}: INCONCLUSIVE: {c.why}; ratio {_ratio_text(c)}. It may be a "
+                        "real but small regression: rerun it, or give it more rounds "
+                        "(@pytest.mark.tpw(rounds=...))")
+                from_history = False
+            else:
+                text, from_history = self._inconclusive_text(j, c)
+            if s.strict and not updating and not from_history:
+                j.failures.append(text)
+            else:
+                j.warnings.append(text)
 
-    def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> str:
-        why = f" ({c.why})" if c.why else ""
-        return (f"{j.key}: INCONCLUSIVE after the last round under --tpw-strict: ratio "
-                f"{_ratio_text(c)}{why}. The spread is too wide to tell a change of "
-                "the tolerance from noise: lengthen the windows or raise --tpw-rounds")
+    def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> tuple[str, bool]:
+        """Why the interval is too wide, which side makes it so, advice that can work.
+
+        Returns the text and whether the stored history (sessions that disagree) rather than
+        this run's windows makes it wide; --tpw-strict fails only the latter.
+        """
+        sessions = max(c.n_sessions, 1)
+        between = (1.0 + 1.0 / sessions) * c.sigma_b**2
+        total = c.se_log**2 if math.isfinite(c.se_log) else math.inf
+        within = max(total - between, 0.0)
+        from_history = between > within
+        spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
+        if from_history:
+            side = (f"the stored sessions disagree ({spread}); this run's windows are "
+                    f"steady. Re-record the baseline on a quiet runner (pytest --tpw "
+                    f"--tpw-update {_quote(j.nodeid)}), then add sessions with --tpw-record")
+        else:
+            side = (f"this run's windows are noisy ({spread}). Pin PyTorch's threads "
+                    "(torch.set_num_threads / OMP_NUM_THREADS) below the free cores, use a "
+                    "quiet runner, or give each window more work")
+        return (f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; the "
+                f"interval is too wide to tell a {j.tolerance:.0%} change from noise: {side}",
+                from_history)
 
     def _budgets(self, j: Judgement, r: Result, test: TestSettings) -> None:
         ci = f" (interval {r.ci[0]:.4g}..{r.ci[1]:.4g})" if r.ci else ""
@@ -193,9 +299,8 @@ class Judge:
             ("max_watts", r.watts, "W", True),
             ("min_tokens_per_second", r.tokens_per_second, "tokens/s", False),
         ]
-        budgets = test.budgets
         for name, value, unit, is_max in checks:
-            limit = budgets.get(name)
+            limit = test.budgets.get(name)
             if limit is None or (value <= limit if is_max else value >= limit):
                 continue
             side = "above the maximum" if is_max else "below the minimum"
@@ -203,45 +308,73 @@ class Judge:
             j.failures.append(f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
                               f"{unit} set by @pytest.mark.tpw({name}={limit:g})")
 
-    def settle_without_fdr(self, j: Judgement) -> None:
-        """Decide a pending REGRESSED at once, at the per-test level (no suite-wide FDR).
+    def settle_alone(self, j: Judgement) -> None:
+        """Decide a pending judgement at once, from its own last look (no suite decision).
 
-        For processes that cannot wait for the session's other p-values: pytest-xdist
-        workers, whose reports the controller logs as they arrive.
+        For processes that cannot wait for the rest of the run: pytest-xdist workers, whose
+        reports the controller logs as they arrive.
         """
-        if not j.pending_fdr or j.comparison is None:
+        if not j.pending or j.comparison is None:
             return
-        j.pending_fdr = False
-        j.without_fdr = True
-        j.failures.append(self.regression_text(j, j.comparison))
+        j.pending = False
+        j.without_suite = True
+        self._classify(j, replace(j.comparison, provisional=False))
 
-    # -- the session -----------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------
 
-    def apply_fdr(self) -> dict[str, Judgement]:
-        """Benjamini-Hochberg over the session's comparisons; returns judgements that changed."""
-        keys = [k for k, j in self.judgements.items()
-                if j.comparison is not None and not j.comparison.provisional
-                and j.comparison.verdict is not Verdict.NO_BASELINE]
-        if not keys:
+    def finish(self, suspects: Sequence[str] = ()) -> dict[str, Judgement]:
+        """Once every test ran: the run-wide finding and every pending test's final verdict.
+
+        Returns the judgements that were pending.
+        """
+        if self.prior is None or not self.inputs or self._finished:
             return {}
-        adjusted = stats.apply_fdr([self.judgements[k].comparison  # type: ignore[misc]
-                                    for k in keys], self.settings.fdr)
+        self._finished = True
+        decision = suite.judge_suite(list(self.inputs.values()), self.prior, self.suite_params)
+        self.run_wide = self._run_wide(decision, suspects)
         changed = {}
-        for key, c in zip(keys, adjusted, strict=True):
+        for key, c in decision.comparisons.items():
             j = self.judgements[key]
-            j.comparison = c
-            if not j.pending_fdr:
+            if j.without_suite:
                 continue
-            j.pending_fdr = False
-            if c.verdict is Verdict.REGRESSED:
-                j.failures.append(self.regression_text(j, c))
-            else:
-                j.verdict = c.verdict
-                j.notes.append(f"{key}: {c.why}")
-                if self.settings.strict:
-                    j.failures.append(self._inconclusive_text(j, c))
-            changed[key] = j
+            if j.pending:
+                j.pending = False
+                changed[key] = j
+            self._classify(j, _keep_early_decision(j.comparison, c))
         return changed
+
+    def _run_wide(self, d: suite.SuiteDecision, suspects: Sequence[str]) -> RunWide:
+        method = str(d.shift.method)
+        if d.run_verdict is suite.RunVerdict.NO_BASELINE:
+            return RunWide(self.hardware_key, "NO_BASELINE", None, None, 0, method, why=d.why)
+        if d.run_verdict is suite.RunVerdict.TOO_FEW_TESTS:
+            return RunWide(self.hardware_key, "TOO_FEW_TESTS", None, None, d.shift.n_tests,
+                           method, why=d.why)
+        changes = tuple(self.stack_changes())
+        if d.run_verdict is suite.RunVerdict.WITHIN_SPREAD:
+            finding = "FINE"
+        elif changes:
+            finding = ("STACK_REGRESSION" if d.run_verdict is suite.RunVerdict.BEYOND_LOWER
+                       else "STACK_IMPROVEMENT")
+        else:
+            finding = "ENVIRONMENT_ANOMALY"
+        s = self.settings
+        fails = finding == "STACK_REGRESSION" and (s.strict or s.fail_stack) and \
+            not s.writes_baselines
+        return RunWide(self.hardware_key, finding, d.run_ratio, d.run_ci, d.shift.n_tests,
+                       method, changes, tuple(suspects) if finding == "ENVIRONMENT_ANOMALY"
+                       else (), d.why, fails)
+
+    def stack_changes(self) -> list[str]:
+        """What differs between this run's software stack and the latest stored session's."""
+        latest: StoredSession | None = None
+        if self.baseline is not None:
+            for sessions in self.baseline.measurements.values():
+                if sessions and (latest is None or sessions[-1].date > latest.date):
+                    latest = sessions[-1]
+        if latest is None or not self.software:
+            return []  # nothing known to compare with
+        return stack_changes(latest.software, self.software, STACK_KEYS)
 
     def regression_text(self, j: Judgement, c: stats.Comparison) -> str:
         s = self.settings
@@ -249,15 +382,17 @@ class Judge:
         now = j.baseline_level * c.ratio if j.baseline_level else float("nan")
         lines = [
             f"{j.key}: tokens per joule REGRESSED: {now:.4g} now vs {j.baseline_level:.4g} "
-            f"in the baseline, ratio {_ratio_text(c)} at {s.confidence:.0%} confidence; "
-            f"tolerance {j.tolerance:.0%}, noise floor {s.noise_floor:.0%}",
+            f"in the baseline, ratio {_ratio_text(c)} at {s.confidence:.0%} confidence, "
+            f"relative to the run-wide shift; tolerance {j.tolerance:.0%}, noise floor "
+            f"{s.noise_floor:.0%}",
             f"  samples: {c.n_candidate} now, {c.n_baseline} in {c.n_sessions} baseline "
             f"session(s); p = {c.p_regression:.3g}"
             + (f", BH-adjusted {c.p_adjusted:.3g} at q = {s.fdr:g}"
                if c.p_adjusted is not None else ""),
         ]
         if c.shift:
-            lines.append(f"  canary shift {_pct(math.exp(c.shift))} divided out")
+            lines.append(f"  run-wide shift {_pct(math.exp(c.shift))} divided out (shared by "
+                         "every test of this run)")
         if sessions:
             changes = stack_changes(sessions[-1].software, self.software, STACK_KEYS)
             lines.append("  stack changes since the baseline: "
@@ -270,61 +405,71 @@ class Judge:
 class BaselinePolicy:
     """How many windows one test records, and the comparison its last look made.
 
-    Fixed rounds (``--tpw-rounds``, marker ``rounds``) or updating: that many windows, then
-    one comparison at level alpha. Otherwise, with a baseline: looks at 5, 10, 15, 20
-    windows, stopping early only on UNCHANGED or IMPROVED at alpha/K. With no baseline: the
-    first look's count, then NO_BASELINE. Implements the meter's ``RoundPolicy``.
+    With a baseline: looks at 5, 10, 15, 20 windows (or the fixed count of ``--tpw-rounds`` /
+    marker ``rounds``), stopping as soon as the interval lies inside one verdict region,
+    relative to the run-wide shift so far. Without one: 5 windows (20 when recording), then
+    NO_BASELINE. Implements the meter's ``RoundPolicy``.
     """
 
     def __init__(self, judge: Judge, test: TestSettings) -> None:
         self.judge = judge
         self.test = test
-        self.fixed = test.rounds
-        self.params = judge.params(test.tolerance)
         self.comparisons: dict[str, stats.Comparison] = {}
+        self._shift: suite.RunShift | None = None
 
     def more(self, m: Measurement) -> bool:
         n = len(m.samples)
-        sessions = [x.values() for x in self.judge.sessions(m.key)]
-        target = self._target(bool(sessions))
-        if target is not None:
-            if n < target:
+        judge, test = self.judge, self.test
+        looks = judge.suite_params.verdict.looks
+        if judge.prior is None or m.key not in judge.stored:
+            return n < test.fixed_rounds()
+        if test.rounds is not None:
+            if n < test.rounds:
                 return True
-            self._final(m, sessions)
+            self._look(m, len(looks) - 1, len(looks))
             return False
-        looks = self.params.looks
+        if test.writes_baselines:
+            if n < looks[-1]:
+                return True
+            self._look(m, len(looks) - 1, len(looks))
+            return False
         if n not in looks and n < looks[-1]:
             return True
-        shift, shift_se = self._shift()
-        stop, c = stats.sequential_decision(sessions, m.values(), self.params,
-                                            looks.index(n), len(looks),
-                                            shift=shift, shift_se=shift_se)
-        if stop:
-            self.comparisons[m.key] = c
+        stop = self._look(m, looks.index(n) if n in looks else len(looks) - 1, len(looks))
         return not stop
+
+    def _look(self, m: Measurement, index: int, n_looks: int) -> bool:
+        judge = self.judge
+        assert judge.prior is not None
+        if self._shift is None:
+            self._shift = judge.shift()
+        assert self._shift is not None
+        stop, c = suite.look(judge.test_input(m, self.test), judge.prior, self._shift,
+                             judge.suite_params, index, n_looks,
+                             family_size=max(len(judge.stored), 1))
+        self.comparisons[m.key] = c
+        return stop
 
     def verdict(self, key: str) -> Verdict:
         c = self.comparisons.get(key)
         return Verdict.NO_BASELINE if c is None else c.verdict
 
-    def _target(self, has_baseline: bool) -> int | None:
-        if self.fixed is not None:
-            return self.fixed
-        if self.test.writes_baselines:
-            return self.params.looks[-1]
-        return None if has_baseline else self.params.looks[0]
 
-    def _shift(self) -> tuple[float, float]:
-        if self.test.canary:
-            return 0.0, 0.0
-        return self.judge.shift()
-
-    def _final(self, m: Measurement, sessions: Sequence[Sequence[float]]) -> None:
-        if not sessions:
-            return
-        shift, shift_se = self._shift()
-        c = stats.compare(sessions, m.values(), self.params, shift=shift, shift_se=shift_se)
-        self.comparisons[m.key] = c
+def _keep_early_decision(look: stats.Comparison | None,
+                         final: stats.Comparison) -> stats.Comparison:
+    """A test that stopped early on a decided verdict keeps it when the final comparison,
+    widened by the whole run's shift, is merely INCONCLUSIVE: it was not allowed to record
+    more windows, so its doubt is the run's, not its own. A final REGRESSED, IMPROVED or
+    UNCHANGED always stands."""
+    if (look is None or not look.stopped_early or final.verdict is not Verdict.INCONCLUSIVE
+            or final.p_adjusted is not None and final.why and "Benjamini" in final.why
+            or look.verdict not in (Verdict.UNCHANGED, Verdict.IMPROVED,
+                                    Verdict.MINOR_REGRESSION)):
+        return final
+    return replace(final, verdict=look.verdict,
+                   why=f"decided at an earlier look ({look.n_candidate} windows, "
+                       f"{look.verdict.value}); the final interval, with the whole run's shift, "
+                       "is wider")
 
 
 def _pct(ratio: float) -> str:

@@ -1,8 +1,9 @@
 """Statistics of tokens-per-joule samples: summaries, intervals, verdicts, FDR.
 
 Pure numpy/scipy (imported lazily by callers through this module), no pytest. The
-procedure is the one in the project's STATS.md: 20 %-trimmed means of log(tokens/J),
-Yuen's trimmed Welch intervals, between-session variance, noise floor and tolerance.
+per-measurement procedure (docs/verdicts.md): 20 %-trimmed means of log(tokens/J), Yuen's
+trimmed Welch intervals, between-session variance, noise floor and tolerance. The suite-level
+model (run-wide shift, pooled sigma_b) is in :mod:`pytest_tpw.suite`, built on these.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 
 import numpy as np
 from scipy import stats as _st
+
+from .verdict import Verdict as Verdict
 
 TRIM = 0.2
 
@@ -79,22 +81,8 @@ def summarize(samples: Sequence[float], confidence: float = 0.90, trim: float = 
 
 
 # ---------------------------------------------------------------------------------------------
-# Verdict engine (STATS.md "Per measurement" and "Across the suite")
+# Verdict engine: per measurement and across the suite (docs/verdicts.md)
 # ---------------------------------------------------------------------------------------------
-
-
-class Verdict(str, Enum):
-    """Outcome of one comparison; the value is the name printed in reports."""
-
-    REGRESSED = "REGRESSED"
-    MINOR_REGRESSION = "MINOR_REGRESSION"
-    UNCHANGED = "UNCHANGED"
-    IMPROVED = "IMPROVED"
-    INCONCLUSIVE = "INCONCLUSIVE"
-    NO_BASELINE = "NO_BASELINE"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Order of the integer codes returned by :func:`classify_bounds` (vectorised classification).
@@ -107,13 +95,13 @@ VERDICT_CODES: tuple[Verdict, ...] = (
 )
 _REG, _MINOR, _UNCH, _IMP, _INC = range(5)
 
-#: Candidate round counts at which the sequential procedure decides (STATS.md step 4).
+#: Candidate round counts at which the sequential procedure decides (docs/verdicts.md).
 DEFAULT_LOOKS: tuple[int, ...] = (5, 10, 15, 20)
 
 
 @dataclass(frozen=True)
 class Params:
-    """Knobs of the verdict engine (STATS.md defaults).
+    """Knobs of the verdict engine (the documented defaults).
 
     ``confidence`` is the two-sided confidence of the interval ``[L, U]``; each side is tested at
     ``alpha = (1 - confidence) / 2``. ``looks`` are the candidate round counts at which the
@@ -207,7 +195,7 @@ class Comparison:
         return self.ratio - 1.0
 
 
-# --- vectorised building blocks (also used by benchmarks/stats_power.py) ----------------------
+# --- vectorised building blocks (also used by pytest_tpw.suite) ------------------------------
 
 
 def trimmed_stats(x: np.ndarray, trim: float = TRIM) -> tuple[np.ndarray, np.ndarray, int]:
@@ -244,7 +232,7 @@ def welch_df(
 ) -> np.ndarray:
     """Welch-Satterthwaite (Yuen) degrees of freedom of ``d_b + d_c``; +inf when both are 0.
 
-    ``sigma_b`` does not enter: it is treated as a known constant (STATS.md vectors; see
+    ``sigma_b`` does not enter: it is treated as a known constant (the reference vectors; see
     :func:`compare`).
     """
     db = np.asarray(d_b, dtype=float)
@@ -266,7 +254,7 @@ def classify_bounds(
 ) -> np.ndarray:
     """Integer verdict codes (index into :data:`VERDICT_CODES`) of log-ratio bounds ``[L, U]``.
 
-    STATS.md step 3: ``U < log(1-d0)`` and ``L <= log(1-d)`` -> REGRESSED; ``U < log(1-d0)`` ->
+    The classification: ``U < log(1-d0)`` and ``L <= log(1-d)`` -> REGRESSED; ``U < log(1-d0)`` ->
     MINOR_REGRESSION; ``L > log(1+d0)`` -> IMPROVED; ``L > log(1-d)`` -> UNCHANGED; otherwise
     INCONCLUSIVE (also for NaN bounds).
     """
@@ -391,7 +379,7 @@ def compare(
     shift: float = 0.0,
     shift_se: float = 0.0,
 ) -> Comparison:
-    """Compare candidate tokens/J samples against baseline sessions (STATS.md steps 2-3, 5, 7).
+    """Compare candidate tokens/J samples against baseline sessions (docs/verdicts.md).
 
     * ``baseline_sessions``: one list of tokens/J samples per stored session; they are pooled for
       the trimmed mean. ``candidate``: this session's samples.
@@ -402,13 +390,14 @@ def compare(
       :func:`estimate_sigma_b` when at least ``params.sigma_b_min_sessions`` usable sessions
       exist, else 0. ``(1 + 1/S) sigma_b^2`` is added to the variance of the estimate, S the
       number of baseline sessions: the candidate session's own shift plus the mean of S
-      baseline shifts. For a one-session baseline this is STATS.md's ``2 sigma_b^2``; for a
+      baseline shifts. For a one-session baseline this is ``2 sigma_b^2``; for a
       pooled S-session one, 2 sigma_b^2 would overstate the baseline's part (what-if table of
-      benchmarks/stats_power.py: -5 % detection 82 % with 2 sigma_b^2, 88 % with (1 + 1/S)).
+      the per-test benchmark that preceded pytest_tpw.suite: -5 % detection 82 % with
+      2 sigma_b^2, 88 % with (1 + 1/S)).
       The degrees of freedom stay the Welch-Satterthwaite (Yuen) df of the two within-session
       parts: ``sigma_b`` is treated as known. The reference vectors require this for a given
       ``sigma_b``; for an estimated one, counting its S - 1 df in a Satterthwaite sum collapses
-      df to ~2-5 with 3 sessions (benchmarks/stats_power.py: detection of -5 % fell from ~82 %
+      df to ~2-5 with 3 sessions (that same benchmark: detection of -5 % fell from ~82 %
       to 57 %, 15 % of unchanged tests INCONCLUSIVE, with false alarms already at 0), so the
       plug-in is used.
     * ``shift`` (log scale, e.g. :func:`canary_shift`) is subtracted from the estimate before
@@ -538,7 +527,7 @@ def compare(
     )
 
 
-# --- sequential looks (STATS.md step 4) --------------------------------------------------------
+# --- sequential looks ----------------------------------------------------------------------------
 
 
 def next_look(n_recorded: int, looks: Sequence[int] = DEFAULT_LOOKS) -> int | None:
@@ -595,7 +584,7 @@ def sequential_decision(
     return False, replace(cmp, provisional=True)
 
 
-# --- suite level: false-discovery control (STATS.md step 6) -----------------------------------
+# --- suite level: false-discovery control --------------------------------------------------------
 
 
 def bh_adjusted(p_values: Sequence[float]) -> list[float]:
@@ -656,7 +645,7 @@ def apply_fdr(comparisons: Sequence[Comparison], q: float = 0.05) -> list[Compar
     return out
 
 
-# --- canaries (STATS.md step 7) ---------------------------------------------------------------
+# --- canaries ------------------------------------------------------------------------------------
 
 
 def canary_shift(canary_log_ratios: Sequence[float]) -> float:
@@ -674,3 +663,86 @@ def environment_shifted(shift: float, params: Params | None = None) -> bool:
     """True when the canary shift exceeds the noise floor either way ("ENVIRONMENT SHIFT")."""
     p = params if params is not None else Params()
     return shift < math.log(1.0 - p.noise_floor) or shift > math.log(1.0 + p.noise_floor)
+
+
+# --- within-session dependence and sensor resolution (used by pytest_tpw.suite) ---------------
+
+
+def ar1_variance_factor(rho: float, n: int | np.ndarray, cap: float | None = None) -> np.ndarray:
+    """Variance of the mean of ``n`` AR(1) values with lag-1 correlation ``rho``, over iid's.
+
+    ``1 + 2 sum_{k=1}^{n-1} (1 - k/n) rho^k`` (exact for a stationary AR(1)); 1 for rho <= 0
+    (negative correlation is not credited). Capped at ``cap`` (default ``n``: the mean is never
+    taken as noisier than one window), vectorised over ``n``.
+    """
+    nn = np.asarray(n, dtype=float)
+    r = float(rho)
+    if not math.isfinite(r) or r <= 0.0:
+        return np.ones_like(nn)
+    r = min(r, 0.999)
+    # closed form of the finite sum: 1 + 2 r/(1-r) - 2 r (1 - r^n) / (n (1-r)^2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = 1.0 + 2.0 * r / (1.0 - r) - 2.0 * r * (1.0 - r**nn) / (nn * (1.0 - r) ** 2)
+    f = np.where(nn > 1, f, 1.0)
+    top = nn if cap is None else np.minimum(nn, cap)
+    return np.asarray(np.clip(f, 1.0, np.maximum(top, 1.0)), dtype=float)
+
+
+def lag1_autocorrelation(series: Sequence[np.ndarray], outlier: float = 3.0) -> tuple[float, int]:
+    """Pooled, bias-corrected lag-1 autocorrelation of several time-ordered series.
+
+    Each series (one stored session, windows in time order, at least 4 values) is centred on
+    its median; values farther than ``outlier`` x its MAD (scaled to an SD) are left out
+    (throttled windows are white noise that the trimmed mean discards anyway), together with
+    the lag pairs they belong to. The pooled ratio r = (mean lag product) / (mean square) is
+    corrected for the known bias of a mean-centred estimator on short series,
+    ``E[r] ~ rho - (1 + 3 rho) / n``, i.e. ``rho = (r n + 1) / (n - 3)`` (n the mean series
+    length). Returns ``(rho, number of lag pairs used)``; ``(0.0, 0)`` when nothing is usable.
+    A within-session trend shows up as positive rho (remove a shared one first).
+    """
+    by_len: dict[int, list[np.ndarray]] = {}
+    for s in series:
+        x = np.asarray(s, dtype=float).ravel()
+        if x.size >= 4:
+            by_len.setdefault(int(x.size), []).append(x)
+    num = den = 0.0
+    pairs = values = 0
+    n_sum = 0.0
+    n_series = 0
+    for n, xs in by_len.items():
+        a, k, b, v = lag1_parts(np.stack(xs), outlier)
+        num += a
+        den += b
+        pairs += k
+        values += v
+        n_sum += n * len(xs)
+        n_series += len(xs)
+    return lag1_from_parts(num, pairs, den, values, n_sum / n_series if n_series else 0.0)
+
+
+def lag1_from_parts(
+    num: float, pairs: int, den: float, values: int, n_mean: float
+) -> tuple[float, int]:
+    """``(rho, pairs)`` from the sums of :func:`lag1_parts` (bias-corrected, see above)."""
+    if pairs == 0 or values == 0 or den <= 0.0 or n_mean <= 3.0:
+        return 0.0, 0
+    r = (num / pairs) / (den / values)
+    return float((r * n_mean + 1.0) / (n_mean - 3.0)), int(pairs)
+
+
+def lag1_parts(rows: np.ndarray, outlier: float = 3.0) -> tuple[float, int, float, int]:
+    """Lag-1 products, their count, squares and their count of equal-length series (rows).
+
+    The vectorised core of :func:`lag1_autocorrelation`: each row centred on its median, values
+    beyond ``outlier`` MADs dropped, the rest centred on their mean.
+    """
+    x = np.asarray(rows, dtype=float)
+    x = x.reshape(-1, x.shape[-1])
+    x = x - np.median(x, axis=1, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(x), axis=1, keepdims=True)
+    ok = np.abs(x) <= outlier * mad
+    cnt = np.maximum(ok.sum(axis=1, keepdims=True), 1)
+    xc = np.where(ok, x - np.sum(np.where(ok, x, 0.0), axis=1, keepdims=True) / cnt, 0.0)
+    pair = ok[:, :-1] & ok[:, 1:]
+    num = float(np.sum(np.where(pair, xc[:, :-1] * xc[:, 1:], 0.0)))
+    return num, int(pair.sum()), float(np.sum(xc * xc)), int(ok.sum())

@@ -22,15 +22,17 @@ def test_terminal_section(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(test_rep=TWO_TESTS)
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([
-        "tpw: sensor sim, joules simulated*",
-        "*= tokens per joule =*",
-        "measurement *tokens/J*90% CI*J/token*W*tokens/s*n*baseline*change*verdict",
-        "test_rep.py::test_one *3*NO_BASELINE",
-        "test_rep.py::test_named::gen *3*NO_BASELINE",
-        "total: * tokens, * J, * tokens/J overall, 2 measurement(s)",
-        "sensor: sim *SIMULATED*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "tpw: sensor sim, joules simulated*",
+            "*= tokens per joule =*",
+            "measurement *tokens/J*90% CI*J/token*W*tokens/s*n*baseline*change*verdict",
+            "test_rep.py::test_one *3*NO_BASELINE",
+            "test_rep.py::test_named::gen *3*NO_BASELINE",
+            "total: * tokens, * J, * tokens/J overall, 2 measurement(s)",
+            "sensor: sim *SIMULATED*",
+        ]
+    )
 
 
 def test_json_document(tpwtester: pytest.Pytester) -> None:
@@ -65,12 +67,14 @@ def test_json_document(tpwtester: pytest.Pytester) -> None:
 
 
 def test_json_path_is_relative_to_the_invocation_dir(
-        tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tpwtester.makepyfile(test_rep=TWO_TESTS)
     sub = tpwtester.mkdir("sub")
     monkeypatch.chdir(sub)
-    result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json",
-                                 str(tpwtester.path / "test_rep.py"))
+    result = tpwtester.runpytest(
+        "--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json", str(tpwtester.path / "test_rep.py")
+    )
     result.assert_outcomes(passed=2)
     assert (sub / "out.json").is_file()
     assert not (tpwtester.path / "out.json").exists()
@@ -97,16 +101,18 @@ def test_junit_xml_properties(tpwtester: pytest.Pytester) -> None:
     root = ET.parse(tpwtester.path / "junit.xml").getroot()
     props: dict[str, dict[str, str]] = {}
     for case in root.iter("testcase"):
-        props[case.attrib["name"]] = {p.attrib["name"]: p.attrib["value"]
-                                      for p in case.iter("property")}
+        props[case.attrib["name"]] = {
+            p.attrib["name"]: p.attrib["value"] for p in case.iter("property")
+        }
     assert float(props["test_one"]["tpw.tokens_per_joule"]) > 0
     assert props["test_one"]["tpw.verdict"] == "NO_BASELINE"
     assert float(props["test_named"]["tpw[gen].tokens_per_joule"]) > 0
     assert "tpw.tokens_per_joule" not in props["test_named"]
 
 
-def test_github_step_summary(tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                             tmp_path: Path) -> None:
+def test_github_step_summary(
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     summary = tmp_path / "step_summary.md"
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -119,14 +125,21 @@ def test_github_step_summary(tpwtester: pytest.Pytester, monkeypatch: pytest.Mon
     assert any(line.startswith("| measurement | tokens/J") for line in lines)
     rows = [line for line in lines if line.startswith("| `")]
     assert len(rows) == 2
-    assert rows[0].startswith("| `test_rep.py::test_one` |")
-    assert rows[1].startswith("| `test_rep.py::test_named::gen` |")
+    # the report's own layout (pytest_tpw.mdreport): a heading, the counts, then every
+    # measurement not regressed or improved in a collapsed table, sorted by key
+    assert "## tokens per joule (pytest-tpw)" in lines
+    assert "**0 regressed**, **0 improved**, of 2 measurement(s)." in lines
+    assert "<summary>All other measurements (2)</summary>" in lines
+    assert rows[0].startswith("| `test_rep.py::test_named::gen` |")
+    assert rows[1].startswith("| `test_rep.py::test_one` |")
     assert all(row.rstrip().endswith("| NO_BASELINE |") for row in rows)
+    assert not any(line.startswith("### Run-wide") for line in lines)  # nothing to compare
     assert any("SIMULATED" in line for line in lines)
 
 
 def test_github_step_summary_untouched_without_tpw(
-        tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     summary = tmp_path / "step_summary.md"
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

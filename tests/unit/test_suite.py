@@ -1,0 +1,377 @@
+"""The two-level verdict engine (run-wide shift + per-test change), pytest_tpw.suite."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from scipy import stats as st
+
+from pytest_tpw.stats import Verdict, ar1_variance_factor, lag1_autocorrelation
+from pytest_tpw.suite import (
+    RunShift,
+    RunVerdict,
+    ShiftMethod,
+    StoredRun,
+    SuiteParams,
+    TestInput,
+    candidate_stats,
+    change_of,
+    huber_shift,
+    judge_suite,
+    look,
+    prior_from_table,
+    run_sigma_b,
+    running_shift,
+    shift_from_changes,
+    suite_prior,
+)
+
+P = SuiteParams()
+
+
+def _suite(
+    n_tests: int,
+    seed: int,
+    *,
+    sessions: int = 3,
+    windows: int = 20,
+    cv: float = 0.01,
+    factor: float = 1.0,
+    changed: dict[int, float] | None = None,
+) -> list[TestInput]:
+    """Tests with a fixed level each, Gaussian log noise, candidate x factor x change."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n_tests):
+        level = 50.0 * (1.0 + 0.1 * t)
+        runs = [
+            StoredRun(f"s{s}", list(level * np.exp(rng.normal(0.0, cv, windows))))
+            for s in range(sessions)
+        ]
+        ch = (changed or {}).get(t, 1.0)
+        cand = level * factor * ch * np.exp(rng.normal(0.0, cv, windows))
+        out.append(TestInput(f"t{t}", runs, list(cand)))
+    return out
+
+
+def _prior(tests: list[TestInput], params: SuiteParams = P):  # type: ignore[no-untyped-def]
+    return suite_prior({t.key: t.baseline for t in tests}, params)
+
+
+def test_shared_shift_is_a_run_finding_not_per_test_failures() -> None:
+    tests = _suite(40, 1, factor=0.95)
+    dec = judge_suite(tests, _prior(tests), P)
+    assert dec.run_verdict is RunVerdict.BEYOND_LOWER
+    assert dec.shift.method is ShiftMethod.ROBUST
+    assert dec.run_ratio == pytest.approx(0.95, abs=0.005)
+    assert {c.verdict for c in dec.comparisons.values()} == {Verdict.UNCHANGED}
+
+
+def test_one_changed_test_among_many_is_the_only_regression() -> None:
+    tests = _suite(40, 2, changed={7: 0.90})
+    dec = judge_suite(tests, _prior(tests), P)
+    regressed = [k for k, c in dec.comparisons.items() if c.verdict is Verdict.REGRESSED]
+    assert regressed == ["t7"]
+    assert dec.comparisons["t7"].ratio == pytest.approx(0.90, abs=0.01)
+    assert dec.comparisons["t7"].p_adjusted is not None
+    assert dec.run_verdict is RunVerdict.WITHIN_SPREAD
+
+
+def test_shared_shift_with_one_extra_change_flags_both_levels() -> None:
+    tests = _suite(40, 3, factor=0.95, changed={3: 0.90})
+    dec = judge_suite(tests, _prior(tests), P)
+    assert dec.run_verdict is RunVerdict.BEYOND_LOWER
+    regressed = [k for k, c in dec.comparisons.items() if c.verdict is Verdict.REGRESSED]
+    assert regressed == ["t3"]
+
+
+@pytest.mark.parametrize("resolution", [0.0, 1.0 / 18.0])
+def test_identical_samples_never_give_p_zero_or_zero_width(resolution: float) -> None:
+    runs = [StoredRun("s0", [18.0] * 6)]
+    t = TestInput("flat", runs, [18.0] * 6, resolution=resolution)
+    prior = suite_prior({"flat": runs}, P)
+    dec = judge_suite([t], prior, P)
+    c = dec.comparisons["flat"]
+    assert c.p_regression > 0.0
+    assert c.ci_low is not None and c.ci_high is not None
+    assert c.ci_high > c.ci_low
+    assert c.verdict is not Verdict.REGRESSED
+
+
+def test_quantised_readings_one_step_apart_do_not_regress() -> None:
+    # 18 J windows read in 1 J steps: one more step in the candidate is within resolution
+    tokens = 900.0
+    base = [StoredRun("s0", [tokens / e for e in (18, 18, 19, 18, 18, 18, 19, 18)])]
+    cand = [tokens / e for e in (19, 18, 19, 18, 19, 18, 18, 19)]
+    t = TestInput("q", base, cand, resolution=1.0 / 18.0)
+    dec = judge_suite([t], suite_prior({"q": base}, P), P)
+    c = dec.comparisons["q"]
+    assert c.p_regression > 0.001
+    assert c.verdict is not Verdict.REGRESSED
+
+
+def test_one_session_baseline_uses_the_documented_priors() -> None:
+    tests = _suite(20, 4, sessions=1)
+    prior = _prior(tests)
+    assert prior.sigma_b == pytest.approx(P.sigma_b_prior)
+    assert prior.sigma_b_source == "prior"
+    assert prior.sigma_b_df == pytest.approx(P.sigma_b_prior_df)
+    assert prior.run_sd == pytest.approx(P.run_sd_prior)
+    assert prior.n_sessions == 1
+
+
+def test_run_shift_table_with_unequal_session_sets_is_recovered() -> None:
+    # m = mu_t + R_s exactly, each test missing a different session: R is found exactly
+    mu = np.array([0.0, 1.0, 2.0, 3.0])
+    r = np.array([0.02, -0.01, -0.01])
+    m = mu[:, None] + r[None, :]
+    m[0, 2] = np.nan
+    m[1, 0] = np.nan
+    m[3, 1] = np.nan
+    d = np.where(np.isfinite(m), 1e-6, np.nan)
+    prior, got = prior_from_table(m, d, P, session_ids=["a", "b", "c"])
+    assert got == pytest.approx(r - r.mean(), abs=1e-9)
+    assert prior.run_shifts["a"] == pytest.approx(0.02, abs=1e-9)
+    # no residual at all: pooled sigma_b^2 is 0, so the prior is shrunk by df 5 (sum S_t - 1)
+    df_pool = 1 + 1 + 2 + 1
+    expect = P.sigma_b_prior_df * P.sigma_b_prior**2 / (P.sigma_b_prior_df + df_pool)
+    assert prior.sigma_b == pytest.approx(math.sqrt(expect))
+    assert prior.sigma_b_df == pytest.approx(P.sigma_b_prior_df + df_pool)
+
+
+def test_pooled_sigma_b_by_hand() -> None:
+    # two tests, two sessions each, no run shift: residuals +-e, within variance d
+    e, dd = 0.01, 1e-5
+    m = np.array([[e, -e], [-e, e]])
+    d = np.full((2, 2), dd)
+    prior, r = prior_from_table(m, d, SuiteParams(sigma_b_prior_df=1e-9))
+    assert r == pytest.approx([0.0, 0.0], abs=1e-12)
+    # sum res^2 = 4 e^2, within = 2 x (1/2) x 2 dd, df = 2
+    assert prior.sigma_b**2 == pytest.approx((4 * e * e - 2 * dd) / 2, rel=1e-6)
+
+
+def test_unequal_window_counts_in_stored_runs() -> None:
+    rng = np.random.default_rng(5)
+    base = {
+        f"t{t}": [
+            StoredRun("s0", list(40 * np.exp(rng.normal(0, 0.01, 5)))),
+            StoredRun("s1", list(40 * np.exp(rng.normal(0, 0.01, 20)))),
+            StoredRun("s2", list(40 * np.exp(rng.normal(0, 0.01, 11)))),
+        ]
+        for t in range(12)
+    }
+    prior = suite_prior(base, P)
+    assert prior.n_sessions == 3
+    assert 0.0 < prior.sigma_b < 0.01
+    tests = [TestInput(k, v, list(40 * np.exp(rng.normal(0, 0.01, 10)))) for k, v in base.items()]
+    dec = judge_suite(tests, prior, P)
+    assert all(c.verdict is not Verdict.REGRESSED for c in dec.comparisons.values())
+
+
+def test_autocorrelated_series_widen_the_standard_error() -> None:
+    x = np.log(50.0) + np.random.default_rng(6).normal(0.0, 0.01, 20)
+    _, d_iid, _, _, _ = candidate_stats(x, 0.0, 0.0, 0.2)
+    _, d_ar, _, _, _ = candidate_stats(x, 0.6, 0.0, 0.2)
+    assert float(d_ar) == pytest.approx(float(d_iid) * float(ar1_variance_factor(0.6, 20)))
+    assert float(d_ar) > 3.0 * float(d_iid)
+
+
+def test_ar1_factor_matches_the_finite_sum() -> None:
+    for rho in (0.2, 0.6, 0.9):
+        for n in (2, 5, 20):
+            brute = 1 + 2 * sum((1 - k / n) * rho**k for k in range(1, n))
+            assert float(ar1_variance_factor(rho, n)) == pytest.approx(min(brute, n))
+    assert float(ar1_variance_factor(-0.3, 10)) == 1.0
+
+
+def _ar_series(rng: np.random.Generator, rho: float, count: int, n: int) -> np.ndarray:
+    e = rng.standard_normal((count, n))
+    out = np.empty_like(e)
+    out[:, 0] = e[:, 0]
+    for i in range(1, n):
+        out[:, i] = rho * out[:, i - 1] + math.sqrt(1 - rho * rho) * e[:, i]
+    return out
+
+
+def test_lag1_autocorrelation_is_bias_corrected() -> None:
+    rng = np.random.default_rng(7)
+    iid, _ = lag1_autocorrelation(list(rng.standard_normal((300, 20))))
+    ar, pairs = lag1_autocorrelation(list(_ar_series(rng, 0.6, 300, 20)))
+    assert abs(iid) < 0.05
+    assert 0.5 < ar < 0.7
+    assert 0.97 * 300 * 19 < pairs <= 300 * 19  # pairs with a > 3 MAD value are left out
+
+
+def test_autocorrelation_inflation_keeps_the_error_rate_by_simulation() -> None:
+    # 4000 AR(0.6) series of 20 windows: a 95 % interval around the true mean 0 must cover
+    rng = np.random.default_rng(8)
+    x = _ar_series(rng, 0.6, 4000, 20) * 0.01
+    rho, _ = lag1_autocorrelation(list(x[:300]))
+    m, d_iid, _, df_iid, _ = candidate_stats(x, 0.0, 0.0, 0.2)
+    _, d_ar, _, df_ar, _ = candidate_stats(x, rho, 0.0, 0.2)
+    miss_iid = float(np.mean(np.abs(m) > st.t.ppf(0.975, df_iid) * np.sqrt(d_iid)))
+    miss_ar = float(np.mean(np.abs(m) > st.t.ppf(0.975, df_ar) * np.sqrt(d_ar)))
+    assert miss_iid > 0.15  # the iid standard error is far too small
+    assert miss_ar < 0.07  # nominal 5 %
+
+
+def test_stops_early_in_the_minor_region() -> None:
+    tests = _suite(30, 9, sessions=5, cv=0.002, changed={0: 0.97})
+    prior = _prior(tests)
+    shift = running_shift(tests[1:], prior, P)
+    cand5 = TestInput("t0", tests[0].baseline, list(tests[0].candidate[:5]))
+    stop, cmp = look(cand5, prior, shift, P, 0, 4)
+    assert stop and cmp.stopped_early and cmp.provisional
+    assert cmp.verdict is Verdict.MINOR_REGRESSION
+
+
+def test_interim_regressed_stops_only_when_it_survives_any_bh() -> None:
+    tests = _suite(30, 10, cv=0.02, changed={0: 0.90})
+    prior = _prior(tests)
+    shift = running_shift(tests[1:], prior, P)
+    t5 = TestInput("t0", tests[0].baseline, list(tests[0].candidate[:5]))
+    _, cmp = look(t5, prior, shift, P, 0, 4)
+    assert cmp.verdict is Verdict.REGRESSED
+    for family in (1, 30, 10**6, 10**12, 10**15):
+        stop, _ = look(t5, prior, shift, P, 0, 4, family_size=family)
+        assert stop == (cmp.p_regression * 4 <= P.verdict.fdr_q / family)
+    stop_last, _ = look(t5, prior, shift, P, 3, 4, family_size=10**15)
+    assert stop_last
+
+
+def test_a_canary_runs_every_look() -> None:
+    tests = _suite(12, 11)
+    prior = _prior(tests)
+    c = tests[0]
+    canary = TestInput(c.key, c.baseline, list(c.candidate[:5]), canary=True)
+    stop, cmp = look(canary, prior, running_shift([], prior, P), P, 0, 4)
+    assert not stop and cmp.provisional
+
+
+def test_small_suite_without_canaries_says_too_few_tests() -> None:
+    tests = _suite(4, 12, factor=0.95)
+    dec = judge_suite(tests, _prior(tests), P)
+    assert dec.shift.method is ShiftMethod.NONE
+    assert dec.run_verdict is RunVerdict.TOO_FEW_TESTS
+    assert "canar" in dec.why
+    assert all(c.why and "no run-wide shift" in c.why for c in dec.comparisons.values())
+
+
+def test_small_suite_with_canaries_uses_them() -> None:
+    tests = _suite(4, 13, factor=0.95, cv=0.005)
+    tests = [TestInput(t.key, t.baseline, t.candidate, canary=i < 2) for i, t in enumerate(tests)]
+    dec = judge_suite(tests, _prior(tests), P)
+    assert dec.shift.method is ShiftMethod.CANARIES
+    assert dec.shift.n_canaries == 2
+    assert dec.run_ratio == pytest.approx(0.95, abs=0.01)
+    assert all(c.verdict is not Verdict.REGRESSED for c in dec.comparisons.values())
+
+
+def test_no_baseline() -> None:
+    t = TestInput("new", [], [10.0, 11.0, 10.5])
+    prior = suite_prior({"new": []}, P)
+    dec = judge_suite([t], prior, P)
+    assert dec.comparisons["new"].verdict is Verdict.NO_BASELINE
+    assert dec.run_verdict is RunVerdict.NO_BASELINE
+
+
+def test_huber_shift_ignores_a_few_changed_tests() -> None:
+    delta = np.r_[np.full(27, -0.02), np.full(3, -0.10)]
+    loc, se = huber_shift(delta + np.linspace(-1e-3, 1e-3, 30), np.full(30, 1e-4))
+    assert loc == pytest.approx(-0.02, abs=0.003)
+    assert 0.0 < se < 0.005
+
+
+def test_run_sigma_b_recovers_a_known_spread() -> None:
+    rng = np.random.default_rng(14)
+    v = np.full(2000, 1e-4)
+    resid = rng.normal(0.0, math.sqrt(1e-4 + 2 * 0.01**2), 2000)
+    got = run_sigma_b(resid, v, np.ones(2000))
+    assert got == pytest.approx(0.01, rel=0.15)
+    assert run_sigma_b(rng.normal(0.0, 0.01, 2000), v, np.ones(2000)) < 0.003
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(ValueError, match="t9"):
+        judge_suite([TestInput("t9", [], [1.0, -2.0])], suite_prior({}, P), P)
+    with pytest.raises(ValueError, match="resolution"):
+        judge_suite([TestInput("t8", [], [1.0, 2.0], resolution=-1.0)], suite_prior({}, P), P)
+    with pytest.raises(ValueError, match="sigma_b_prior"):
+        SuiteParams(sigma_b_prior=0.0)
+    with pytest.raises(ValueError, match="look_index"):
+        look(
+            TestInput("t", [], [1.0]),
+            suite_prior({}, P),
+            RunShift(0, 0, 0, 0, ShiftMethod.NONE),
+            P,
+            4,
+            4,
+        )
+
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@SETTINGS
+@given(seed=hs.integers(0, 10**6), cv=hs.floats(0.001, 0.05))
+def test_x_vs_x_never_regresses(seed: int, cv: float) -> None:
+    tests = _suite(12, seed, cv=cv)
+    same = [TestInput(t.key, t.baseline, list(t.baseline[-1].values)) for t in tests]
+    dec = judge_suite(same, _prior(same), P)
+    assert all(c.verdict is not Verdict.REGRESSED for c in dec.comparisons.values())
+
+
+@SETTINGS
+@given(seed=hs.integers(0, 10**6), factor=hs.floats(0.5, 2.0))
+def test_a_common_factor_changes_only_the_run_shift(seed: int, factor: float) -> None:
+    tests = _suite(12, seed, cv=0.02, changed={0: 0.9})
+    prior = _prior(tests)
+    scaled = [TestInput(t.key, t.baseline, [v * factor for v in t.candidate]) for t in tests]
+    a = judge_suite(tests, prior, P)
+    b = judge_suite(scaled, prior, P)
+    assert b.shift.shift == pytest.approx(a.shift.shift + math.log(factor), abs=1e-9)
+    assert b.shift.se == pytest.approx(a.shift.se, rel=1e-6, abs=1e-12)
+    for k, ca in a.comparisons.items():
+        cb = b.comparisons[k]
+        assert cb.verdict is ca.verdict
+        assert cb.ratio == pytest.approx(ca.ratio, rel=1e-9)
+        assert cb.p_regression == pytest.approx(ca.p_regression, rel=1e-6, abs=1e-12)
+
+
+def test_a_shared_within_session_trend_is_removed() -> None:
+    # every session falls 3 % from its first to its last window; candidates stop at 5 windows
+    rng = np.random.default_rng(15)
+    trend = np.exp(np.linspace(0.0, math.log(0.97), 20))
+    tests = []
+    for t in range(40):
+        runs = [
+            StoredRun(f"s{s}", list(60.0 * trend * np.exp(rng.normal(0, 0.003, 20))))
+            for s in range(3)
+        ]
+        cand = 60.0 * trend[:5] * np.exp(rng.normal(0, 0.003, 5))
+        tests.append(TestInput(f"t{t}", runs, list(cand)))
+    prior = _prior(tests)
+    assert len(prior.profile) == 20
+    assert prior.profile[0] - prior.profile[-1] == pytest.approx(-math.log(0.97), abs=0.003)
+    assert judge_suite(tests, prior, P).shift.shift == pytest.approx(0.0, abs=0.002)
+    flat = _prior(tests, SuiteParams(min_profile_series=10**6))
+    assert flat.profile == (0.0,) * 20
+    # without the profile the early windows look ~1.1 % better than the stored means
+    assert judge_suite(tests, flat, P).shift.shift > 0.008
+
+
+def test_incremental_changes_give_the_running_shift() -> None:
+    tests = _suite(20, 16, factor=0.97, changed={2: 0.9})
+    tests.append(TestInput("new", [], [1.0, 2.0, 3.0]))
+    prior = _prior(tests)
+    changes = [change_of(t, prior, P) for t in tests]
+    assert changes[-1] is None
+    assert changes[0] is not None and changes[0].key == "t0"
+    a = shift_from_changes(changes, prior, P)
+    b = running_shift(tests, prior, P)
+    assert a == b
+    assert a.shift == pytest.approx(math.log(0.97), abs=0.004)
