@@ -567,10 +567,9 @@ class Meter(TokensPerJoule):
                 f"{min(short):.3f} s); make each `with w:` block do more work"
             )
         if self._progress is not None:
+            # no verdict here: with a baseline it is final only once the whole run is in
             level = m.tokens / m.joules if m.samples else None
-            verdict = self.policy.verdict(m.key)
-            shown = None if verdict is Verdict.NO_BASELINE else verdict.value
-            self._progress.finish(m.key, level, len(m.samples), shown)
+            self._progress.finish(m.key, level, len(m.samples), None)
 
     def _count(self, tokens: TokenSpec, result: object, key: str) -> int:
         _lazy_result(result, key)

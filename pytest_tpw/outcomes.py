@@ -72,8 +72,8 @@ class Deferrals:
 
 
 def pending(item: pytest.Item) -> bool:
-    """True while one of the test's verdicts waits for the session's FDR control."""
-    return any(j.pending_fdr for j in item.stash.get(JUDGEMENTS_KEY, {}).values())
+    """True while one of the test's verdicts waits for the whole run (run-wide shift, FDR)."""
+    return any(j.pending for j in item.stash.get(JUDGEMENTS_KEY, {}).values())
 
 
 def log(item: pytest.Item, reports: Sequence[pytest.TestReport]) -> None:

@@ -17,19 +17,21 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import hookspecs
-from .settings import MARKER_HELP, MarkerArgs, Settings, TestSettings, add_options, from_config
+from .options import MARKER_HELP, add_options
 
 if TYPE_CHECKING:
     from .meter import Meter, TokensPerJoule
     from .outcomes import Deferrals
+    from .progress import TerminalStream
     from .serving import ServedModel
     from .session import TpwSession
+    from .settings import MarkerArgs, Settings, TestSettings
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
+SETTINGS_KEY = pytest.StashKey["Settings"]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()
 DEFERRALS_KEY = pytest.StashKey["Deferrals"]()
-MARKER_KEY = pytest.StashKey[MarkerArgs]()
-TEST_KEY = pytest.StashKey[TestSettings]()
+MARKER_KEY = pytest.StashKey["MarkerArgs"]()
+TEST_KEY = pytest.StashKey["TestSettings"]()
 METER_KEY = pytest.StashKey["Meter"]()
 CALL_FAILED_KEY = pytest.StashKey[bool]()
 
@@ -60,6 +62,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    if not _measuring(config):
+        return  # a plain run parses nothing more: the off mode stays cheap
+    from .settings import from_config
+
     settings = config.stash[SETTINGS_KEY] = from_config(config)
     if settings.gpus_per_worker and not _is_xdist_worker(config):
         from .xdist import check_gpus_per_worker
@@ -67,8 +73,28 @@ def pytest_configure(config: pytest.Config) -> None:
         check_gpus_per_worker(config, settings.gpus_per_worker)
 
 
+_MEASURING_FLAGS = ("tpw_update", "tpw_record", "tpw_update_missing", "tpw_gpus_per_worker")
+
+
+def _measuring(config: pytest.Config) -> bool:
+    """``--tpw``, a flag or ini key that records baselines (which implies it), or GPU pinning
+    for xdist workers (checked on the controller before any worker starts)."""
+    if config.getoption("tpw") or config.getini("tpw"):
+        return True
+    return any(config.getoption(name) or str(config.getini(name)).strip().lower()
+               not in ("", "0", "false", "no", "off") for name in _MEASURING_FLAGS)
+
+
 def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
+
+
+def _reruns(item: pytest.Item) -> bool:
+    """True when pytest-rerunfailures may rerun this test (``--reruns N`` or ``flaky``)."""
+    if not item.config.pluginmanager.hasplugin("rerunfailures"):
+        return False
+    return bool(getattr(item.config.option, "reruns", 0)) or \
+        item.get_closest_marker("flaky") is not None
 
 
 def _session(config: pytest.Config) -> TpwSession | None:
@@ -79,12 +105,11 @@ def _session(config: pytest.Config) -> TpwSession | None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Open the sensor and read the baselines before any test runs: bad input fails at once."""
     config = session.config
-    settings = config.stash[SETTINGS_KEY]
-    if not settings.enabled:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not settings.enabled:
         return
     from .errors import SensorUnavailable, TpwError
     from .outcomes import Deferrals
-    from .serving import ServedModel
     from .session import TpwSession
 
     extra: dict[str, object] = {}
@@ -104,43 +129,40 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"pytest-tpw: {exc}") from None
     config.stash[SESSION_KEY] = tpw_session
     config.stash[DEFERRALS_KEY] = Deferrals(tpw_session.sensor_info())
+    _sigterm_as_interrupt(config)
     hooks = MeasuringHooks(tpw_session)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None and tpw_session.role.reports():
-        from .progress import Progress
+        from .progress import Progress, TerminalStream
 
-        hooks.line = _TerminalLine(terminal)
-        tpw_session.progress = Progress(hooks.line, tty=bool(terminal.isatty))  # type: ignore[arg-type]  # a TextIO's write and flush are all it uses
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        hooks.line = TerminalStream(terminal, capture)
+        tpw_session.progress = Progress(hooks.line, tty=bool(terminal.isatty))
     config.pluginmanager.register(hooks, "tpw-measuring")
 
 
-class _TerminalLine:
-    """The progress line's stream: pytest's terminal, on a line of its own.
+def _sigterm_as_interrupt(config: pytest.Config) -> None:
+    """CI cancels a job with SIGTERM: treat it as Ctrl-C, so that the measurements that
+    finished are kept (baselines, JSON) exactly as after an interrupt. Left alone when
+    another handler is installed, or off the main thread."""
+    import signal
+    import threading
 
-    Before its first write it moves to a fresh line (pytest's half-written line of dots
-    stays as it is); once cleared it hands the line back, and pytest starts its next result
-    on a new line with the file's name again.
-    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return
 
-    def __init__(self, terminal: pytest.TerminalReporter) -> None:
-        self.terminal = terminal
-        self.active = False
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
 
-    def write(self, text: str) -> int:
-        if not self.active:
-            self.terminal.ensure_newline()
-            self.active = True
-        self.terminal.write(text, flush=True)
-        if text.endswith("\n"):
-            self.hand_back()
-        return len(text)
+    signal.signal(signal.SIGTERM, interrupt)
 
-    def flush(self) -> None:
-        pass
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
 
-    def hand_back(self) -> None:
-        self.active = False
-        self.terminal.currentfspath = None  # pytest reprints the file name on a fresh line
+    config.add_cleanup(restore)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -150,14 +172,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate every ``@pytest.mark.tpw``; run canaries first when comparing."""
-    from .errors import MarkerError
-    from .settings import parse_marker
-
     problems = []
+    marked_parents: dict[int, bool] = {}
     for item in items:
+        # own markers first, each parent once: a plain run pays almost nothing per test
+        if not _carries_tpw(item, marked_parents):
+            continue
         marker = item.get_closest_marker("tpw")
         if marker is None:
             continue
+        from .errors import MarkerError
+        from .settings import parse_marker
+
         try:
             item.stash[MARKER_KEY] = parse_marker(item.nodeid, marker.args, marker.kwargs)
         except MarkerError as exc:
@@ -173,6 +199,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             return 0 if marker is not None and marker.canary else 1
 
         items.sort(key=canary_first)
+
+
+def _carries_tpw(item: pytest.Item, parents: dict[int, bool]) -> bool:
+    """True when the item or one of its parents (class, module, package) has a tpw marker."""
+    if any(m.name == "tpw" for m in item.own_markers):
+        return True
+    parent = item.parent
+    if parent is None:
+        return False
+    found = parents.get(id(parent))
+    if found is None:
+        found = parents[id(parent)] = any(
+            m.name == "tpw" for node in parent.listchain() for m in node.own_markers
+        )
+    return found
 
 
 @pytest.fixture
@@ -260,15 +301,29 @@ class MeasuringHooks:
 
     def __init__(self, tpw_session: TpwSession) -> None:
         self.session = tpw_session
-        self.line: _TerminalLine | None = None
+        self.line: TerminalStream | None = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Erase the live progress line before pytest prints a result."""
+        """Take a worker's streamed results; erase the live progress line before pytest
+        prints a result."""
+        if report.when == "teardown" and report.user_properties and \
+                not self.session.role.sends_results:
+            from .xdist import take_streamed
+
+            take_streamed(self.session, report)
         progress = self.session.progress
         if progress is not None and self.line is not None and progress.shown:
             progress.clear()
             self.line.hand_back()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: object, sched: object) -> None:
+        """pytest-xdist, on the controller: a worker died while running ``crashitem``."""
+        self.session.notes.append(
+            f"a pytest-xdist worker died while running {crashitem}: its measurement in "
+            "flight is lost; every measurement that finished before is kept"
+        )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -284,14 +339,21 @@ class MeasuringHooks:
 
         if call.when == "teardown" and not outcomes.pending(item):
             outcomes.attach_properties(item, report, self.session.sensor_info())
+            if _is_xdist_worker(item.config):
+                # streamed to the controller with the report: a worker killed later loses
+                # only the measurement it was taking then
+                from .xdist import PAYLOAD_PROPERTY
+
+                report.user_properties.append((PAYLOAD_PROPERTY, self.session.payload(item.nodeid)))
         if call.when != "call":
             return report
         item.stash[CALL_FAILED_KEY] = report.failed
         judgements = self.session.judge_meter(meter, item.stash[TEST_KEY])
-        if _is_xdist_worker(item.config):
-            # the controller logs a worker's reports as they arrive: nothing can be held
+        if _is_xdist_worker(item.config) or _reruns(item):
+            # the controller logs a worker's reports as they arrive, pytest-rerunfailures
+            # runs its own protocol: nothing can be held, each test is decided alone
             for j in judgements:
-                self.session.judge.settle_without_fdr(j)
+                self.session.judge.settle_alone(j)
         item.stash[outcomes.JUDGEMENTS_KEY] = {j.key: j for j in judgements}
         outcomes.fail_report(report, judgements)
         if report.failed:
@@ -305,6 +367,7 @@ class MeasuringHooks:
             not self.session.judge.comparing
             or _is_xdist_worker(item.config)
             or "tpw" not in getattr(item, "fixturenames", ())
+            or _reruns(item)
         ):
             return None
         item.config.stash[DEFERRALS_KEY].run(item, nextitem)
@@ -316,7 +379,7 @@ class MeasuringHooks:
         try:
             return (yield)
         finally:
-            self.session.judge.apply_fdr()
+            self.session.finish_run()
             session.config.stash[DEFERRALS_KEY].release()
 
 
@@ -346,8 +409,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         tpw_session.progress.close()
     interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     written = tpw_session.role.finish(interrupted, sink, environment_hook)
-    if not written and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing recorded: not a pass
+    run_wide = tpw_session.judge.run_wide
+    failed_run = run_wide is not None and run_wide.fails and tpw_session.role.reports()
+    if (not written or failed_run) and session.exitstatus == pytest.ExitCode.OK:
+        # nothing recorded, or a stack regression the run was asked to fail on: not a pass
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TextIO
+from contextlib import nullcontext
+from typing import Any, Protocol
 
 #: Updates of the live line per second, at most (a terminal redraw costs little, a log a lot).
 MAX_UPDATES_PER_S = 10.0
@@ -36,11 +37,54 @@ def _line(key: str, rest: str) -> str:
     return f"tpw {key}: {rest}"[:MAX_WIDTH]
 
 
+class Stream(Protocol):
+    """Where progress goes: a text file, or :class:`TerminalStream`."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class TerminalStream:
+    """Progress's stream on pytest's terminal reporter, on a line of its own.
+
+    Measuring happens inside a test, while pytest captures its output: each write goes out
+    past the capture (the capture manager's ``global_and_fixture_disabled``, as pytest's own
+    live logging does). Before its first write it moves to a fresh line (pytest's
+    half-written line of dots stays as it is); once its line is done or cleared it hands
+    the line back, and pytest starts its next result on a new line with the file's name.
+    Duck-typed: ``terminal`` is a ``pytest.TerminalReporter``, ``capture`` its
+    ``CaptureManager`` or None.
+    """
+
+    def __init__(self, terminal: Any, capture: Any) -> None:
+        self.terminal = terminal
+        self.capture = capture
+        self.active = False
+
+    def write(self, text: str, /) -> int:
+        with self.capture.global_and_fixture_disabled() if self.capture else nullcontext():
+            if not self.active:
+                self.terminal.ensure_newline()
+                self.active = True
+            self.terminal.write(text, flush=True)
+        if text.endswith("\n"):
+            self.hand_back()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def hand_back(self) -> None:
+        self.active = False
+        self.terminal.currentfspath = None  # pytest reprints the file name on a fresh line
+
+
 class Progress:
     """Progress of measurements on ``stream``; ``tty`` picks the live line or log lines."""
 
     def __init__(
-        self, stream: TextIO, tty: bool, clock: Callable[[], float] = time.monotonic
+        self, stream: Stream, tty: bool, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.stream = stream
         self.tty = tty

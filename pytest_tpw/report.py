@@ -1,4 +1,4 @@
-"""What a run shows: the terminal table, the JSON document, Markdown, JUnit properties.
+"""What a run shows: the terminal table, the JSON document, JUnit properties.
 
 Text and data only: this module decides how results look, never where they go.
 """
@@ -121,33 +121,15 @@ def terminal_lines(rows: Sequence[Row], measurements: Sequence[Measurement],
                    notes: Sequence[str] = ()) -> list[str]:
     """Everything under the ``tokens per joule`` heading of the terminal summary."""
     if not rows:
-        return ["no measurements: no test used the tpw fixture", sensor_line(sensor)]
+        # say what is true: a marker error or a failed measurement also leaves none
+        return ["no measurements: no test finished a measurement with the tpw fixture",
+                sensor_line(sensor), *notes]
     lines = [*table_lines(rows, confidence), "", totals_line(measurements),
              sensor_line(sensor)]
     if any(row.warnings for row in rows):
         lines.append("(!) the window had warnings; see the warnings summary and --tpw-json")
     lines.extend(notes)
     return lines
-
-
-def markdown(rows: Sequence[Row], sensor: SensorInfo, confidence: float) -> str:
-    """A GitHub-flavoured Markdown table for ``$GITHUB_STEP_SUMMARY``."""
-    lines = [
-        "### tokens per joule (pytest-tpw)",
-        "",
-        f"| measurement | tokens/J | {confidence:.0%} CI | J/token | W | tokens/s | "
-        "baseline | change | verdict |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        r = row.result
-        name = row.name.replace("|", "\\|")  # a | in a parametrize id would split the cell
-        lines.append(f"| `{name}` | {num(r.tokens_per_joule)} | {_interval(r)} | "
-                     f"{num(r.joules_per_token)} | {num(r.watts)} | "
-                     f"{num(r.tokens_per_second)} | {num(row.baseline)} | {_change(row)} | "
-                     f"{row.final_verdict.value} |")
-    lines += ["", sensor_line(sensor), ""]
-    return "\n".join(lines)
 
 
 def junit_properties(result: Result, name: str | None, sensor: SensorInfo,

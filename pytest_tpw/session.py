@@ -28,7 +28,7 @@ from .files import append_text, atomic_write_text, dump_json
 from .judge import Judge, Judgement
 from .locks import DeviceLocks
 from .meter import Meter
-from .samples import Measurement, Result
+from .samples import SHORT_WINDOW, WAITED, Measurement, Result
 from .settings import Settings, TestSettings
 from .verdict import Verdict
 from .window import WindowRunner
@@ -119,7 +119,7 @@ class TpwSession:
             raise
         session = cls(s, rootdir, sensor, judge, skipped=selection.skipped, worker=worker,
                       invocation_dir=invocation_dir)
-        if sensor.provenance == "measured":
+        if sensor.provenance == "measured" and s.idle_power:
             session.idle_watts = session.measure_idle()
         return session
 
@@ -207,6 +207,10 @@ class TpwSession:
         if meter.rank is not None:
             self.rank = meter.rank
         kept = [(m, meter.summary(m)) for m in meter.measurements if m.finished]
+        threads = getattr(self.sensor, "torch_threads_warning", None)
+        hint = threads() if kept and callable(threads) else None
+        if isinstance(hint, str):  # once per session: PyTorch's threads exceed the free cores
+            kept[0][0].warnings.append(hint)
         for m, result in kept:
             self.measurements[m.key] = (m, result)
             idle = self.idle_watts
@@ -223,14 +227,35 @@ class TpwSession:
 
     @property
     def quiet(self) -> bool:
-        """True on a torch.distributed rank other than 0: it neither reports nor writes."""
-        rank = self.rank if self.rank is not None else distributed.env_rank()
+        """True on a torch.distributed rank other than 0: it neither reports nor writes.
+
+        Only an initialised process group makes a rank (a ``RANK`` variable alone does not:
+        a process that is not part of a group reports and writes like any other).
+        """
+        rank = self.rank
+        if rank is None:
+            ranks = distributed.current()
+            rank = ranks.rank if ranks is not None else None
         return rank is not None and rank != 0
+
+    def _stray_rank_note(self) -> list[str]:
+        env = distributed.env_rank()
+        if env is None or self.rank is not None or distributed.current() is not None:
+            return []
+        return [f"RANK={env} is set but no torch.distributed process group is initialised: "
+                "this process measured alone and reports and writes as a single process; "
+                "initialise the process group (e.g. in a session fixture) before the "
+                "measured tests to sum windows over ranks"]
 
     def summary_notes(self) -> list[str]:
         """Verdict counts, the canary shift, hardware notes, lock waits, files written."""
         lines: list[str] = []
         judge = self.judge
+        if judge.run_wide is not None:
+            lines.append(judge.run_wide.text)
+            if judge.run_wide.fails:
+                lines.append("the run FAILS on the run-wide stack regression (--tpw-strict or "
+                             "--tpw-fail-stack); no test failed for it")
         if judge.judgements:
             counts: dict[str, int] = {}
             for j in judge.judgements.values():
@@ -242,20 +267,14 @@ class TpwSession:
                 + f" (tolerance {s.tolerance:.0%}, noise floor {s.noise_floor:.0%}, "
                 f"FDR q = {s.fdr:g})"
             )
-            shift, _ = judge.shift()
-            if judge.canary_log_ratios:
-                lines.append(
-                    f"canary shift: {math.exp(shift) - 1:+.1%} from "
-                    f"{len(judge.canary_log_ratios)} canary measurement(s), divided out of the "
-                    "other ratios"
-                )
             lines += [note for j in judge.judgements.values() for note in j.notes]
-            settled = sum(1 for j in judge.judgements.values() if j.without_fdr)
+            settled = sum(1 for j in judge.judgements.values() if j.without_suite)
             if settled:
                 lines.append(
-                    f"{settled} regression(s) decided per test, without Benjamini-Hochberg "
-                    "across the suite: pytest-xdist workers report each test as it ends (run "
-                    "without -n for suite-wide FDR)"
+                    f"{settled} comparison(s) decided per test on pytest-xdist workers, "
+                    "without the run-wide shift of the whole suite nor Benjamini-Hochberg "
+                    "across it: workers report each test as it ends (run without -n for "
+                    "suite-wide verdicts)"
                 )
         if judge.other_hardware and judge.baseline is None:
             lines.append(
@@ -272,7 +291,25 @@ class TpwSession:
                 f"({total:.2f} s in all): another process was measuring the same device; the "
                 "waits were outside the windows"
             )
-        return [*lines, *self.notes]
+        return [*lines, *self._stray_rank_note(), *self.notes]
+
+    def suspects(self) -> list[str]:
+        """What the recorded device state says about this run, for an environment anomaly:
+        the warnings its windows carried (throttling, clocks, heat, busy CPUs), most
+        frequent first."""
+        counts: dict[str, int] = {}
+        for m, _ in self.measurements.values():
+            for sample in m.samples:
+                for text in sample.warnings:
+                    if not text.startswith(WAITED) and text != SHORT_WINDOW:
+                        kind = text.split(":", 1)[0] if ":" in text else text
+                        counts[kind[:120]] = counts.get(kind[:120], 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        return [f"{text} ({n} window(s))" for text, n in ranked]
+
+    def finish_run(self) -> None:
+        """Once every test ran: the run-wide finding and the final verdicts."""
+        self.judge.finish(self.suspects())
 
     def rows(self) -> list[report.Row]:
         judgements = self.judge.judgements
@@ -327,6 +364,8 @@ class TpwSession:
         }
         judgements = self.judge.judgements
         doc = report.json_document(self.measurements, judgements, self.environment(), settings)
+        if self.judge.run_wide is not None:
+            doc["run_wide"] = [self.judge.run_wide.to_json()]
         if self.idle_watts is not None:
             for key, (m, _) in self.measurements.items():
                 net = m.joules - self.idle_watts * m.seconds
@@ -338,12 +377,16 @@ class TpwSession:
 
     # -- xdist: workers send plain data, the controller merges ------------------------------
 
-    def payload(self) -> dict[str, Any]:
-        """This process's finished measurements and judgements, as plain data."""
+    def payload(self, nodeid: str | None = None) -> dict[str, Any]:
+        """This process's finished measurements and judgements (``nodeid``'s only, when
+        given), as plain data."""
+        measurements = [m for m, _ in self.measurements.values()
+                        if nodeid is None or m.nodeid == nodeid]
+        judgements = [j for j in self.judge.judgements.values()
+                      if nodeid is None or j.nodeid == nodeid]
         return {
-            "measurements": [m.to_dict() for m, _ in self.measurements.values()],
-            "judgements": [j.to_dict() for j in self.judge.judgements.values()],
-            "canary_log_ratios": list(self.judge.canary_log_ratios),
+            "measurements": [m.to_dict() for m in measurements],
+            "judgements": [j.to_dict() for j in judgements],
         }
 
     def merge(self, payload: Mapping[str, Any]) -> None:
@@ -358,7 +401,6 @@ class TpwSession:
                 self.measurements[m.key] = (m, result)
         for j in judgements:
             self.judge.judgements[j.key] = j
-        self.judge.canary_log_ratios.extend(payload.get("canary_log_ratios", []))
 
     # -- outputs: each fails alone, with its path and cause, and the report still prints ----
 
@@ -455,6 +497,9 @@ def _say_waiting(text: str) -> None:
 class Role(abc.ABC):
     """What this process does with its results at the end of the session."""
 
+    #: True for a process whose results travel to another one (a pytest-xdist worker).
+    sends_results = False
+
     def __init__(self, session: TpwSession) -> None:
         self.session = session
 
@@ -488,6 +533,7 @@ class Worker(Role):
 
     #: The key of this plugin's payload in xdist's ``workeroutput``.
     PAYLOAD_KEY = "pytest_tpw"
+    sends_results = True
 
     def reports(self) -> bool:
         return False

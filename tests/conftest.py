@@ -10,6 +10,7 @@ tpw_sensor = sim
 tpw_max_delay = 0
 tpw_sim_noise = 0.01
 tpw_warmup = 1
+tpw_idle_power = false
 """
 
 

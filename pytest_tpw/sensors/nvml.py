@@ -294,7 +294,7 @@ class NvmlSensor(Sensor):
     poll_changes: int = 8
     #: Period assumed when the counter never changed during the poll (seconds).
     assumed_period_s: float = 0.1
-    #: A window lasts at least this many counter updates (MEASUREMENT.md).
+    #: A window lasts at least this many counter updates (docs/measurement.md).
     updates_per_window: int = 10
     #: Interval of the instant-power sampling thread (seconds).
     sample_interval_s: float = 0.02

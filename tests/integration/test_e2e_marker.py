@@ -134,3 +134,30 @@ def test_marker_warmup_zero(tpwtester: pytest.Pytester) -> None:
     )
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-warmup", "2")
     result.assert_outcomes(passed=2)
+
+
+def test_markers_on_a_class_or_module_are_validated_too(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(
+        test_mod="""
+        import pytest
+        pytestmark = pytest.mark.tpw(roundz=3)
+
+        def test_plain():
+            pass
+        """,
+        test_cls="""
+        import pytest
+
+        @pytest.mark.tpw(tolerance="lots")
+        class TestGroup:
+            def test_a(self):
+                pass
+        """,
+    )
+    result = tpwtester.runpytest()  # without --tpw too: the plain run catches them
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*invalid marker(s)*",
+        "*test_cls.py::TestGroup::test_a*tolerance='lots'*",
+        "*test_mod.py::test_plain*unknown argument 'roundz'*",
+    ])

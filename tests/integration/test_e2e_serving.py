@@ -62,6 +62,7 @@ def test_idle_power_is_context_and_flags_work_too_small_to_measure(
     tpwtester.makepyfile(test_idle=IDLE_TESTS)
     result = tpwtester.runpytest(
         "--tpw", "--tpw-sensor", "board", "--tpw-rounds", "3", "--tpw-json", "out.json",
+        "-o", "tpw_idle_power=true",
         "-W", "always::pytest_tpw.warning_types.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=2)

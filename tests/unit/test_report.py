@@ -14,7 +14,6 @@ from pytest_tpw.report import (
     SensorInfo,
     json_document,
     junit_properties,
-    markdown,
     num,
     sensor_line,
     table_lines,
@@ -165,7 +164,6 @@ def test_table_lines_values() -> None:
 def test_change_column_sign(tpj: float, baseline: float, change: str) -> None:
     row = Row("m", result("m", tpj), baseline=baseline)
     assert table_lines([row], 0.9)[1].split()[-2] == change
-    assert f"| {change} |" in markdown([row], SENSOR, 0.9)
 
 
 def test_row_change_is_none_without_baseline() -> None:
@@ -193,7 +191,6 @@ def test_row_verdict_overrides_the_results_and_ratio_the_change() -> None:
     assert row.change == pytest.approx(0.02)
     line = table_lines([row], 0.9)[1]
     assert line.endswith("INCONCLUSIVE") and "+2.0%" in line
-    assert "| INCONCLUSIVE |" in markdown([row], SENSOR, 0.9)
     unjudged = Row("m", result("m", verdict=Verdict.REGRESSED))
     assert unjudged.final_verdict is Verdict.REGRESSED
 
@@ -243,43 +240,14 @@ def test_terminal_lines() -> None:
     assert lines[5].startswith("(!)")
     assert lines[-1] == "a note"
     empty = terminal_lines([], [], SENSOR, 0.9)
-    assert empty == ["no measurements: no test used the tpw fixture", sensor_line(SENSOR)]
+    assert empty == ["no measurements: no test finished a measurement with the tpw fixture",
+                     sensor_line(SENSOR)]
 
 
-# -- markdown --------------------------------------------------------------------------------
-
-
-def test_markdown_table() -> None:
-    rows = [
-        Row("tests/a.py::test_a", result("a", 104.0), baseline=100.0),
-        Row("tests/b.py::test_b", result("b", 50.0, ci=None)),
-    ]
-    text = markdown(rows, SENSOR, 0.9)
-    lines = text.splitlines()
-    table = [line for line in lines if line.startswith("|")]
-    assert len(table) == 2 + len(rows)  # header, separator, one per row
-    header, separator, *body = table
-    assert header.startswith("| measurement | tokens/J | 90% CI |")
-    assert set(separator) <= set("|-: ")
-    ncols = header.count("|")
-    assert separator.count("|") == ncols
-    assert len(body) == len(rows)
-    for line, row in zip(body, rows, strict=True):
-        assert line.startswith(f"| `{row.name}` |")
-        assert line.count("|") == ncols
-    assert "| 104 | [90, 110] |" in body[0]
-    assert "| +4.0% |" in body[0]
-    assert "| 50 | - |" in body[1]  # no CI
-    assert sensor_line(SENSOR) in lines
-    assert text.endswith("\n")
-
-
-def test_markdown_escapes_pipes_in_names() -> None:
-    row = Row("tests/a.py::test_op[a|b]", result())
-    text = markdown([row], SENSOR, 0.9)
-    header, _, body = [line for line in text.splitlines() if line.startswith("|")]
-    unescaped = re.compile(r"(?<!\\)\|")
-    assert len(unescaped.findall(body)) == len(unescaped.findall(header))
+def test_notes_are_said_even_without_measurements() -> None:
+    # after a marker error or a failed measurement, the notes (files written...) still show
+    lines = terminal_lines([], [], SENSOR, 0.9, ["baselines NOT written to x: full disk"])
+    assert lines[-1] == "baselines NOT written to x: full disk"
 
 
 # -- junit_properties ------------------------------------------------------------------------
