@@ -12,6 +12,8 @@ import pytest
 import torch
 from tiny_llm import device
 
+from pytest_tpw import TokensPerJoule
+
 transformers = pytest.importorskip("transformers")
 
 PROMPT_LEN = 16
@@ -52,7 +54,7 @@ def new_tokens(out: torch.Tensor) -> int:
     return out[:, PROMPT_LEN:].numel()
 
 
-def test_hf_generate(tpw, hf_model: Any, input_ids: torch.Tensor) -> None:
+def test_hf_generate(tpw: TokensPerJoule, hf_model: Any, input_ids: torch.Tensor) -> None:
     out = tpw(
         hf_model.generate,
         input_ids,

@@ -104,9 +104,9 @@ def rows_up_to_eos(new: list[list[int]], eos: int) -> list[int]:
     return [row.index(eos) + 1 if eos in row else len(row) for row in new]
 
 
-@torch.inference_mode()
 def generate(model: Any, enc: Any, **kw: Any) -> Any:
-    return model.generate(**enc, do_sample=False, **kw)
+    with torch.inference_mode():
+        return model.generate(**enc, do_sample=False, **kw)
 
 
 def test_generate_batch_of_chats(tpw: Any, smollm2: tuple[Any, Any]) -> None:

@@ -18,11 +18,15 @@ from collections.abc import Callable
 import torch
 from tiny_llm import TinyLM
 
+from pytest_tpw import TokensPerJoule
+
 REQUESTS = 16
 NEW_TOKENS = 32
 
 
-def test_stream_requests(tpw, model: TinyLM, make_prompts: Callable[..., torch.Tensor]) -> None:
+def test_stream_requests(
+    tpw: TokensPerJoule, model: TinyLM, make_prompts: Callable[..., torch.Tensor]
+) -> None:
     queue = [make_prompts(1, seed=i) for i in range(REQUESTS)]
 
     # A window must last the sensor's minimum (about 1 s with NVML, 0.1 s for the CPU

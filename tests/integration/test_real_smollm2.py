@@ -57,7 +57,9 @@ def smollm2(_opt_in: None) -> Iterator[tuple[Any, Any]]:
 
 
 def forced_stops(width: int, eos: int) -> Any:
-    class ForceEos(transformers.LogitsProcessor):  # type: ignore[misc]
+    logits_processor: Any = transformers.LogitsProcessor
+
+    class ForceEos(logits_processor):  # type: ignore[misc]
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             step = input_ids.shape[1] - width
             scores = scores.clone()

@@ -536,7 +536,7 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("history", [1, 2, 3, 10])
 @pytest.mark.parametrize("mode", ["extend", "replace", "missing"])
 def test_merging_unparsed_entries_gives_the_same_bytes(
-    tmp_path: Path, history: int, mode: str
+    tmp_path: Path, history: int, mode: baseline.Mode
 ) -> None:
     path = tmp_path / "sim-x1.json"
     baseline.write(path, sample_file())
@@ -550,9 +550,7 @@ def test_merging_unparsed_entries_gives_the_same_bytes(
     assert lazy is not None and full is not None
     full.validate()
     assert isinstance(lazy.measurements, baseline.Measurements)
-    assert lazy.merge(updates, history, mode=mode) == full.merge(  # type: ignore[arg-type]
-        updates, history, mode=mode
-    )  # type: ignore[arg-type]
+    assert lazy.merge(updates, history, mode=mode) == full.merge(updates, history, mode=mode)
     if mode == "extend":  # appended without parsing the stored sessions
         assert lazy.measurements.raw("t.py::test_b") is not None
     assert baseline.dumps(lazy) == baseline.dumps(full)

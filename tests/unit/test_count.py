@@ -74,7 +74,9 @@ def llama(torch: Any, transformers: Any) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def force_eos(torch: Any, transformers: Any, prompt_width: int, stops: tuple[int | None, ...]):
+def force_eos(
+    torch: Any, transformers: Any, prompt_width: int, stops: tuple[int | None, ...]
+) -> Any:
     """A LogitsProcessor: EOS (and PAD) forbidden except at each row's chosen step."""
 
     class ForceEos(transformers.LogitsProcessor):  # type: ignore[misc]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,7 @@ def test_failed_replace_is_a_typed_error_naming_path_and_cause(
 ) -> None:
     target = tmp_path / "report.json"
     target.write_text("old\n", encoding="utf-8")
-    monkeypatch.setattr(files.os, "replace", _raise(code))
+    monkeypatch.setattr(os, "replace", _raise(code))
     with pytest.raises(OutputWriteError) as info:
         atomic_write_text(target, "new\n")
     monkeypatch.undo()
@@ -150,7 +151,7 @@ def test_no_permission_to_create_the_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # as root chmod does not stop a write: simulate the folder refusing new files
-    monkeypatch.setattr(files.tempfile, "mkstemp", _raise(errno.EACCES))
+    monkeypatch.setattr(tempfile, "mkstemp", _raise(errno.EACCES))
     with pytest.raises(OutputWriteError, match=r"permission denied") as info:
         atomic_write_text(tmp_path / "out.json", "x")
     assert str(tmp_path / "out.json") in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -18,7 +19,9 @@ from pytest_tpw import locks
 from pytest_tpw.errors import TpwError
 from pytest_tpw.locks import LOCK_DIR_ENV, DeviceLocks, LockError, default_dir
 
-pytestmark = pytest.mark.skipif(locks.fcntl is None, reason="flock needs fcntl (POSIX)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("fcntl") is None, reason="flock needs fcntl (POSIX)"
+)
 
 # A second process that takes one device's lock, says so on stdout, holds it for HOLD
 # seconds (or until killed) and exits.
@@ -171,7 +174,7 @@ def test_several_ids_are_locked_once_each_in_sorted_order(
         opened.append(Path(str(path)).name)
         return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(locks.os, "open", recording_open)
+    monkeypatch.setattr(os, "open", recording_open)
     assert held.acquire() == (0.0, [])
     monkeypatch.undo()
     # each file tried first without O_CREAT, then created: in order, one file after another
@@ -514,7 +517,7 @@ def test_a_lock_file_we_cannot_open_is_a_clear_error(
             raise PermissionError(13, "Permission denied", str(p))
         return real_open(p, flags, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(locks.os, "open", denied)  # as another user would see it
+    monkeypatch.setattr(os, "open", denied)  # as another user would see it
     with pytest.raises(LockError) as info:
         DeviceLocks(["GPU-0"], tmp_path).acquire("t.py::test_x")
     monkeypatch.undo()
@@ -532,7 +535,7 @@ def test_a_folder_we_cannot_write_is_a_clear_error(
             raise PermissionError(13, "Permission denied", str(p))
         raise FileNotFoundError(2, "No such file or directory", str(p))
 
-    monkeypatch.setattr(locks.os, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(LockError) as info:
         DeviceLocks(["GPU-0"], tmp_path).acquire()
     monkeypatch.undo()

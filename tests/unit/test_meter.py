@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import pytest
 
@@ -21,6 +21,18 @@ class WattSensor(FakeSensor):
     def __init__(self, clock: FakeClock, watts: float = 100.0, min_s: float = 1.0,
                  invalid: Sequence[bool] = ()) -> None:
         super().__init__(clock, watts=watts, min_s=min_s, invalid=invalid)
+
+
+@overload
+def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
+               delay: float = 0.0, enabled: Literal[True] = True,
+               syncs: list[object] | None = None) -> Meter: ...
+
+
+@overload
+def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
+               delay: float = 0.0, *, enabled: bool,
+               syncs: list[object] | None = None) -> TokensPerJoule: ...
 
 
 def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
@@ -176,7 +188,7 @@ def test_bad_token_values_are_refused(bad: object) -> None:
         clock.advance(0.2)
 
     with pytest.raises(MeasurementError, match=r"test_x\.py::test_y"):
-        meter(work, tokens=lambda _: bad)  # type: ignore[arg-type,return-value]
+        meter(work, tokens=lambda _: bad)
     if not callable(bad) and bad not in (0,):
         with pytest.raises(MeasurementError, match=r"test_x\.py::test_y"):
             meter(work, tokens=bad, name="direct")  # type: ignore[arg-type]
@@ -252,7 +264,12 @@ def test_disabled_meter_runs_the_work_once() -> None:
     sensor = WattSensor(clock)
     calls: list[int] = []
     meter = make_meter(clock, sensor, enabled=False)
-    assert meter(lambda: calls.append(1) or 5, tokens=1) == 5
+
+    def work() -> int:
+        calls.append(1)
+        return 5
+
+    assert meter(work, tokens=1) == 5
     windows = []
     for w in meter.rounds(name="loop"):
         with w:
@@ -290,7 +307,7 @@ def test_call_form_refuses_coroutine_functions() -> None:
         return 1
 
     with pytest.raises(TypeError, match="acall"):
-        meter(complete, tokens=1)
+        _ = meter(complete, tokens=1)
 
 
 class TwoGpuSensor(WattSensor):
