@@ -149,8 +149,10 @@ def off_mode_instructions(sizes: list[int], others: str = "both") -> None:
     print(f"{'other plugins':<17}{'tests':>7}{'-p no:tpw':>16}{'plugin loaded':>16}{'extra':>14}")
     for label, n, absent, loaded in rows:
         if n < 0:
-            print(f"{label:<17}{'fit':>7}  fixed {absent / 1e6:,.1f} M instructions, "
-                  f"per collected test {loaded / 1e6:,.4f} M")
+            print(
+                f"{label:<17}{'fit':>7}  fixed {absent / 1e6:,.1f} M instructions, "
+                f"per collected test {loaded / 1e6:,.4f} M"
+            )
             continue
         print(f"{label:<17}{n:>7}{absent:>16,}{loaded:>16,}{loaded / absent - 1:>+14.2%}")
     print("targets: <= +0.5 % at 1000 tests, <= 20 M fixed, <= 0.01 M per collected test")

@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("openai")
 
-from pytest_tpw.count import openai_tokens  # noqa: E402
+from pytest_tpw.count import openai_tokens
 
 SERVER = [sys.executable, str(Path(__file__).with_name("openai_server.py")), "--port", "{port}"]
 MESSAGES = [{"role": "user", "content": "Say something about joules."}]

@@ -12,8 +12,9 @@ UTF-8 only). Every refusal is a :class:`BaselineError` naming the file, the meas
 the field, saying what to do, and leaving the file as it is.
 
 Writes (:func:`flush`) hold an exclusive ``flock`` on the baseline folder itself across
-re-read, merge and atomic replace (a lock on the folder leaves no lock file to commit), so concurrent runs all land; temp files of a killed
-writer are removed under that lock; a symlinked baseline is written through to its target.
+re-read, merge and atomic replace (a lock on the folder leaves no lock file to commit), so
+concurrent runs all land; temp files of a killed writer are removed under that lock; a
+symlinked baseline is written through to its target.
 
 Scale: a file in the layout this module writes is read without parsing its sessions. Each
 measurement's lines are checked against a strict pattern in one C-level regex pass (lines

@@ -31,12 +31,16 @@ class Ranks:
             return self._torch.device("cuda", self._torch.cuda.current_device())
         return self._torch.device("cpu")
 
-    def reduce(self, tokens: int, joules: float, seconds: float,
-               invalid: bool) -> tuple[int, float, float, bool]:
+    def reduce(
+        self, tokens: int, joules: float, seconds: float, invalid: bool
+    ) -> tuple[int, float, float, bool]:
         """Sum tokens and joules over ranks; longest wall time; invalid if any rank's is."""
         torch, dist = self._torch, self._dist
-        summed = torch.tensor([float(tokens), joules, 1.0 if invalid else 0.0],
-                              dtype=torch.float64, device=self._device())
+        summed = torch.tensor(
+            [float(tokens), joules, 1.0 if invalid else 0.0],
+            dtype=torch.float64,
+            device=self._device(),
+        )
         dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         longest = torch.tensor([seconds], dtype=torch.float64, device=self._device())
         dist.all_reduce(longest, op=dist.ReduceOp.MAX)
@@ -56,8 +60,9 @@ def current() -> Ranks | None:
     return ranks if ranks.world_size > 1 else None
 
 
-def counted_joules(joules: float, host_wide: bool,
-                   env: dict[str, str] | os._Environ[str] = os.environ) -> float:
+def counted_joules(
+    joules: float, host_wide: bool, env: dict[str, str] | os._Environ[str] = os.environ
+) -> float:
     """This rank's share of a window's joules in the sum over ranks.
 
     Counters that every process on a host reads alike (RAPL) would be counted once per rank

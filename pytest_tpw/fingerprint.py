@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any
 
 #: Python distributions whose versions move tokens per joule, recorded when installed.
-STACK_PACKAGES = ("torch", "transformers", "vllm", "numpy", "nvidia-ml-py", "pytest",
-                  "pytest-tpw", "triton", "flash-attn", "jax")
+STACK_PACKAGES = (
+    "torch",
+    "transformers",
+    "vllm",
+    "numpy",
+    "nvidia-ml-py",
+    "pytest",
+    "pytest-tpw",
+    "triton",
+    "flash-attn",
+    "jax",
+)
 
 
 def slug(text: str) -> str:
@@ -67,8 +77,14 @@ def _cuda_runtime() -> str | None:
 def git_commit(cwd: Path) -> str | None:
     """The checked-out commit of the repository at ``cwd``, if git knows one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

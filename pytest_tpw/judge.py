@@ -31,13 +31,33 @@ from .settings import Settings, TestSettings
 from .verdict import Verdict
 
 #: Software-stack entries worth naming in a regression message, in this order.
-STACK_KEYS = ("driver", "cuda_driver", "cuda_runtime", "torch", "transformers", "vllm",
-              "triton", "flash-attn", "jax", "numpy", "kernel", "os", "cpu_governor", "python",
-              "pytest-tpw")
+STACK_KEYS = (
+    "driver",
+    "cuda_driver",
+    "cuda_runtime",
+    "torch",
+    "transformers",
+    "vllm",
+    "triton",
+    "flash-attn",
+    "jax",
+    "numpy",
+    "kernel",
+    "os",
+    "cpu_governor",
+    "python",
+    "pytest-tpw",
+)
 
 #: What the run-wide shift means for the run (see :class:`RunWide`).
-RUN_FINDINGS = ("FINE", "STACK_REGRESSION", "STACK_IMPROVEMENT", "ENVIRONMENT_ANOMALY",
-                "TOO_FEW_TESTS", "NO_BASELINE")
+RUN_FINDINGS = (
+    "FINE",
+    "STACK_REGRESSION",
+    "STACK_IMPROVEMENT",
+    "ENVIRONMENT_ANOMALY",
+    "TOO_FEW_TESTS",
+    "NO_BASELINE",
+)
 
 
 @dataclass
@@ -69,19 +89,35 @@ class Judgement:
 
     def to_dict(self) -> dict[str, Any]:
         """What the controller needs to report a worker's judgement (no Comparison)."""
-        return {"key": self.key, "nodeid": self.nodeid, "verdict": self.verdict.value,
-                "tolerance": self.tolerance, "baseline_level": self.baseline_level,
-                "failures": list(self.failures), "notes": list(self.notes),
-                "warnings": list(self.warnings), "canary": self.canary, "ratio": self.ratio,
-                "without_suite": self.without_suite}
+        return {
+            "key": self.key,
+            "nodeid": self.nodeid,
+            "verdict": self.verdict.value,
+            "tolerance": self.tolerance,
+            "baseline_level": self.baseline_level,
+            "failures": list(self.failures),
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "canary": self.canary,
+            "ratio": self.ratio,
+            "without_suite": self.without_suite,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Judgement:
-        return cls(key=data["key"], nodeid=data["nodeid"], verdict=Verdict(data["verdict"]),
-                   tolerance=float(data["tolerance"]), baseline_level=data["baseline_level"],
-                   failures=list(data["failures"]), notes=list(data["notes"]),
-                   warnings=list(data["warnings"]), canary=bool(data["canary"]),
-                   ratio=data["ratio"], without_suite=bool(data.get("without_suite")))
+        return cls(
+            key=data["key"],
+            nodeid=data["nodeid"],
+            verdict=Verdict(data["verdict"]),
+            tolerance=float(data["tolerance"]),
+            baseline_level=data["baseline_level"],
+            failures=list(data["failures"]),
+            notes=list(data["notes"]),
+            warnings=list(data["warnings"]),
+            canary=bool(data["canary"]),
+            ratio=data["ratio"],
+            without_suite=bool(data.get("without_suite")),
+        )
 
 
 @dataclass(frozen=True)
@@ -123,21 +159,32 @@ class RunWide:
         return head
 
     def to_json(self) -> dict[str, Any]:
-        return {"hardware_key": self.hardware_key, "verdict": self.finding,
-                "ratio": self.ratio if self.ratio is not None and math.isfinite(self.ratio)
-                else None,
-                "ci": list(self.ci) if self.ci else None, "n_tests": self.n_tests,
-                "method": self.method, "stack_changes": list(self.stack_changes),
-                "suspects": list(self.suspects), "why": self.why, "fails": self.fails,
-                "text": self.text}
+        return {
+            "hardware_key": self.hardware_key,
+            "verdict": self.finding,
+            "ratio": self.ratio if self.ratio is not None and math.isfinite(self.ratio) else None,
+            "ci": list(self.ci) if self.ci else None,
+            "n_tests": self.n_tests,
+            "method": self.method,
+            "stack_changes": list(self.stack_changes),
+            "suspects": list(self.suspects),
+            "why": self.why,
+            "fails": self.fails,
+            "text": self.text,
+        }
 
 
 class Judge:
     """Baselines and settings of one session, the suite's prior, and every judgement."""
 
-    def __init__(self, settings: Settings, baseline: BaselineFile | None,
-                 hardware_key: str, other_hardware: Sequence[str] = (),
-                 software: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        baseline: BaselineFile | None,
+        hardware_key: str,
+        other_hardware: Sequence[str] = (),
+        software: Mapping[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.baseline = baseline
         self.hardware_key = hardware_key
@@ -148,8 +195,11 @@ class Judge:
         self.suite_params = suite.SuiteParams(verdict=self.params(looks=looks))
         self.stored: dict[str, list[suite.StoredRun]] = {}
         if baseline is not None:
-            self.stored = {key: [suite.StoredRun(s.date, s.values()) for s in sessions]
-                           for key, sessions in baseline.measurements.items() if sessions}
+            self.stored = {
+                key: [suite.StoredRun(s.date, s.values()) for s in sessions]
+                for key, sessions in baseline.measurements.items()
+                if sessions
+            }
         self.prior = suite.suite_prior(self.stored, self.suite_params) if self.stored else None
         #: This run's compared measurements, as the statistics see them.
         self.inputs: dict[str, suite.TestInput] = {}
@@ -160,12 +210,17 @@ class Judge:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def params(self, tolerance: float | None = None,
-               looks: tuple[int, ...] = stats.DEFAULT_LOOKS) -> stats.Params:
+    def params(
+        self, tolerance: float | None = None, looks: tuple[int, ...] = stats.DEFAULT_LOOKS
+    ) -> stats.Params:
         s = self.settings
-        return stats.Params(tolerance=tolerance if tolerance is not None else s.tolerance,
-                            noise_floor=s.noise_floor, confidence=s.confidence, fdr_q=s.fdr,
-                            looks=looks)
+        return stats.Params(
+            tolerance=tolerance if tolerance is not None else s.tolerance,
+            noise_floor=s.noise_floor,
+            confidence=s.confidence,
+            fdr_q=s.fdr,
+            looks=looks,
+        )
 
     def sessions(self, key: str) -> list[StoredSession]:
         return self.baseline.sessions(key) if self.baseline is not None else []
@@ -179,12 +234,16 @@ class Judge:
         """The run-wide shift from the tests finished so far (None without baselines)."""
         if self.prior is None:
             return None
-        return suite.shift_from_changes(list(self._changes.values()), self.prior,
-                                        self.suite_params)
+        return suite.shift_from_changes(list(self._changes.values()), self.prior, self.suite_params)
 
     def test_input(self, m: Measurement, test: TestSettings) -> suite.TestInput:
-        return suite.TestInput(m.key, self.stored.get(m.key, []), m.values(),
-                               tolerance=test.tolerance, canary=test.canary)
+        return suite.TestInput(
+            m.key,
+            self.stored.get(m.key, []),
+            m.values(),
+            tolerance=test.tolerance,
+            canary=test.canary,
+        )
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -194,11 +253,17 @@ class Judge:
 
     # -- verdicts --------------------------------------------------------------------------
 
-    def judge(self, m: Measurement, result: Result, test: TestSettings,
-              comparison: stats.Comparison | None) -> Judgement:
+    def judge(
+        self,
+        m: Measurement,
+        result: Result,
+        test: TestSettings,
+        comparison: stats.Comparison | None,
+    ) -> Judgement:
         """Budgets at once; a comparison waits for the run (``pending``) unless updating."""
-        j = Judgement(m.key, m.nodeid, Verdict.NO_BASELINE, test.tolerance, comparison,
-                      canary=test.canary)
+        j = Judgement(
+            m.key, m.nodeid, Verdict.NO_BASELINE, test.tolerance, comparison, canary=test.canary
+        )
         sessions = self.sessions(m.key)
         if sessions:
             j.baseline_level = stats.summarize(pooled(sessions), test.confidence).estimate
@@ -207,8 +272,9 @@ class Judge:
             j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
             self.inputs[m.key] = self.test_input(m, test)
             assert self.prior is not None
-            self._changes[m.key] = suite.change_of(self.inputs[m.key], self.prior,
-                                                   self.suite_params)
+            self._changes[m.key] = suite.change_of(
+                self.inputs[m.key], self.prior, self.suite_params
+            )
             j.pending = True
         else:
             self._no_baseline(j)
@@ -222,12 +288,16 @@ class Judge:
             # said once in the terminal summary, and a failure under --tpw-strict
             others = ", ".join(self.other_hardware)
             if s.strict:
-                j.failures.append(f"{j.key}: hardware mismatch under --tpw-strict: this "
-                                  f"machine is {self.hardware_key}, the baselines are for "
-                                  f"{others}. Record one here with --tpw-update")
+                j.failures.append(
+                    f"{j.key}: hardware mismatch under --tpw-strict: this "
+                    f"machine is {self.hardware_key}, the baselines are for "
+                    f"{others}. Record one here with --tpw-update"
+                )
         elif s.strict and not s.writes_baselines:
-            j.failures.append(f"{j.key}: no baseline under --tpw-strict; record one with "
-                              f"pytest --tpw --tpw-update-missing {_quote(j.nodeid)}")
+            j.failures.append(
+                f"{j.key}: no baseline under --tpw-strict; record one with "
+                f"pytest --tpw --tpw-update-missing {_quote(j.nodeid)}"
+            )
 
     def _classify(self, j: Judgement, c: stats.Comparison) -> None:
         """Notes and failures of a final comparison."""
@@ -235,30 +305,37 @@ class Judge:
         updating = s.writes_baselines
         j.comparison, j.verdict = c, c.verdict
         j.ratio = c.ratio if math.isfinite(c.ratio) else None
-        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings if f"{j.key}: {w}" not in
-                          j.warnings)
+        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings if f"{j.key}: {w}" not in j.warnings)
         if j.canary:
             if c.verdict is not Verdict.UNCHANGED:
-                j.notes.append(f"{j.key}: canary {_pct(c.ratio)} relative to the run "
-                               f"({c.verdict.value}); canaries never fail on their own")
+                j.notes.append(
+                    f"{j.key}: canary {_pct(c.ratio)} relative to the run "
+                    f"({c.verdict.value}); canaries never fail on their own"
+                )
             return
         if c.verdict is Verdict.REGRESSED and not updating:
             j.failures.append(self.regression_text(j, c))
         elif c.verdict is Verdict.MINOR_REGRESSION:
-            j.notes.append(f"{j.key}: minor regression ({_pct(c.ratio)}), within the "
-                           f"tolerance ({j.tolerance:.0%})")
+            j.notes.append(
+                f"{j.key}: minor regression ({_pct(c.ratio)}), within the "
+                f"tolerance ({j.tolerance:.0%})"
+            )
         elif c.verdict is Verdict.IMPROVED:
-            j.notes.append(f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
-                           f"pytest --tpw --tpw-update {_quote(j.nodeid)}")
+            j.notes.append(
+                f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
+                f"pytest --tpw --tpw-update {_quote(j.nodeid)}"
+            )
         elif c.verdict is Verdict.INCONCLUSIVE:
             if c.why:
                 j.notes.append(f"{j.key}: {c.why}")
             if c.p_adjusted is not None and c.why and "Benjamini-Hochberg" in c.why:
                 # demoted: its interval excludes "unchanged", the suite's many comparisons
                 # do not let one p-value that size stand
-                text = (f"{j.key}: INCONCLUSIVE: {c.why}; ratio {_ratio_text(c)}. It may be a "
-                        "real but small regression: rerun it, or give it more rounds "
-                        "(@pytest.mark.tpw(rounds=...))")
+                text = (
+                    f"{j.key}: INCONCLUSIVE: {c.why}; ratio {_ratio_text(c)}. It may be a "
+                    "real but small regression: rerun it, or give it more rounds "
+                    "(@pytest.mark.tpw(rounds=...))"
+                )
                 from_history = False
             else:
                 text, from_history = self._inconclusive_text(j, c)
@@ -280,16 +357,22 @@ class Judge:
         from_history = between > within
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
         if from_history:
-            side = (f"the stored sessions disagree ({spread}); this run's windows are "
-                    f"steady. Re-record the baseline on a quiet runner (pytest --tpw "
-                    f"--tpw-update {_quote(j.nodeid)}), then add sessions with --tpw-record")
+            side = (
+                f"the stored sessions disagree ({spread}); this run's windows are "
+                f"steady. Re-record the baseline on a quiet runner (pytest --tpw "
+                f"--tpw-update {_quote(j.nodeid)}), then add sessions with --tpw-record"
+            )
         else:
-            side = (f"this run's windows are noisy ({spread}). Pin PyTorch's threads "
-                    "(torch.set_num_threads / OMP_NUM_THREADS) below the free cores, use a "
-                    "quiet runner, or give each window more work")
-        return (f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; the "
-                f"interval is too wide to tell a {j.tolerance:.0%} change from noise: {side}",
-                from_history)
+            side = (
+                f"this run's windows are noisy ({spread}). Pin PyTorch's threads "
+                "(torch.set_num_threads / OMP_NUM_THREADS) below the free cores, use a "
+                "quiet runner, or give each window more work"
+            )
+        return (
+            f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; the "
+            f"interval is too wide to tell a {j.tolerance:.0%} change from noise: {side}",
+            from_history,
+        )
 
     def _budgets(self, j: Judgement, r: Result, test: TestSettings) -> None:
         ci = f" (interval {r.ci[0]:.4g}..{r.ci[1]:.4g})" if r.ci else ""
@@ -305,8 +388,10 @@ class Judge:
                 continue
             side = "above the maximum" if is_max else "below the minimum"
             shown = ci if name == "min_tokens_per_joule" else ""  # an interval of tokens/J
-            j.failures.append(f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
-                              f"{unit} set by @pytest.mark.tpw({name}={limit:g})")
+            j.failures.append(
+                f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
+                f"{unit} set by @pytest.mark.tpw({name}={limit:g})"
+            )
 
     def settle_alone(self, j: Judgement) -> None:
         """Decide a pending judgement at once, from its own last look (no suite decision).
@@ -348,22 +433,36 @@ class Judge:
         if d.run_verdict is suite.RunVerdict.NO_BASELINE:
             return RunWide(self.hardware_key, "NO_BASELINE", None, None, 0, method, why=d.why)
         if d.run_verdict is suite.RunVerdict.TOO_FEW_TESTS:
-            return RunWide(self.hardware_key, "TOO_FEW_TESTS", None, None, d.shift.n_tests,
-                           method, why=d.why)
+            return RunWide(
+                self.hardware_key, "TOO_FEW_TESTS", None, None, d.shift.n_tests, method, why=d.why
+            )
         changes = tuple(self.stack_changes())
         if d.run_verdict is suite.RunVerdict.WITHIN_SPREAD:
             finding = "FINE"
         elif changes:
-            finding = ("STACK_REGRESSION" if d.run_verdict is suite.RunVerdict.BEYOND_LOWER
-                       else "STACK_IMPROVEMENT")
+            finding = (
+                "STACK_REGRESSION"
+                if d.run_verdict is suite.RunVerdict.BEYOND_LOWER
+                else "STACK_IMPROVEMENT"
+            )
         else:
             finding = "ENVIRONMENT_ANOMALY"
         s = self.settings
-        fails = finding == "STACK_REGRESSION" and (s.strict or s.fail_stack) and \
-            not s.writes_baselines
-        return RunWide(self.hardware_key, finding, d.run_ratio, d.run_ci, d.shift.n_tests,
-                       method, changes, tuple(suspects) if finding == "ENVIRONMENT_ANOMALY"
-                       else (), d.why, fails)
+        fails = (
+            finding == "STACK_REGRESSION" and (s.strict or s.fail_stack) and not s.writes_baselines
+        )
+        return RunWide(
+            self.hardware_key,
+            finding,
+            d.run_ratio,
+            d.run_ci,
+            d.shift.n_tests,
+            method,
+            changes,
+            tuple(suspects) if finding == "ENVIRONMENT_ANOMALY" else (),
+            d.why,
+            fails,
+        )
 
     def stack_changes(self) -> list[str]:
         """What differs between this run's software stack and the latest stored session's."""
@@ -387,18 +486,26 @@ class Judge:
             f"{s.noise_floor:.0%}",
             f"  samples: {c.n_candidate} now, {c.n_baseline} in {c.n_sessions} baseline "
             f"session(s); p = {c.p_regression:.3g}"
-            + (f", BH-adjusted {c.p_adjusted:.3g} at q = {s.fdr:g}"
-               if c.p_adjusted is not None else ""),
+            + (
+                f", BH-adjusted {c.p_adjusted:.3g} at q = {s.fdr:g}"
+                if c.p_adjusted is not None
+                else ""
+            ),
         ]
         if c.shift:
-            lines.append(f"  run-wide shift {_pct(math.exp(c.shift))} divided out (shared by "
-                         "every test of this run)")
+            lines.append(
+                f"  run-wide shift {_pct(math.exp(c.shift))} divided out (shared by "
+                "every test of this run)"
+            )
         if sessions:
             changes = stack_changes(sessions[-1].software, self.software, STACK_KEYS)
-            lines.append("  stack changes since the baseline: "
-                         + ("; ".join(changes) if changes else "none"))
-        lines.append("  if the new level is intended, accept it: pytest --tpw --tpw-update "
-                     + _quote(j.nodeid))
+            lines.append(
+                "  stack changes since the baseline: " + ("; ".join(changes) if changes else "none")
+            )
+        lines.append(
+            "  if the new level is intended, accept it: pytest --tpw --tpw-update "
+            + _quote(j.nodeid)
+        )
         return "\n".join(lines)
 
 
@@ -444,9 +551,15 @@ class BaselinePolicy:
         if self._shift is None:
             self._shift = judge.shift()
         assert self._shift is not None
-        stop, c = suite.look(judge.test_input(m, self.test), judge.prior, self._shift,
-                             judge.suite_params, index, n_looks,
-                             family_size=max(len(judge.stored), 1))
+        stop, c = suite.look(
+            judge.test_input(m, self.test),
+            judge.prior,
+            self._shift,
+            judge.suite_params,
+            index,
+            n_looks,
+            family_size=max(len(judge.stored), 1),
+        )
         self.comparisons[m.key] = c
         return stop
 
@@ -455,21 +568,28 @@ class BaselinePolicy:
         return Verdict.NO_BASELINE if c is None else c.verdict
 
 
-def _keep_early_decision(look: stats.Comparison | None,
-                         final: stats.Comparison) -> stats.Comparison:
+def _keep_early_decision(
+    look: stats.Comparison | None, final: stats.Comparison
+) -> stats.Comparison:
     """A test that stopped early on a decided verdict keeps it when the final comparison,
     widened by the whole run's shift, is merely INCONCLUSIVE: it was not allowed to record
     more windows, so its doubt is the run's, not its own. A final REGRESSED, IMPROVED or
     UNCHANGED always stands."""
-    if (look is None or not look.stopped_early or final.verdict is not Verdict.INCONCLUSIVE
-            or final.p_adjusted is not None and final.why and "Benjamini" in final.why
-            or look.verdict not in (Verdict.UNCHANGED, Verdict.IMPROVED,
-                                    Verdict.MINOR_REGRESSION)):
+    if (
+        look is None
+        or not look.stopped_early
+        or final.verdict is not Verdict.INCONCLUSIVE
+        or (final.p_adjusted is not None and final.why and "Benjamini" in final.why)
+        or look.verdict not in (Verdict.UNCHANGED, Verdict.IMPROVED, Verdict.MINOR_REGRESSION)
+    ):
         return final
-    return replace(final, verdict=look.verdict,
-                   why=f"decided at an earlier look ({look.n_candidate} windows, "
-                       f"{look.verdict.value}); the final interval, with the whole run's shift, "
-                       "is wider")
+    return replace(
+        final,
+        verdict=look.verdict,
+        why=f"decided at an earlier look ({look.n_candidate} windows, "
+        f"{look.verdict.value}); the final interval, with the whole run's shift, "
+        "is wider",
+    )
 
 
 def _pct(ratio: float) -> str:

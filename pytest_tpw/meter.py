@@ -242,7 +242,9 @@ class TokensPerJoule(abc.ABC):
         self._names.add(name)
         return self.nodeid if name is None else f"{self.nodeid}::{name}"
 
-    def _check_call(self, fn: object, tokens: object, name: str | None, *, asynchronous: bool) -> str:
+    def _check_call(
+        self, fn: object, tokens: object, name: str | None, *, asynchronous: bool
+    ) -> str:
         key = self._claim(name)
         _check_token_spec(tokens, key)
         if not asynchronous and inspect.iscoroutinefunction(fn):
@@ -622,9 +624,7 @@ class _MeasuredLoop(_Loop):
             self.state.failed = True
             self.meter.runner.abandon(opened)
             return
-        closed = self.meter.runner.close(
-            opened, window.tokens, 1, window.where, loop_form=True
-        )
+        closed = self.meter.runner.close(opened, window.tokens, 1, window.where, loop_form=True)
         kept = self.meter._keep(self.m, closed, record=self.recording)
         if kept and not self.recording:
             self.warm_left -= 1

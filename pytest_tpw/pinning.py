@@ -31,13 +31,13 @@ def _nvml_count() -> int:
         finally:
             pynvml.nvmlShutdown()
     except Exception as exc:  # no binding, no driver: say so in the caller's words
-        raise PinningError(f"cannot count the GPUs through NVML ({exc}); set "
-                           "CUDA_VISIBLE_DEVICES to the GPUs to share among the workers") \
-            from None
+        raise PinningError(
+            f"cannot count the GPUs through NVML ({exc}); set "
+            "CUDA_VISIBLE_DEVICES to the GPUs to share among the workers"
+        ) from None
 
 
-def visible_devices(env: Mapping[str, str],
-                    count: Callable[[], int] = _nvml_count) -> list[str]:
+def visible_devices(env: Mapping[str, str], count: Callable[[], int] = _nvml_count) -> list[str]:
     """The devices this host offers to the workers, as ``CUDA_VISIBLE_DEVICES`` entries."""
     raw = env.get("CUDA_VISIBLE_DEVICES")
     if raw is not None:
@@ -58,23 +58,24 @@ def check_capacity(devices: list[str], workers: int, per_worker: int) -> None:
             f"--tpw-gpus-per-worker {per_worker} with {workers} workers needs "
             f"{workers * per_worker} GPUs, but {len(devices)} are visible "
             f"({','.join(devices) or 'none'}); use -n {len(devices) // per_worker or 1} "
-            "or fewer GPUs per worker")
+            "or fewer GPUs per worker"
+        )
 
 
 def worker_devices(devices: list[str], index: int, workers: int, per_worker: int) -> list[str]:
     """The group of ``per_worker`` devices of worker number ``index`` (0-based)."""
     check_capacity(devices, workers, per_worker)
-    return devices[index * per_worker:(index + 1) * per_worker]
+    return devices[index * per_worker : (index + 1) * per_worker]
 
 
-def pin_this_worker(env: dict[str, str] | os._Environ[str], per_worker: int,
-                    count: Callable[[], int] = _nvml_count) -> str | None:
+def pin_this_worker(
+    env: dict[str, str] | os._Environ[str], per_worker: int, count: Callable[[], int] = _nvml_count
+) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` of this xdist worker; returns the value (None: no worker)."""
     worker = env.get("PYTEST_XDIST_WORKER")
     if worker is None:
         return None
     workers = int(env.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    mine = worker_devices(visible_devices(env, count), worker_index(worker), workers,
-                          per_worker)
+    mine = worker_devices(visible_devices(env, count), worker_index(worker), workers, per_worker)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
     return env["CUDA_VISIBLE_DEVICES"]

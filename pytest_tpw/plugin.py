@@ -19,13 +19,13 @@ import pytest
 from . import hookspecs
 from .options import MARKER_HELP, add_options
 
-if TYPE_CHECKING:
-    from .meter import Meter, TokensPerJoule
-    from .outcomes import Deferrals
+if TYPE_CHECKING:  # the stash keys below name these in strings: imported for mypy only
+    from .meter import Meter, TokensPerJoule  # noqa: F401
+    from .outcomes import Deferrals  # noqa: F401
     from .progress import TerminalStream
     from .serving import ServedModel
     from .session import TpwSession
-    from .settings import MarkerArgs, Settings, TestSettings
+    from .settings import MarkerArgs, Settings, TestSettings  # noqa: F401
 
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()
@@ -81,8 +81,11 @@ def _measuring(config: pytest.Config) -> bool:
     for xdist workers (checked on the controller before any worker starts)."""
     if config.getoption("tpw") or config.getini("tpw"):
         return True
-    return any(config.getoption(name) or str(config.getini(name)).strip().lower()
-               not in ("", "0", "false", "no", "off") for name in _MEASURING_FLAGS)
+    return any(
+        config.getoption(name)
+        or str(config.getini(name)).strip().lower() not in ("", "0", "false", "no", "off")
+        for name in _MEASURING_FLAGS
+    )
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -93,8 +96,10 @@ def _reruns(item: pytest.Item) -> bool:
     """True when pytest-rerunfailures may rerun this test (``--reruns N`` or ``flaky``)."""
     if not item.config.pluginmanager.hasplugin("rerunfailures"):
         return False
-    return bool(getattr(item.config.option, "reruns", 0)) or \
-        item.get_closest_marker("flaky") is not None
+    return (
+        bool(getattr(item.config.option, "reruns", 0))
+        or item.get_closest_marker("flaky") is not None
+    )
 
 
 def _session(config: pytest.Config) -> TpwSession | None:
@@ -307,8 +312,11 @@ class MeasuringHooks:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take a worker's streamed results; erase the live progress line before pytest
         prints a result."""
-        if report.when == "teardown" and report.user_properties and \
-                not self.session.role.sends_results:
+        if (
+            report.when == "teardown"
+            and report.user_properties
+            and not self.session.role.sends_results
+        ):
             from .xdist import take_streamed
 
             take_streamed(self.session, report)
@@ -361,7 +369,9 @@ class MeasuringHooks:
         return report
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
         """Hold the reports of tests whose verdict waits for the session's FDR control."""
         if (
             not self.session.judge.comparing

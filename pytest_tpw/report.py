@@ -83,13 +83,31 @@ def _change(row: Row) -> str:
 
 def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
     """The per-measurement table, columns aligned; the name column is never cut."""
-    header = ("measurement", "tokens/J", f"{confidence:.0%} CI", "J/token", "W", "tokens/s",
-              "n", "baseline", "change", "verdict")
+    header = (
+        "measurement",
+        "tokens/J",
+        f"{confidence:.0%} CI",
+        "J/token",
+        "W",
+        "tokens/s",
+        "n",
+        "baseline",
+        "change",
+        "verdict",
+    )
     body = [
-        (row.name, num(row.result.tokens_per_joule), _interval(row.result),
-         num(row.result.joules_per_token), num(row.result.watts),
-         num(row.result.tokens_per_second), str(row.result.n), num(row.baseline),
-         _change(row), row.final_verdict.value + (" (!)" if row.warnings else ""))
+        (
+            row.name,
+            num(row.result.tokens_per_joule),
+            _interval(row.result),
+            num(row.result.joules_per_token),
+            num(row.result.watts),
+            num(row.result.tokens_per_second),
+            str(row.result.n),
+            num(row.baseline),
+            _change(row),
+            row.final_verdict.value + (" (!)" if row.warnings else ""),
+        )
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -107,8 +125,10 @@ def totals_line(measurements: Iterable[Measurement]) -> str:
     tokens = sum(m.tokens for m in ms)
     joules = sum(m.joules for m in ms)
     overall = num(tokens / joules) if joules > 0 else "-"
-    return (f"total: {tokens} tokens, {num(joules)} J, {overall} tokens/J overall, "
-            f"{len(ms)} measurement(s)")
+    return (
+        f"total: {tokens} tokens, {num(joules)} J, {overall} tokens/J overall, "
+        f"{len(ms)} measurement(s)"
+    )
 
 
 def sensor_line(sensor: SensorInfo) -> str:
@@ -116,24 +136,31 @@ def sensor_line(sensor: SensorInfo) -> str:
     return f"sensor: {sensor.name} ({sensor.method}); joules {label}"
 
 
-def terminal_lines(rows: Sequence[Row], measurements: Sequence[Measurement],
-                   sensor: SensorInfo, confidence: float,
-                   notes: Sequence[str] = ()) -> list[str]:
+def terminal_lines(
+    rows: Sequence[Row],
+    measurements: Sequence[Measurement],
+    sensor: SensorInfo,
+    confidence: float,
+    notes: Sequence[str] = (),
+) -> list[str]:
     """Everything under the ``tokens per joule`` heading of the terminal summary."""
     if not rows:
         # say what is true: a marker error or a failed measurement also leaves none
-        return ["no measurements: no test finished a measurement with the tpw fixture",
-                sensor_line(sensor), *notes]
-    lines = [*table_lines(rows, confidence), "", totals_line(measurements),
-             sensor_line(sensor)]
+        return [
+            "no measurements: no test finished a measurement with the tpw fixture",
+            sensor_line(sensor),
+            *notes,
+        ]
+    lines = [*table_lines(rows, confidence), "", totals_line(measurements), sensor_line(sensor)]
     if any(row.warnings for row in rows):
         lines.append("(!) the window had warnings; see the warnings summary and --tpw-json")
     lines.extend(notes)
     return lines
 
 
-def junit_properties(result: Result, name: str | None, sensor: SensorInfo,
-                     verdict: Verdict) -> list[tuple[str, object]]:
+def junit_properties(
+    result: Result, name: str | None, sensor: SensorInfo, verdict: Verdict
+) -> list[tuple[str, object]]:
     """``record_property`` pairs for one measurement (they land in JUnit XML).
 
     Names are ``tpw.<field>`` for a test's unnamed measurement, ``tpw[<name>].<field>``
@@ -156,10 +183,14 @@ def junit_properties(result: Result, name: str | None, sensor: SensorInfo,
     return props
 
 
-def measurement_json(m: Measurement, result: Result | None,
-                     judgement: Judgement | None = None) -> dict[str, Any]:
-    verdict = judgement.verdict if judgement is not None else (
-        result.verdict if result is not None else Verdict.NO_BASELINE)
+def measurement_json(
+    m: Measurement, result: Result | None, judgement: Judgement | None = None
+) -> dict[str, Any]:
+    verdict = (
+        judgement.verdict
+        if judgement is not None
+        else (result.verdict if result is not None else Verdict.NO_BASELINE)
+    )
     doc: dict[str, Any] = {
         "nodeid": m.nodeid,
         "name": m.name,
@@ -184,16 +215,20 @@ def measurement_json(m: Measurement, result: Result | None,
     return doc
 
 
-def json_document(measurements: Mapping[str, tuple[Measurement, Result | None]],
-                  judgements: Mapping[str, Judgement], environment: Mapping[str, Any],
-                  settings: Mapping[str, Any]) -> dict[str, Any]:
+def json_document(
+    measurements: Mapping[str, tuple[Measurement, Result | None]],
+    judgements: Mapping[str, Judgement],
+    environment: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
     """The ``--tpw-json`` document: every sample, each summary and verdict, the environment."""
     return {
         "schema": JSON_SCHEMA_VERSION,
         "environment": dict(environment),
         "settings": dict(settings),
-        "measurements": {key: measurement_json(m, r, judgements.get(key))
-                         for key, (m, r) in measurements.items()},
+        "measurements": {
+            key: measurement_json(m, r, judgements.get(key)) for key, (m, r) in measurements.items()
+        },
     }
 
 
@@ -214,18 +249,20 @@ def comparison_json(j: Judgement) -> dict[str, Any] | None:
     }
     if c is None:
         return out
-    out.update({
-        "ratio": _finite(c.ratio),
-        "ci": [c.ci_low, c.ci_high] if c.ci_low is not None else None,
-        "p_regression": _finite(c.p_regression),
-        "p_adjusted": c.p_adjusted,
-        "n_baseline": c.n_baseline,
-        "n_candidate": c.n_candidate,
-        "baseline_sessions": c.n_sessions,
-        "sigma_b": _finite(c.sigma_b),
-        "shift": c.shift,
-        "outliers": c.outliers,
-        "untrimmed_ratio": _finite(c.untrimmed_ratio),
-        "why": c.why,
-    })
+    out.update(
+        {
+            "ratio": _finite(c.ratio),
+            "ci": [c.ci_low, c.ci_high] if c.ci_low is not None else None,
+            "p_regression": _finite(c.p_regression),
+            "p_adjusted": c.p_adjusted,
+            "n_baseline": c.n_baseline,
+            "n_candidate": c.n_candidate,
+            "baseline_sessions": c.n_sessions,
+            "sigma_b": _finite(c.sigma_b),
+            "shift": c.shift,
+            "outliers": c.outliers,
+            "untrimmed_ratio": _finite(c.untrimmed_ratio),
+            "why": c.why,
+        }
+    )
     return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
-import math
 import os
 import sys
 import time
@@ -117,8 +116,15 @@ class TpwSession:
         except BaseException:
             sensor.close()
             raise
-        session = cls(s, rootdir, sensor, judge, skipped=selection.skipped, worker=worker,
-                      invocation_dir=invocation_dir)
+        session = cls(
+            s,
+            rootdir,
+            sensor,
+            judge,
+            skipped=selection.skipped,
+            worker=worker,
+            invocation_dir=invocation_dir,
+        )
         if sensor.provenance == "measured" and s.idle_power:
             session.idle_watts = session.measure_idle()
         return session
@@ -166,8 +172,10 @@ class TpwSession:
         found = f"{len(stored.measurements)} measurement(s)" if stored else "none yet"
         lines.append(f"tpw: baselines {self.baseline_path} ({found})")
         if self.idle_watts is not None:
-            lines.append(f"tpw: idle power {self.idle_watts:.4g} W (one window with nothing "
-                         "running, at start; context only, verdicts use gross energy)")
+            lines.append(
+                f"tpw: idle power {self.idle_watts:.4g} W (one window with nothing "
+                "running, at start; context only, verdicts use gross energy)"
+            )
         return lines
 
     # -- one test --------------------------------------------------------------------------
@@ -242,10 +250,12 @@ class TpwSession:
         env = distributed.env_rank()
         if env is None or self.rank is not None or distributed.current() is not None:
             return []
-        return [f"RANK={env} is set but no torch.distributed process group is initialised: "
-                "this process measured alone and reports and writes as a single process; "
-                "initialise the process group (e.g. in a session fixture) before the "
-                "measured tests to sum windows over ranks"]
+        return [
+            f"RANK={env} is set but no torch.distributed process group is initialised: "
+            "this process measured alone and reports and writes as a single process; "
+            "initialise the process group (e.g. in a session fixture) before the "
+            "measured tests to sum windows over ranks"
+        ]
 
     def summary_notes(self) -> list[str]:
         """Verdict counts, the canary shift, hardware notes, lock waits, files written."""
@@ -254,8 +264,10 @@ class TpwSession:
         if judge.run_wide is not None:
             lines.append(judge.run_wide.text)
             if judge.run_wide.fails:
-                lines.append("the run FAILS on the run-wide stack regression (--tpw-strict or "
-                             "--tpw-fail-stack); no test failed for it")
+                lines.append(
+                    "the run FAILS on the run-wide stack regression (--tpw-strict or "
+                    "--tpw-fail-stack); no test failed for it"
+                )
         if judge.judgements:
             counts: dict[str, int] = {}
             for j in judge.judgements.values():
@@ -359,9 +371,7 @@ class TpwSession:
         return env
 
     def json_document(self) -> dict[str, Any]:
-        settings = {
-            k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()
-        }
+        settings = {k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()}
         judgements = self.judge.judgements
         doc = report.json_document(self.measurements, judgements, self.environment(), settings)
         if self.judge.run_wide is not None:
@@ -380,10 +390,12 @@ class TpwSession:
     def payload(self, nodeid: str | None = None) -> dict[str, Any]:
         """This process's finished measurements and judgements (``nodeid``'s only, when
         given), as plain data."""
-        measurements = [m for m, _ in self.measurements.values()
-                        if nodeid is None or m.nodeid == nodeid]
-        judgements = [j for j in self.judge.judgements.values()
-                      if nodeid is None or j.nodeid == nodeid]
+        measurements = [
+            m for m, _ in self.measurements.values() if nodeid is None or m.nodeid == nodeid
+        ]
+        judgements = [
+            j for j in self.judge.judgements.values() if nodeid is None or j.nodeid == nodeid
+        ]
         return {
             "measurements": [m.to_dict() for m in measurements],
             "judgements": [j.to_dict() for j in judgements],
@@ -413,8 +425,9 @@ class TpwSession:
         ok = True
         environment_hook()
         if s.writes_baselines:
-            ok &= self._output("baselines", self.baseline_path,
-                               lambda: self._write_baselines(interrupted))
+            ok &= self._output(
+                "baselines", self.baseline_path, lambda: self._write_baselines(interrupted)
+            )
         doc = self.json_document()
         texts: list[tuple[str, Path, str]] = []
         if s.json is not None:
@@ -428,8 +441,9 @@ class TpwSession:
         summary = os.environ.get(STEP_SUMMARY_ENV)
         if summary and self.measurements:
             text = mdreport.render(doc, mdreport.STEP_SUMMARY_LIMIT)
-            ok &= self._output(STEP_SUMMARY_ENV, Path(summary),
-                               partial(append_text, Path(summary), text))
+            ok &= self._output(
+                STEP_SUMMARY_ENV, Path(summary), partial(append_text, Path(summary), text)
+            )
         return ok
 
     def _output(self, what: str, path: Path, write: Callable[[], None]) -> bool:
@@ -509,7 +523,10 @@ class Role(abc.ABC):
 
     @abc.abstractmethod
     def finish(
-        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+        self,
+        interrupted: bool,
+        sink: MutableMapping[str, Any],
+        environment_hook: Callable[[], None],
     ) -> bool:
         """Send or write the results; False when an output could not be written."""
 
@@ -521,7 +538,10 @@ class Controller(Role):
         return not self.session.quiet
 
     def finish(
-        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+        self,
+        interrupted: bool,
+        sink: MutableMapping[str, Any],
+        environment_hook: Callable[[], None],
     ) -> bool:
         if self.session.quiet:
             return True
@@ -539,7 +559,10 @@ class Worker(Role):
         return False
 
     def finish(
-        self, interrupted: bool, sink: MutableMapping[str, Any], environment_hook: Callable[[], None]
+        self,
+        interrupted: bool,
+        sink: MutableMapping[str, Any],
+        environment_hook: Callable[[], None],
     ) -> bool:
         sink[self.PAYLOAD_KEY] = self.session.payload()
         return True

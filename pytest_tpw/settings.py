@@ -167,22 +167,29 @@ def from_config(config: pytest.Config) -> Settings:
         except (ValueError, SettingError) as exc:
             raise pytest.UsageError(f"pytest-tpw: {where} = {raw!r}: {exc}") from None
     settings = Settings(**values)
-    modes = [flag for flag, on in (("--tpw-update", settings.update),
-                                   ("--tpw-record", settings.record),
-                                   ("--tpw-update-missing", settings.update_missing)) if on]
+    modes = [
+        flag
+        for flag, on in (
+            ("--tpw-update", settings.update),
+            ("--tpw-record", settings.record),
+            ("--tpw-update-missing", settings.update_missing),
+        )
+        if on
+    ]
     if len(modes) > 1:
-        raise pytest.UsageError(f"pytest-tpw: {' and '.join(modes)} exclude each other; "
-                                "choose one")
+        raise pytest.UsageError(f"pytest-tpw: {' and '.join(modes)} exclude each other; choose one")
     if settings.noise_floor >= settings.tolerance:
         raise pytest.UsageError(
             f"pytest-tpw: the noise floor ({settings.noise_floor:.1%}) must be below the "
-            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance")
+            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance"
+        )
     if settings.writes_baselines and not settings.enabled:
         settings = dataclasses.replace(settings, enabled=True)
     return settings
 
 
 # -- the marker ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MarkerArgs:
@@ -200,8 +207,12 @@ class MarkerArgs:
 
     def overrides(self) -> dict[str, Any]:
         """The session settings this marker replaces for its test."""
-        return {"tolerance": self.tolerance, "rounds": self.rounds,
-                "warmup": self.warmup, "devices": self.devices}
+        return {
+            "tolerance": self.tolerance,
+            "rounds": self.rounds,
+            "warmup": self.warmup,
+            "devices": self.devices,
+        }
 
     def budgets(self) -> dict[str, float]:
         found = {n: getattr(self, n) for n in BUDGETS}
@@ -212,19 +223,23 @@ def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, objec
     """Validate one test's marker; a :class:`MarkerError` names the test and the argument."""
     allowed = ", ".join(MARKER_ORDER)
     if args:
-        raise MarkerError(f"{nodeid}: @pytest.mark.tpw takes keyword arguments only, got "
-                          f"positional {args!r}; allowed: {allowed}")
+        raise MarkerError(
+            f"{nodeid}: @pytest.mark.tpw takes keyword arguments only, got "
+            f"positional {args!r}; allowed: {allowed}"
+        )
     parsed: dict[str, object] = {}
     for key, value in kwargs.items():
         opt = BY_FIELD.get(key)
         if opt is None or opt.marker is None:
-            raise MarkerError(f"{nodeid}: @pytest.mark.tpw got unknown argument {key!r}; "
-                              f"allowed: {allowed}")
+            raise MarkerError(
+                f"{nodeid}: @pytest.mark.tpw got unknown argument {key!r}; allowed: {allowed}"
+            )
         try:
             parsed[key] = opt.marker(value)
         except (TypeError, ValueError):
-            raise MarkerError(f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected "
-                              f"{opt.expected}") from None
+            raise MarkerError(
+                f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected {opt.expected}"
+            ) from None
     return MarkerArgs(**parsed)  # type: ignore[arg-type]
 
 

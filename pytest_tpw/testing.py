@@ -147,7 +147,9 @@ def make_meter(
     return Meter(nodeid, runner, policy, warmup=warmup, confidence=confidence)
 
 
-def check_sensor(sensor: Sensor, *, windows: int = 3, work: Callable[[], Any] | None = None) -> None:
+def check_sensor(
+    sensor: Sensor, *, windows: int = 3, work: Callable[[], Any] | None = None
+) -> None:
     """Check the sensor contract: open, a few windows around ``work``, close.
 
     ``work`` should keep the device busy at least ``sensor.min_window_s()`` (the default

@@ -15,8 +15,9 @@ tpw_idle_power = false
 
 
 @pytest.fixture(autouse=True)
-def _private_lock_dir(tmp_path_factory: pytest.TempPathFactory,
-                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_lock_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each test gets its own device-lock folder: tests running at the same time on one
     host (two checkouts, a developer and CI) must not wait on each other's sim device.
     Tests of the locks themselves share a folder on purpose, inside their own tmp_path."""

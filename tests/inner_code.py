@@ -7,7 +7,7 @@ not fewer tokens per joule: with the sim sensor (joules = watts x wall time), on
 ``tpw_sim_watts`` then moves tokens per joule, which is how the tests inject a change.
 """
 
-BUSY_WORK = '''
+BUSY_WORK = """
 import os
 import time
 
@@ -23,4 +23,4 @@ def work():
 
 def per_us(seconds):
     return max(1, round(seconds * 1e6))
-'''
+"""

@@ -36,11 +36,13 @@ def test_acall_measures_with_tpw(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(test_async=ASYNC_TEST)
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([
-        "*tokens per joule*",
-        "test_async.py::test_acall *NO_BASELINE*",
-        "test_async.py::test_acall_int_tokens::fixed *NO_BASELINE*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tokens per joule*",
+            "test_async.py::test_acall *NO_BASELINE*",
+            "test_async.py::test_acall_int_tokens::fixed *NO_BASELINE*",
+        ]
+    )
 
 
 def test_acall_runs_once_without_tpw(tpwtester: pytest.Pytester) -> None:

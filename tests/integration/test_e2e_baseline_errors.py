@@ -13,20 +13,24 @@ from pytest_tpw import baseline
 from pytest_tpw.baseline import BaselineFile, StoredSession
 from tests.inner_code import BUSY_WORK
 
-pytestmark = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning")
-
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
 
 
 # ~2 ms of busy work, one token per microsecond it really took (CPU contention cannot pass
 # for a change in tokens per joule; see test_e2e_baseline_lifecycle.py)
-BUSY = BUSY_WORK + """
+BUSY = (
+    BUSY_WORK
+    + """
 """
+)
 
-ONE = BUSY + """
+ONE = (
+    BUSY
+    + """
 def test_gen(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 FAST = ("--tpw-rounds", "3")
 
@@ -49,30 +53,61 @@ def verdict(result: pytest.RunResult, node: str) -> str:
 # -- unusable files: a usage error before any test runs, the file left as it is ----------------
 
 DAMAGED = {
-    "invalid-json": ('{"format": "pytest-tpw baseline", "hardware_key": "sim-x1", "measu',
-                     ["*pytest-tpw: *sim-x1.json: corrupt baseline file (invalid JSON at line *"
-                      "git checkout -- *sim-x1.json*--tpw-update*"]),
-    "newer-schema": (json.dumps({"format": "pytest-tpw baseline", "schema": 99,
-                                 "hardware_key": "sim-x1", "measurements": {}}),
-                     ["*pytest-tpw: *sim-x1.json: written by a newer pytest-tpw (schema 99*"
-                      "upgrade: pip install -U pytest-tpw*"]),
-    "foreign": (json.dumps({"name": "some other tool", "results": [1, 2, 3]}),
-                ["*pytest-tpw: *sim-x1.json: not a pytest-tpw baseline file*"]),
+    "invalid-json": (
+        '{"format": "pytest-tpw baseline", "hardware_key": "sim-x1", "measu',
+        [
+            "*pytest-tpw: *sim-x1.json: corrupt baseline file (invalid JSON at line *"
+            "git checkout -- *sim-x1.json*--tpw-update*"
+        ],
+    ),
+    "newer-schema": (
+        json.dumps(
+            {
+                "format": "pytest-tpw baseline",
+                "schema": 99,
+                "hardware_key": "sim-x1",
+                "measurements": {},
+            }
+        ),
+        [
+            "*pytest-tpw: *sim-x1.json: written by a newer pytest-tpw (schema 99*"
+            "upgrade: pip install -U pytest-tpw*"
+        ],
+    ),
+    "foreign": (
+        json.dumps({"name": "some other tool", "results": [1, 2, 3]}),
+        ["*pytest-tpw: *sim-x1.json: not a pytest-tpw baseline file*"],
+    ),
     "malformed-session": (
-        json.dumps({"format": "pytest-tpw baseline", "schema": 1, "hardware_key": "sim-x1",
-                    "measurements": {"test_bad.py::test_gen": {"sessions": [
-                        {"date": "d", "sensor": "sim", "provenance": "simulated"}]}}}),
-        ["*pytest-tpw: *sim-x1.json: measurement 'test_bad.py::test_gen'*malformed session*"
-         "git checkout -- *sim-x1.json*"]),
+        json.dumps(
+            {
+                "format": "pytest-tpw baseline",
+                "schema": 1,
+                "hardware_key": "sim-x1",
+                "measurements": {
+                    "test_bad.py::test_gen": {
+                        "sessions": [{"date": "d", "sensor": "sim", "provenance": "simulated"}]
+                    }
+                },
+            }
+        ),
+        [
+            "*pytest-tpw: *sim-x1.json: measurement 'test_bad.py::test_gen'*malformed session*"
+            "git checkout -- *sim-x1.json*"
+        ],
+    ),
 }
 
 
-@pytest.mark.parametrize("flags", [("--tpw",), ("--tpw", "--tpw-update"),
-                                   ("--tpw-update-missing",)],
-                         ids=["compare", "update", "update-missing"])
+@pytest.mark.parametrize(
+    "flags",
+    [("--tpw",), ("--tpw", "--tpw-update"), ("--tpw-update-missing",)],
+    ids=["compare", "update", "update-missing"],
+)
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_unusable_baseline_is_a_usage_error_and_left_alone(
-        tpwtester: pytest.Pytester, case: str, flags: tuple[str, ...]) -> None:
+    tpwtester: pytest.Pytester, case: str, flags: tuple[str, ...]
+) -> None:
     content, expected = DAMAGED[case]
     path = path_of(tpwtester)
     path.parent.mkdir()
@@ -90,7 +125,9 @@ def test_unusable_baseline_is_a_usage_error_and_left_alone(
 
 def test_file_damaged_during_the_run_is_not_overwritten(tpwtester: pytest.Pytester) -> None:
     """Flush re-reads the file at write time; one it cannot parse is never replaced."""
-    tpwtester.makepyfile(test_race=BUSY + """
+    tpwtester.makepyfile(
+        test_race=BUSY
+        + """
 def test_a(tpw):
     tpw(work, tokens=per_us)
 
@@ -98,7 +135,8 @@ def test_b_damages_the_file():
     os.makedirs(".tpw", exist_ok=True)
     with open(".tpw/sim-x1.json", "w") as f:
         f.write("<<<<<<< HEAD")
-""")
+"""
+    )
     result = tpwtester.runpytest("--tpw-update", *FAST)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["baselines NOT written to *sim-x1.json: *corrupt baseline file*"])
@@ -109,13 +147,16 @@ def test_b_damages_the_file():
 
 # -- partial updates ------------------------------------------------------------------------------
 
-TWO = BUSY + """
+TWO = (
+    BUSY
+    + """
 def test_old(tpw):
     tpw(work, tokens=per_us)
 
 def test_new(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 
 def test_update_missing_writes_only_new_measurements(tpwtester: pytest.Pytester) -> None:
@@ -140,7 +181,9 @@ def test_update_missing_writes_only_new_measurements(tpwtester: pytest.Pytester)
     assert path_of(tpwtester).read_bytes() == file_bytes
 
 
-INTERRUPTED = BUSY + """
+INTERRUPTED = (
+    BUSY
+    + """
 def test_a_finished(tpw):
     tpw(work, tokens=per_us)
 
@@ -158,9 +201,12 @@ def test_b_interrupted(tpw):
 def test_c_never_reached(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
-A, B, C = (f"test_int.py::{name}" for name in ("test_a_finished", "test_b_interrupted",
-                                                "test_c_never_reached"))
+A, B, C = (
+    f"test_int.py::{name}"
+    for name in ("test_a_finished", "test_b_interrupted", "test_c_never_reached")
+)
 
 
 def run_interrupted(pytester: pytest.Pytester) -> pytest.RunResult:
@@ -168,9 +214,12 @@ def run_interrupted(pytester: pytest.Pytester) -> pytest.RunResult:
     result = pytester.runpytest_subprocess("--tpw-update", *FAST)
     (pytester.path / "interrupt.flag").unlink()
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "1 measurement(s) written to *sim-x1.json (interrupted: only the measurements that "
-        "finished; the rest untouched)"])
+    result.stdout.fnmatch_lines(
+        [
+            "1 measurement(s) written to *sim-x1.json (interrupted: only the measurements that "
+            "finished; the rest untouched)"
+        ]
+    )
     return result
 
 
@@ -203,9 +252,22 @@ def test_interrupted_update_leaves_the_rest_untouched(tpwtester: pytest.Pytester
 
 
 def other_hardware_file(pytester: pytest.Pytester, node: str) -> Path:
-    other = BaselineFile("other-x1", {"models": ["other"]}, {node: [StoredSession(
-        date="2025-01-01T00:00:00+00:00", commit=None, software={}, sensor="nvml",
-        provenance="measured", samples=[(24, 2.0, 0.01), (24, 2.1, 0.01)])]})
+    other = BaselineFile(
+        "other-x1",
+        {"models": ["other"]},
+        {
+            node: [
+                StoredSession(
+                    date="2025-01-01T00:00:00+00:00",
+                    commit=None,
+                    software={},
+                    sensor="nvml",
+                    provenance="measured",
+                    samples=[(24, 2.0, 0.01), (24, 2.1, 0.01)],
+                )
+            ]
+        },
+    )
     path = path_of(pytester, key="other-x1")
     baseline.write(path, other)
     return path
@@ -218,8 +280,9 @@ def test_baseline_for_other_hardware_is_not_compared(tpwtester: pytest.Pytester)
     result = tpwtester.runpytest("--tpw", *FAST)
     result.assert_outcomes(passed=1)
     assert verdict(result, "test_hw.py::test_gen") == "NO_BASELINE"
-    result.stdout.fnmatch_lines([
-        "no baseline for sim-x1; baselines exist for other-x1 (not compared)"])
+    result.stdout.fnmatch_lines(
+        ["no baseline for sim-x1; baselines exist for other-x1 (not compared)"]
+    )
     # recording here writes this hardware's file and leaves the other one alone
     tpwtester.runpytest("--tpw-update", *FAST).assert_outcomes(passed=1)
     assert path_of(tpwtester).is_file()
@@ -231,9 +294,12 @@ def test_strict_fails_on_other_hardware(tpwtester: pytest.Pytester) -> None:
     other_hardware_file(tpwtester, "test_hw.py::test_gen")
     result = tpwtester.runpytest("--tpw", "--tpw-strict", *FAST)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "pytest-tpw: test_hw.py::test_gen: hardware mismatch under --tpw-strict: this machine "
-        "is sim-x1, the baselines are for other-x1*"])
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-tpw: test_hw.py::test_gen: hardware mismatch under --tpw-strict: this machine "
+            "is sim-x1, the baselines are for other-x1*"
+        ]
+    )
 
 
 def test_strict_fails_without_a_baseline(tpwtester: pytest.Pytester) -> None:
@@ -241,9 +307,12 @@ def test_strict_fails_without_a_baseline(tpwtester: pytest.Pytester) -> None:
     result = tpwtester.runpytest("--tpw", "--tpw-strict", *FAST)
     result.assert_outcomes(failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "pytest-tpw: test_strict.py::test_gen: no baseline under --tpw-strict; record one "
-        "with pytest --tpw --tpw-update-missing 'test_strict.py::test_gen'"])
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-tpw: test_strict.py::test_gen: no baseline under --tpw-strict; record one "
+            "with pytest --tpw --tpw-update-missing 'test_strict.py::test_gen'"
+        ]
+    )
     # once recorded (20 rounds: a 3-round baseline is too short to call UNCHANGED reliably),
     # strict mode passes
     tpwtester.runpytest("--tpw-update-missing").assert_outcomes(passed=1)

@@ -20,21 +20,21 @@ from tests.inner_code import BUSY_WORK
 
 # Sim noise can, rarely, make a comparison doubtful (untrimmed vs trimmed ratios): that is a
 # TpwMeasurementWarning, which the outer filterwarnings=error would turn into an inner error.
-pytestmark = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning")
-
-
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
 
 
 # ~2 ms of busy work per call (the meter repeats it to fill the sim sensor's 10 ms window),
 # counted as one token per microsecond it really took: on a loaded machine a call stretched
 # by the scheduler makes more tokens, not fewer tokens per joule, so the sim watts alone move
 # tokens per joule (with a fixed count per call, CPU contention alone reads as -30..-70 %)
-LIFE = BUSY_WORK + """
+LIFE = (
+    BUSY_WORK
+    + """
 
 def test_gen(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 NODE = "test_life.py::test_gen"
 REGRESS = ("-o", "tpw_sim_watts=330")
@@ -97,14 +97,18 @@ def test_lifecycle_measure_record_compare_regress_improve(tpwtester: pytest.Pyte
     assert baseline_path(tpwtester).read_bytes() == file_bytes
 
     # (4) 10 % more power for the same work: the test fails, with the numbers and the fix
-    result = tpwtester.runpytest("--tpw", *REGRESS, "--junitxml", "junit.xml",
-                                 "--tpw-json", "out.json")
+    result = tpwtester.runpytest(
+        "--tpw", *REGRESS, "--junitxml", "junit.xml", "--tpw-json", "out.json"
+    )
     result.assert_outcomes(failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert verdict(result) == "REGRESSED"
     out = result.stdout.str()
-    found = re.search(r"tokens per joule REGRESSED: ([\d.]+) now vs ([\d.]+) in the baseline, "
-                      r"ratio ([\d.]+) \(-[\d.]+%\), interval ([\d.]+)\.\.([\d.]+)", out)
+    found = re.search(
+        r"tokens per joule REGRESSED: ([\d.]+) now vs ([\d.]+) in the baseline, "
+        r"ratio ([\d.]+) \(-[\d.]+%\), interval ([\d.]+)\.\.([\d.]+)",
+        out,
+    )
     assert found, out
     now, base, ratio, low, high = (float(x) for x in found.groups())
     expected_base = stats.summarize([t / j for t, j, _ in recorded[0]["samples"]]).estimate
@@ -141,8 +145,9 @@ def test_lifecycle_measure_record_compare_regress_improve(tpwtester: pytest.Pyte
     result = tpwtester.runpytest("--tpw", *IMPROVE)
     result.assert_outcomes(passed=1)
     assert verdict(result) == "IMPROVED"
-    result.stdout.fnmatch_lines([
-        f"{NODE}: improved (+*%); accept the new level with pytest --tpw --tpw-update '{NODE}'"])
+    result.stdout.fnmatch_lines(
+        [f"{NODE}: improved (+*%); accept the new level with pytest --tpw --tpw-update '{NODE}'"]
+    )
     assert baseline_path(tpwtester).read_bytes() == file_bytes
 
 
@@ -182,7 +187,9 @@ def pooled_values(session: dict[str, Any]) -> list[float]:
     return [t / j for t, j, _ in session["samples"]]
 
 
-BUDGETS = BUSY_WORK + """
+BUDGETS = (
+    BUSY_WORK
+    + """
 
 @pytest.mark.tpw(min_tokens_per_joule=1e9, rounds=3)
 def test_too_hungry(tpw):
@@ -196,24 +203,33 @@ def test_within_power(tpw):
 def test_over_power(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 
 @pytest.mark.parametrize("flags", [(), ("--tpw-update",)], ids=["compare", "update"])
-def test_budgets_fail_even_when_updating(tpwtester: pytest.Pytester,
-                                         flags: tuple[str, ...]) -> None:
+def test_budgets_fail_even_when_updating(
+    tpwtester: pytest.Pytester, flags: tuple[str, ...]
+) -> None:
     tpwtester.makepyfile(test_budget=BUDGETS)
     result = tpwtester.runpytest("--tpw", *flags, "--junitxml", "junit.xml")
     result.assert_outcomes(passed=1, failed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["FAILED test_budget.py::test_too_hungry - *",
-                                 "FAILED test_budget.py::test_over_power - *"])
-    result.stdout.fnmatch_lines([
-        "pytest-tpw: test_budget.py::test_too_hungry: * tokens/J (interval *) is below the "
-        "minimum 1e+09 tokens/J set by "
-        "@pytest.mark.tpw(min_tokens_per_joule=1e+09)"])
-    result.stdout.fnmatch_lines([
-        "pytest-tpw: test_budget.py::test_over_power: * W is above the maximum 200 W set by "
-        "@pytest.mark.tpw(max_watts=200)"])
+    result.stdout.fnmatch_lines(
+        ["FAILED test_budget.py::test_too_hungry - *", "FAILED test_budget.py::test_over_power - *"]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-tpw: test_budget.py::test_too_hungry: * tokens/J (interval *) is below the "
+            "minimum 1e+09 tokens/J set by "
+            "@pytest.mark.tpw(min_tokens_per_joule=1e+09)"
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-tpw: test_budget.py::test_over_power: * W is above the maximum 200 W set by "
+            "@pytest.mark.tpw(max_watts=200)"
+        ]
+    )
     result.stdout.no_fnmatch_line("*test_within_power*FAILED*")
     result.stdout.no_fnmatch_line("FAILED test_budget.py::test_within_power*")
     _, case, _ = junit_case(tpwtester.path / "junit.xml", "test_within_power")

@@ -36,10 +36,12 @@ def test_returns_last_result_after_warmup_and_rounds(tpwtester: pytest.Pytester)
     result.assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize(("flags", "min_window"), [((), 0.01),
-                                                   (("--tpw-min-window", "0.05"), 0.05)])
+@pytest.mark.parametrize(
+    ("flags", "min_window"), [((), 0.01), (("--tpw-min-window", "0.05"), 0.05)]
+)
 def test_short_calls_are_repeated_inside_one_window(
-        tpwtester: pytest.Pytester, flags: tuple[str, ...], min_window: float) -> None:
+    tpwtester: pytest.Pytester, flags: tuple[str, ...], min_window: float
+) -> None:
     tpwtester.makepyfile(
         test_calib="""
         def test_tiny(tpw):
@@ -74,8 +76,7 @@ def test_tokens_as_int_and_as_callable(tpwtester: pytest.Pytester) -> None:
     result = tpwtester.runpytest(*ROUNDS, "--tpw-json", "out.json")
     result.assert_outcomes(passed=2)
     measurements = _load(tpwtester)["measurements"]
-    for nodeid, per_call in (("test_tokens.py::test_int", 7),
-                             ("test_tokens.py::test_callable", 3)):
+    for nodeid, per_call in (("test_tokens.py::test_int", 7), ("test_tokens.py::test_callable", 3)):
         samples = measurements[nodeid]["samples"]
         assert len(samples) == 3
         for s in samples:
@@ -93,17 +94,21 @@ def test_named_measurements_are_reported_separately(tpwtester: pytest.Pytester) 
     )
     result = tpwtester.runpytest(*ROUNDS, "--tpw-json", "out.json")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "*tokens per joule*",
-        "test_named.py::test_two::prefill *NO_BASELINE*",
-        "test_named.py::test_two::decode *NO_BASELINE*",
-        "test_named.py::test_two *NO_BASELINE*",
-        "total: * 3 measurement(s)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tokens per joule*",
+            "test_named.py::test_two::prefill *NO_BASELINE*",
+            "test_named.py::test_two::decode *NO_BASELINE*",
+            "test_named.py::test_two *NO_BASELINE*",
+            "total: * 3 measurement(s)",
+        ]
+    )
     measurements = _load(tpwtester)["measurements"]
-    assert set(measurements) == {"test_named.py::test_two::prefill",
-                                 "test_named.py::test_two::decode",
-                                 "test_named.py::test_two"}
+    assert set(measurements) == {
+        "test_named.py::test_two::prefill",
+        "test_named.py::test_two::decode",
+        "test_named.py::test_two",
+    }
     assert measurements["test_named.py::test_two::decode"]["name"] == "decode"
 
 
@@ -121,12 +126,16 @@ def test_reusing_a_name_is_an_error(tpwtester: pytest.Pytester) -> None:
     )
     result = tpwtester.runpytest(*ROUNDS)
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines([
-        "*test_reuse.py::test_same_name: measurement 'gen' was already taken*",
-    ])
-    result.stdout.fnmatch_lines([
-        "*test_reuse.py::test_unnamed_twice: the unnamed measurement was already taken*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_reuse.py::test_same_name: measurement 'gen' was already taken*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_reuse.py::test_unnamed_twice: the unnamed measurement was already taken*",
+        ]
+    )
 
 
 BAD_TOKENS = {
@@ -139,26 +148,29 @@ BAD_TOKENS = {
 
 
 def test_bad_tokens_fail_naming_the_test(tpwtester: pytest.Pytester) -> None:
-    tpwtester.makepyfile(test_badtok="\n".join(
-        f"def {name}(tpw):\n    tpw(lambda: 'out', tokens={spec})\n"
-        for name, spec in BAD_TOKENS.items()))
+    tpwtester.makepyfile(
+        test_badtok="\n".join(
+            f"def {name}(tpw):\n    tpw(lambda: 'out', tokens={spec})\n"
+            for name, spec in BAD_TOKENS.items()
+        )
+    )
     result = tpwtester.runpytest(*ROUNDS)
     result.assert_outcomes(failed=len(BAD_TOKENS))
-    result.stdout.fnmatch_lines([
-        "*test_badtok.py::test_zero*tokens must be positive, got 0*"])
-    result.stdout.fnmatch_lines([
-        "*test_badtok.py::test_negative*tokens must be positive, got -1*"])
-    result.stdout.fnmatch_lines([
-        "*test_badtok.py::test_bool*tokens must be an integer count, got True*"])
-    result.stdout.fnmatch_lines([
-        "*test_badtok.py::test_string*tokens must be an integer count*got '3'*"])
-    result.stdout.fnmatch_lines([
-        "*test_badtok.py::test_callable_float*tokens must be an integer count*got 2.5*"])
+    result.stdout.fnmatch_lines(["*test_badtok.py::test_zero*tokens must be positive, got 0*"])
+    result.stdout.fnmatch_lines(["*test_badtok.py::test_negative*tokens must be positive, got -1*"])
+    result.stdout.fnmatch_lines(
+        ["*test_badtok.py::test_bool*tokens must be an integer count, got True*"]
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_badtok.py::test_string*tokens must be an integer count*got '3'*"]
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_badtok.py::test_callable_float*tokens must be an integer count*got 2.5*"]
+    )
     result.stdout.no_fnmatch_line("test_badtok.py::* *NO_BASELINE*")
 
 
-def test_zero_tokens_from_the_callable_fail_naming_the_test(
-        tpwtester: pytest.Pytester) -> None:
+def test_zero_tokens_from_the_callable_fail_naming_the_test(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(
         test_zerotok="""
         def test_nothing_generated(tpw):
@@ -171,8 +183,9 @@ def test_zero_tokens_from_the_callable_fail_naming_the_test(
 
 
 @pytest.mark.parametrize("flags", [ROUNDS, ()], ids=["tpw", "off"])
-def test_coroutine_function_asks_for_acall(tpwtester: pytest.Pytester,
-                                           flags: tuple[str, ...]) -> None:
+def test_coroutine_function_asks_for_acall(
+    tpwtester: pytest.Pytester, flags: tuple[str, ...]
+) -> None:
     tpwtester.makepyfile(
         test_coro="""
         async def complete():
@@ -185,7 +198,8 @@ def test_coroutine_function_asks_for_acall(tpwtester: pytest.Pytester,
     result = tpwtester.runpytest(*flags)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*test_coro.py::test_wrong_form*coroutine function*use `await tpw.acall(...)`*"])
+        ["*test_coro.py::test_wrong_form*coroutine function*use `await tpw.acall(...)`*"]
+    )
 
 
 def test_exception_from_fn_propagates_and_is_not_reported(tpwtester: pytest.Pytester) -> None:

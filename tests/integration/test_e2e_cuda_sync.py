@@ -43,8 +43,7 @@ def test_nothing_when_cuda_is_not_initialised(monkeypatch: pytest.MonkeyPatch) -
     assert synced == []
 
 
-def test_nothing_and_no_import_when_torch_is_not_imported(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_and_no_import_when_torch_is_not_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     cuda_sync((0,))
     cuda_sync(None)

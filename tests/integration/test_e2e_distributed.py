@@ -20,8 +20,9 @@ import pytest
 from pytest_tpw.locks import LOCK_DIR_ENV
 from tests.conftest import SIM_INI
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                reason="needs torch (gloo backend)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="needs torch (gloo backend)"
+)
 
 # The process group lives as long as the pytest session. A short collective timeout turns
 # a hang into an error.
@@ -64,8 +65,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(root: Path, extra_env: dict[str, str] | None = None,
-           separate_locks: bool = True, timeout: float = 180) -> list[tuple[int, str]]:
+def launch(
+    root: Path,
+    extra_env: dict[str, str] | None = None,
+    separate_locks: bool = True,
+    timeout: float = 180,
+) -> list[tuple[int, str]]:
     """Run the suite as two ranks, each in its own folder; (exit code, output) per rank."""
     port = free_port()
     procs = []
@@ -75,18 +80,44 @@ def launch(root: Path, extra_env: dict[str, str] | None = None,
         (folder / "pytest.ini").write_text(SIM_INI, encoding="utf-8")
         (folder / "conftest.py").write_text(GLOO_CONFTEST, encoding="utf-8")
         (folder / "test_ranks.py").write_text(RANK_TEST, encoding="utf-8")
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "OMP_NUM_THREADS": "1", **(extra_env or {})}
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "OMP_NUM_THREADS": "1",
+            **(extra_env or {}),
+        }
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
             env.pop(name, None)
         if separate_locks:
             env[LOCK_DIR_ENV] = str(root / f"locks{rank}")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
-             "--tpw", "--tpw-update", "--tpw-rounds", "3",
-             "--tpw-json", str(root / f"out-rank{rank}.json")],
-            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-p",
+                    "no:xdist",
+                    "--tpw",
+                    "--tpw-update",
+                    "--tpw-rounds",
+                    "3",
+                    "--tpw-json",
+                    str(root / f"out-rank{rank}.json"),
+                ],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for proc in procs:
@@ -113,7 +144,8 @@ def test_both_ranks_pass(two_ranks: tuple[Path, list[tuple[int, str]]]) -> None:
 
 
 def test_rank_zero_reports_and_rank_one_stays_quiet(
-        two_ranks: tuple[Path, list[tuple[int, str]]]) -> None:
+    two_ranks: tuple[Path, list[tuple[int, str]]],
+) -> None:
     root, runs = two_ranks
     (_, out0), (_, out1) = runs
     assert out0.count("tokens per joule ==") == 1, out0
@@ -129,7 +161,8 @@ def test_rank_zero_reports_and_rank_one_stays_quiet(
 
 
 def test_rank_zero_records_the_sums_over_ranks(
-        two_ranks: tuple[Path, list[tuple[int, str]]]) -> None:
+    two_ranks: tuple[Path, list[tuple[int, str]]],
+) -> None:
     root, _ = two_ranks
     doc: dict[str, Any] = json.loads((root / "out-rank0.json").read_text(encoding="utf-8"))
     entry = doc["measurements"]["test_ranks.py::test_ranks"]
@@ -147,7 +180,11 @@ def test_rank_zero_records_the_sums_over_ranks(
 def test_two_ranks_sharing_the_host_lock_folder_finish(tmp_path: Path) -> None:
     # the same lock folder for both ranks, as on any host without PYTEST_TPW_LOCK_DIR; a
     # deadlock ends when gloo's collective timeout (5 s here) fails the waiting rank
-    runs = launch(tmp_path, {LOCK_DIR_ENV: str(tmp_path / "locks"), "TPW_GLOO_TIMEOUT": "5"},
-                  separate_locks=False, timeout=120)
+    runs = launch(
+        tmp_path,
+        {LOCK_DIR_ENV: str(tmp_path / "locks"), "TPW_GLOO_TIMEOUT": "5"},
+        separate_locks=False,
+        timeout=120,
+    )
     for rank, (code, output) in enumerate(runs):
         assert code == 0, f"rank {rank}:\n{output[-3000:]}"

@@ -24,16 +24,30 @@ def test_examples_are_measured_with_tpw(pytester: pytest.Pytester) -> None:
         shutil.copy(path, pytester.path / path.name)
     pytester.makeini("[pytest]\npython_files = *_example.py\nmarkers =\n    real_model: slow\n")
     result = pytester.runpytest_subprocess(
-        "--tpw", "--tpw-sensor", "sim", "-o", "tpw_max_delay=0", "--tpw-rounds", "3",
-        "--tpw-json", "out.json", "-p", "no:cacheprovider", "-m", "not real_model")
+        "--tpw",
+        "--tpw-sensor",
+        "sim",
+        "-o",
+        "tpw_max_delay=0",
+        "--tpw-rounds",
+        "3",
+        "--tpw-json",
+        "out.json",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "not real_model",
+    )
     # the served example needs fastapi, uvicorn and openai (the examples extra has them)
     served = all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "openai"))
     result.assert_outcomes(passed=7 if served else 5, skipped=0 if served else 1)
-    result.stdout.fnmatch_lines([
-        "*tokens per joule*",
-        "decode_example.py::test_generate_batch *NO_BASELINE*",
-        "sensor: sim *joules SIMULATED*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tokens per joule*",
+            "decode_example.py::test_generate_batch *NO_BASELINE*",
+            "sensor: sim *joules SIMULATED*",
+        ]
+    )
     doc = json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))
     names = set(doc["measurements"])
     assert names == {
@@ -42,8 +56,14 @@ def test_examples_are_measured_with_tpw(pytester: pytest.Pytester) -> None:
         "decode_example.py::test_batching_raises_tokens_per_joule::batch8",
         "stream_example.py::test_stream_requests",
         "hf_generate_example.py::test_hf_generate",
-    } | ({"served_example.py::test_served_completions",
-          "served_example.py::test_served_chat_streamed"} if served else set())
+    } | (
+        {
+            "served_example.py::test_served_completions",
+            "served_example.py::test_served_chat_streamed",
+        }
+        if served
+        else set()
+    )
     for key, entry in doc["measurements"].items():
         # @pytest.mark.tpw(rounds=5) on the batching test outranks --tpw-rounds 3
         assert len(entry["samples"]) == (5 if "batching" in key else 3), key

@@ -91,16 +91,37 @@ def start_run(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     (folder / "conftest.py").write_text(LOGGING_SENSOR, encoding="utf-8")
     (folder / "test_windows.py").write_text(WINDOWS, encoding="utf-8")
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--tpw",
-         "--tpw-sensor", "logged", "--tpw-rounds", "5", "--tpw-json", "out.json"],
-        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--tpw",
+            "--tpw-sensor",
+            "logged",
+            "--tpw-rounds",
+            "5",
+            "--tpw-json",
+            "out.json",
+        ],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def intervals(log: Path) -> dict[str, list[tuple[float, float]]]:
     out = {}
     for path in log.iterdir():
-        pairs = [tuple(float(x) for x in line.split())
-                 for line in path.read_text(encoding="utf-8").splitlines()]
+        pairs = [
+            tuple(float(x) for x in line.split())
+            for line in path.read_text(encoding="utf-8").splitlines()
+        ]
         out[path.stem] = [(b, e) for b, e in pairs]
     return out
 
@@ -109,8 +130,12 @@ def test_two_runs_at_once_take_turns_on_the_device(tmp_path: Path) -> None:
     log, ready = tmp_path / "log", tmp_path / "ready"
     log.mkdir()
     ready.mkdir()
-    env = {**os.environ, LOCK_DIR_ENV: str(tmp_path / "locks"), "TPW_WINDOW_LOG": str(log),
-           "TPW_READY_DIR": str(ready)}
+    env = {
+        **os.environ,
+        LOCK_DIR_ENV: str(tmp_path / "locks"),
+        "TPW_WINDOW_LOG": str(log),
+        "TPW_READY_DIR": str(ready),
+    }
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         env.pop(name, None)
     procs = {name: start_run(tmp_path / name, env) for name in ("a", "b")}
@@ -140,16 +165,21 @@ def test_two_runs_at_once_take_turns_on_the_device(tmp_path: Path) -> None:
     # someone waited, said so in the summary, and marked exactly those samples in the JSON
     waits: dict[str, int] = {}
     for name, output in outputs.items():
-        doc: dict[str, Any] = json.loads((tmp_path / name / "out.json").read_text(
-            encoding="utf-8"))
-        noted = [w for m in doc["measurements"].values() for s in m["samples"]
-                 for w in s["warnings"] if w.startswith(WAITED)]
+        doc: dict[str, Any] = json.loads((tmp_path / name / "out.json").read_text(encoding="utf-8"))
+        noted = [
+            w
+            for m in doc["measurements"].values()
+            for s in m["samples"]
+            for w in s["warnings"]
+            if w.startswith(WAITED)
+        ]
         found = WAIT_LINE.search(output)
         waits[name] = int(found[1]) if found else 0
         assert len(noted) == waits[name], (output, noted)
         for note in noted:
-            seconds, device = re.fullmatch(re.escape(WAITED) + r"([\d.]+) s for (.+)",
-                                           note).groups()  # type: ignore[union-attr]
+            seconds, device = re.fullmatch(
+                re.escape(WAITED) + r"([\d.]+) s for (.+)", note
+            ).groups()  # type: ignore[union-attr]
             assert float(seconds) > 0
             assert device == "shared-device"
         # a wait is noted on the sample, never warned about: it happened outside the window
@@ -157,9 +187,9 @@ def test_two_runs_at_once_take_turns_on_the_device(tmp_path: Path) -> None:
     assert sum(waits.values()) > 0, outputs
 
 
-def test_a_window_waits_only_for_its_own_device(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                pytester: pytest.Pytester) -> None:
+def test_a_window_waits_only_for_its_own_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester
+) -> None:
     """A lock held on another device id does not make this run wait."""
     from pytest_tpw.locks import DeviceLocks
 
@@ -175,14 +205,21 @@ def test_a_window_waits_only_for_its_own_device(tmp_path: Path,
     result.assert_outcomes(passed=3)
     result.stdout.no_fnmatch_line("*waited for a device lock*")
     doc = json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))
-    assert not [w for m in doc["measurements"].values() for s in m["samples"]
-                for w in s["warnings"] if w.startswith(WAITED)]
+    assert not [
+        w
+        for m in doc["measurements"].values()
+        for s in m["samples"]
+        for w in s["warnings"]
+        if w.startswith(WAITED)
+    ]
 
 
 # -- another process on a measured GPU ------------------------------------------------------
 
-OTHER_PROCESS = ("gpu:0 (NVIDIA Fake 80GB, GPU-f00d): another process (pid 4242) was using "
-                 "the GPU; its energy is counted in this window")
+OTHER_PROCESS = (
+    "gpu:0 (NVIDIA Fake 80GB, GPU-f00d): another process (pid 4242) was using "
+    "the GPU; its energy is counted in this window"
+)
 
 CONTAMINATED_SENSOR = f"""
 import time
@@ -219,9 +256,11 @@ def pytest_tpw_sensor_factories():
 
 @pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
 def test_another_process_on_the_gpu_is_warned_and_kept_with_the_sample(
-        tpwtester: pytest.Pytester) -> None:
+    tpwtester: pytest.Pytester,
+) -> None:
     tpwtester.makeconftest(CONTAMINATED_SENSOR)
-    tpwtester.makepyfile(test_one="""
+    tpwtester.makepyfile(
+        test_one="""
         import time
 
         def test_gen(tpw):
@@ -229,15 +268,19 @@ def test_another_process_on_the_gpu_is_warned_and_kept_with_the_sample(
                 with w:
                     time.sleep(0.011)
                     w.add_tokens(5)
-        """)
-    result = tpwtester.runpytest("--tpw", "--tpw-sensor", "shared-gpu", "--tpw-rounds", "3",
-                                 "--tpw-json", "out.json")
+        """
+    )
+    result = tpwtester.runpytest(
+        "--tpw", "--tpw-sensor", "shared-gpu", "--tpw-rounds", "3", "--tpw-json", "out.json"
+    )
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines([
-        "*warnings summary*",
-        "*TpwMeasurementWarning: gpu:0 (NVIDIA Fake 80GB, GPU-f00d): another process "
-        "(pid 4242) was using the GPU*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "*TpwMeasurementWarning: gpu:0 (NVIDIA Fake 80GB, GPU-f00d): another process "
+            "(pid 4242) was using the GPU*",
+        ]
+    )
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
     entry = doc["measurements"]["test_one.py::test_gen"]
     assert len(entry["samples"]) == 3

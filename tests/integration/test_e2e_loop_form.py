@@ -9,7 +9,8 @@ import pytest
 # The outer suite runs with filterwarnings=error, and an in-process inner run inherits the
 # outer filters: let the inner run see the plugin's warning as a warning.
 show_tpw_warnings = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning")
+    "always::pytest_tpw.warning_types.TpwMeasurementWarning"
+)
 
 # each window sleeps past the sim sensor's 10 ms minimum, so no short-window warning
 SLEEPY_WINDOWS = """
@@ -30,8 +31,9 @@ def test_windows(tpw):
 
 def test_windows_are_warmup_plus_rounds(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(test_loop=SLEEPY_WINDOWS)
-    result = tpwtester.runpytest("--tpw", "--tpw-warmup", "2", "--tpw-rounds", "4",
-                                 "--tpw-json", "out.json")
+    result = tpwtester.runpytest(
+        "--tpw", "--tpw-warmup", "2", "--tpw-rounds", "4", "--tpw-json", "out.json"
+    )
     result.assert_outcomes(passed=1)
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
     samples = doc["measurements"]["test_loop.py::test_windows"]["samples"]
@@ -94,7 +96,8 @@ def test_window_not_entered_is_an_error(tpwtester: pytest.Pytester) -> None:
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*test_nowith.py::test_forgot_with*w.add_tokens() before `with w:`*"])
+        ["*test_nowith.py::test_forgot_with*w.add_tokens() before `with w:`*"]
+    )
 
 
 @show_tpw_warnings
@@ -109,9 +112,11 @@ def test_too_short_window_warns(tpwtester: pytest.Pytester) -> None:
     )
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines([
-        "*warnings summary*",
-        "test_short.py::test_quick",
-        "*TpwMeasurementWarning: test_short.py::test_quick: ? of 3 windows were shorter "
-        "than the sim sensor's*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "test_short.py::test_quick",
+            "*TpwMeasurementWarning: test_short.py::test_quick: ? of 3 windows were shorter "
+            "than the sim sensor's*",
+        ]
+    )

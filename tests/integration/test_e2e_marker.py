@@ -41,15 +41,17 @@ def test_bad_markers_are_usage_errors_listed_together(tpwtester: pytest.Pytester
     tpwtester.makepyfile(test_bad=BAD_MARKERS)
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "*pytest-tpw: invalid marker(s):*",
-        "*test_bad.py::test_unknown*unknown argument 'roundz'*allowed:*rounds*canary*",
-        "*test_bad.py::test_positional*keyword arguments only*positional (3,)*allowed:*",
-        "*test_bad.py::test_rounds_str*rounds='3'*expected*integer*",
-        "*test_bad.py::test_devices_int*devices=0*expected*GPU indices*",
-        "*test_bad.py::test_canary_str*canary='yes'*expected*True or False*",
-        "*test_bad.py::test_max_watts_negative*max_watts=-1*expected*positive*",
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            "*pytest-tpw: invalid marker(s):*",
+            "*test_bad.py::test_unknown*unknown argument 'roundz'*allowed:*rounds*canary*",
+            "*test_bad.py::test_positional*keyword arguments only*positional (3,)*allowed:*",
+            "*test_bad.py::test_rounds_str*rounds='3'*expected*integer*",
+            "*test_bad.py::test_devices_int*devices=0*expected*GPU indices*",
+            "*test_bad.py::test_canary_str*canary='yes'*expected*True or False*",
+            "*test_bad.py::test_max_watts_negative*max_watts=-1*expected*positive*",
+        ]
+    )
     assert "test_fine" not in result.stderr.str()
     result.stdout.no_fnmatch_line("*passed*")
 
@@ -156,8 +158,10 @@ def test_markers_on_a_class_or_module_are_validated_too(tpwtester: pytest.Pytest
     )
     result = tpwtester.runpytest()  # without --tpw too: the plain run catches them
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "*invalid marker(s)*",
-        "*test_cls.py::TestGroup::test_a*tolerance='lots'*",
-        "*test_mod.py::test_plain*unknown argument 'roundz'*",
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            "*invalid marker(s)*",
+            "*test_cls.py::TestGroup::test_a*tolerance='lots'*",
+            "*test_mod.py::test_plain*unknown argument 'roundz'*",
+        ]
+    )

@@ -13,13 +13,16 @@ import pytest
 
 from tests.inner_code import BUSY_WORK
 
-SUITE = BUSY_WORK + """
+SUITE = (
+    BUSY_WORK
+    + """
 import pytest
 
 @pytest.mark.parametrize("i", range(3))
 def test_gen(tpw, i):
     tpw(work, tokens=per_us)
 """
+)
 
 FAST = ("--tpw-rounds", "3", "-p", "no:cacheprovider")
 
@@ -27,8 +30,12 @@ FAST = ("--tpw-rounds", "3", "-p", "no:cacheprovider")
 def test_exports_and_report_from_flags(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(test_out=SUITE)
     result = tpwtester.runpytest(
-        "--tpw", *FAST, "--tpw-export=bencher=out/bmf.json",
-        "--tpw-export", "github-action-benchmark=out/gab.json", "--tpw-report=out/report.md",
+        "--tpw",
+        *FAST,
+        "--tpw-export=bencher=out/bmf.json",
+        "--tpw-export",
+        "github-action-benchmark=out/gab.json",
+        "--tpw-report=out/report.md",
     )
     result.assert_outcomes(passed=3)
     keys = {f"test_out.py::test_gen[{i}]" for i in range(3)}
@@ -57,14 +64,14 @@ def test_an_unwritable_output_fails_alone_and_the_report_still_prints(
 ) -> None:
     tpwtester.makepyfile(test_out=SUITE)
     (tpwtester.path / "blocked").mkdir()  # a folder where the file should go
-    result = tpwtester.runpytest(
-        "--tpw", *FAST, "--tpw-json=blocked", "--tpw-report=report.md"
-    )
+    result = tpwtester.runpytest("--tpw", *FAST, "--tpw-json=blocked", "--tpw-report=report.md")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # a lost output is not a pass
-    result.stdout.fnmatch_lines([
-        "*tokens per joule*",
-        "*--tpw-json NOT written to *blocked: cannot write*directory is in the way*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tokens per joule*",
+            "*--tpw-json NOT written to *blocked: cannot write*directory is in the way*",
+        ]
+    )
     assert (tpwtester.path / "report.md").exists()  # the other outputs are written
 
 
@@ -87,8 +94,12 @@ def test_progress_in_a_terminal_is_a_live_line(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(Path(__file__).parents[2])
     main, child = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--tpw", *FAST], cwd=tmp_path, env=env,
-        stdin=subprocess.DEVNULL, stdout=child, stderr=child,
+        [sys.executable, "-m", "pytest", "--tpw", *FAST],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=child,
     )
     os.close(child)
     chunks = []

@@ -11,7 +11,9 @@ from tests.inner_code import BUSY_WORK
 
 FAST = ("-o", "tpw_sim_noise=0.01", "--tpw-rounds", "3", "-p", "no:cacheprovider")
 
-CANCELLED = BUSY_WORK + """
+CANCELLED = (
+    BUSY_WORK
+    + """
 import os, signal
 
 def test_a_finished(tpw):
@@ -23,6 +25,7 @@ def test_b_cancelled(tpw):
 def test_c_never_reached(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 
 def baseline(pytester: pytest.Pytester) -> dict[str, object]:
@@ -52,16 +55,20 @@ def test_a_stray_rank_variable_does_not_silence_the_run(
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = tpwtester.runpytest_subprocess("--tpw-update", "--tpw-json", "out.json", *FAST)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "*tokens per joule*",
-        "*RANK=1 is set but no torch.distributed process group is initialised*",
-        "*1 measurement(s) written to*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*tokens per joule*",
+            "*RANK=1 is set but no torch.distributed process group is initialised*",
+            "*1 measurement(s) written to*",
+        ]
+    )
     assert (tpwtester.path / "out.json").exists()
     assert list(baseline(tpwtester)) == ["test_rank.py::test_x"]
 
 
-FLAKY = BUSY_WORK + """
+FLAKY = (
+    BUSY_WORK
+    + """
 import os
 
 def test_flaky(tpw):
@@ -73,10 +80,12 @@ def test_flaky(tpw):
 def test_steady(tpw):
     tpw(work, tokens=per_us)
 """
+)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pytest_rerunfailures") is None,
-                    reason="needs pytest-rerunfailures")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_rerunfailures") is None, reason="needs pytest-rerunfailures"
+)
 def test_reruns_work_with_a_baseline_and_a_rerun_is_a_new_measurement(
     tpwtester: pytest.Pytester,
 ) -> None:
@@ -94,7 +103,9 @@ def test_reruns_work_with_a_baseline_and_a_rerun_is_a_new_measurement(
     assert flaky["verdict"] in ("UNCHANGED", "IMPROVED", "MINOR_REGRESSION", "INCONCLUSIVE")
 
 
-KILLED = BUSY_WORK + """
+KILLED = (
+    BUSY_WORK
+    + """
 import os, signal
 import pytest
 
@@ -106,6 +117,7 @@ def test_z_killed():
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies: kill -9
 """
+)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
@@ -133,16 +145,22 @@ def test_pytorch_threads_beyond_the_free_cores_are_pointed_out_once(
     tpwtester: pytest.Pytester,
 ) -> None:
     tpwtester.makeconftest(THREADS_CONFTEST)
-    tpwtester.makepyfile(test_threads=BUSY_WORK + """
+    tpwtester.makepyfile(
+        test_threads=BUSY_WORK
+        + """
 def test_a(tpw):
     tpw(work, tokens=per_us)
 
 def test_b(tpw):
     tpw(work, tokens=per_us)
-""")
+"""
+    )
     result = tpwtester.runpytest(
-        "--tpw", "--tpw-sensor=cpu-estimate", *FAST,
-        "-W", "always::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "--tpw",
+        "--tpw-sensor=cpu-estimate",
+        *FAST,
+        "-W",
+        "always::pytest_tpw.warning_types.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=2)
     text = result.stdout.str()

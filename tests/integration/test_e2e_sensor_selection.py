@@ -13,7 +13,8 @@ import pytest_tpw.sensors
 SENSORS_DIR = Path(pytest_tpw.sensors.__file__).parent
 
 show_tpw_warnings = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning")
+    "always::pytest_tpw.warning_types.TpwMeasurementWarning"
+)
 
 #: An inner conftest registering fake sensors through ``pytest_tpw_sensor_factories``.
 FAKE_SENSORS = """
@@ -126,19 +127,21 @@ def test_unknown_sensor_lists_the_allowed_names(tpwtester: pytest.Pytester) -> N
     result = tpwtester.runpytest("--tpw", "--tpw-sensor", "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*unknown sensor 'nope'; choose one of: auto*cpu-estimate*nvml*rapl*sim*"])
+        ["*unknown sensor 'nope'; choose one of: auto*cpu-estimate*nvml*rapl*sim*"]
+    )
 
 
 def test_hook_sensor_is_selectable_and_reported(fake_sensors: pytest.Pytester) -> None:
-    result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor",
-                                    "fake-steady")
+    result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-steady")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "tpw: sensor fake-steady, joules measured (fake counter, 50 W)",
-        "*= tokens per joule =*",
-        "test_sensor.py::test_call *NO_BASELINE",
-        "sensor: fake-steady (fake counter, 50 W); joules MEASURED",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "tpw: sensor fake-steady, joules measured (fake counter, 50 W)",
+            "*= tokens per joule =*",
+            "test_sensor.py::test_call *NO_BASELINE",
+            "sensor: fake-steady (fake counter, 50 W); joules MEASURED",
+        ]
+    )
     # the session closes its sensor exactly once, at the end
     closed = (fake_sensors.path / "closed.txt").read_text(encoding="utf-8")
     assert closed == "fake-steady\n"
@@ -154,50 +157,61 @@ def test_zero_energy_fails_naming_the_test(fake_sensors: pytest.Pytester) -> Non
     result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-zero")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*test_sensor.py::test_call (window 0): the fake-zero sensor measured 0 J*"
-         "needs positive energy*"])
+        [
+            "*test_sensor.py::test_call (window 0): the fake-zero sensor measured 0 J*"
+            "needs positive energy*"
+        ]
+    )
 
 
 @show_tpw_warnings
 def test_one_invalid_window_is_discarded_with_a_warning(fake_sensors: pytest.Pytester) -> None:
-    result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json",
-                                    "--tpw-sensor", "fake-glitch-once")
+    result = fake_sensors.runpytest(
+        "--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json", "--tpw-sensor", "fake-glitch-once"
+    )
     result.assert_outcomes(passed=1, warnings=1)  # test_call itself asserts n == 3
-    result.stdout.fnmatch_lines([
-        "*warnings summary*",
-        "*TpwMeasurementWarning: test_sensor.py::test_call (window *): window discarded: "
-        "counter went backwards*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "*TpwMeasurementWarning: test_sensor.py::test_call (window *): window discarded: "
+            "counter went backwards*",
+        ]
+    )
 
 
 @show_tpw_warnings
 def test_scattered_invalid_windows_are_not_a_run(fake_sensors: pytest.Pytester) -> None:
-    result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor",
-                                    "fake-glitch-every-other")
+    result = fake_sensors.runpytest(
+        "--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-glitch-every-other"
+    )
     result.assert_outcomes(passed=1)
 
 
 def test_always_invalid_fails_after_three(fake_sensors: pytest.Pytester) -> None:
-    result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor",
-                                    "fake-always-invalid")
+    result = fake_sensors.runpytest(
+        "--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-always-invalid"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*test_sensor.py::test_call (window *): 3 windows in a row were invalid "
-         "(counter went backwards)*"])
+        [
+            "*test_sensor.py::test_call (window *): 3 windows in a row were invalid "
+            "(counter went backwards)*"
+        ]
+    )
 
 
 def test_sensor_error_mid_window_fails_naming_the_test(fake_sensors: pytest.Pytester) -> None:
     result = fake_sensors.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-sensor", "fake-lost")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*SensorError: test_sensor.py::test_call (window 0): fake:0: the device fell off the bus*"])
+        ["*SensorError: test_sensor.py::test_call (window 0): fake:0: the device fell off the bus*"]
+    )
 
 
 def test_unavailable_sensor_is_a_usage_error(fake_sensors: pytest.Pytester) -> None:
     result = fake_sensors.runpytest("--tpw", "--tpw-sensor", "fake-absent")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*sensor 'fake-absent': no fake device on this bus; plug one in*"])
+    result.stderr.fnmatch_lines(["*sensor 'fake-absent': no fake device on this bus; plug one in*"])
 
 
 def _auto_skip_reason() -> str | None:
@@ -216,9 +230,11 @@ def test_auto_falls_back_to_cpu_estimate_and_says_why(pytester: pytest.Pytester)
     pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     result = pytester.runpytest("--tpw", "--tpw-sensor", "auto")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "tpw: sensor cpu-estimate, joules estimated*",
-        "tpw: passed over nvml: ?*",
-        "tpw: passed over rapl: ?*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "tpw: sensor cpu-estimate, joules estimated*",
+            "tpw: passed over nvml: ?*",
+            "tpw: passed over rapl: ?*",
+        ]
+    )
     result.stdout.fnmatch_lines(["sensor: cpu-estimate *ESTIMATED*"])

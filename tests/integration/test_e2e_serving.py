@@ -61,9 +61,17 @@ def test_idle_power_is_context_and_flags_work_too_small_to_measure(
     tpwtester.makeconftest(IDLE_CONFTEST)
     tpwtester.makepyfile(test_idle=IDLE_TESTS)
     result = tpwtester.runpytest(
-        "--tpw", "--tpw-sensor", "board", "--tpw-rounds", "3", "--tpw-json", "out.json",
-        "-o", "tpw_idle_power=true",
-        "-W", "always::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "--tpw",
+        "--tpw-sensor",
+        "board",
+        "--tpw-rounds",
+        "3",
+        "--tpw-json",
+        "out.json",
+        "-o",
+        "tpw_idle_power=true",
+        "-W",
+        "always::pytest_tpw.warning_types.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["tpw: idle power * W (one window with nothing running*"])
@@ -135,8 +143,15 @@ def test_a_served_model_is_measured_from_its_client(
 ) -> None:
     tpwtester.makepyfile(test_served=SERVED)
     result = tpwtester.runpytest_subprocess(
-        "--tpw", "--tpw-sensor", "cpu-estimate", "--tpw-rounds", "3", "--tpw-json", "out.json",
-        "-W", "ignore::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "--tpw",
+        "--tpw-sensor",
+        "cpu-estimate",
+        "--tpw-rounds",
+        "3",
+        "--tpw-json",
+        "out.json",
+        "-W",
+        "ignore::pytest_tpw.warning_types.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=1)
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))

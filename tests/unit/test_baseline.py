@@ -418,8 +418,6 @@ def test_flush_refuses_to_overwrite_a_bad_file(tmp_path: Path, content: bytes) -
     assert sorted(os.listdir(tmp_path)) == ["sim-x1.json"]
 
 
-
-
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "sim-x1.json"
     for i in range(3):

@@ -53,8 +53,19 @@ def test_hardware_key_none() -> None:
 
 def test_software_stack_keys() -> None:
     stack = software_stack({"driver_version": "550.54", "cuda_driver_version": "12.4"})
-    for key in ("python", "implementation", "kernel", "os", "machine", "cuda_runtime",
-                "driver", "cuda_driver", "numpy", "pytest", "torch"):
+    for key in (
+        "python",
+        "implementation",
+        "kernel",
+        "os",
+        "machine",
+        "cuda_runtime",
+        "driver",
+        "cuda_driver",
+        "numpy",
+        "pytest",
+        "torch",
+    ):
         assert key in stack
     assert stack["python"] == "{}.{}.{}".format(*sys.version_info[:3])
     assert stack["driver"] == "550.54"
@@ -73,8 +84,9 @@ def test_software_stack_never_imports_torch() -> None:
         "stack = fingerprint.software_stack()\n"
         "print(json.dumps([before, 'torch' in sys.modules, stack['cuda_runtime']]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, False, None]
 
 
@@ -98,8 +110,7 @@ def _isolate_git(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(root.parent))
 
 
-def test_git_commit_outside_a_repository(tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_git_commit_outside_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _isolate_git(monkeypatch, tmp_path)
     assert git_commit(tmp_path) is None
 
@@ -116,12 +127,18 @@ def test_git_commit_on_a_missing_directory(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 def test_git_commit_in_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _isolate_git(monkeypatch, tmp_path)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     git("init", "-q")
     assert git_commit(tmp_path) is None  # a repository without commits has no HEAD

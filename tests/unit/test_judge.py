@@ -359,8 +359,10 @@ def test_regression_that_cannot_survive_fdr_is_inconclusive_with_a_note() -> Non
         for n in j.notes
     ), j.notes
     # the warning names the demotion, not a noisy interval (it is not one)
-    assert any("INCONCLUSIVE" in w and "Benjamini-Hochberg" in w and "too wide" not in w
-               for w in j.warnings), j.warnings
+    assert any(
+        "INCONCLUSIVE" in w and "Benjamini-Hochberg" in w and "too wide" not in w
+        for w in j.warnings
+    ), j.warnings
 
 
 STRONG = "t.py::test_strong"

@@ -18,31 +18,56 @@ from pytest_tpw.testing import FakeClock, FakeSensor
 class WattSensor(FakeSensor):
     """The suite's fake sensor on a fake clock: joules = watts x fake-clock time."""
 
-    def __init__(self, clock: FakeClock, watts: float = 100.0, min_s: float = 1.0,
-                 invalid: Sequence[bool] = ()) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        watts: float = 100.0,
+        min_s: float = 1.0,
+        invalid: Sequence[bool] = (),
+    ) -> None:
         super().__init__(clock, watts=watts, min_s=min_s, invalid=invalid)
 
 
 @overload
-def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
-               delay: float = 0.0, enabled: Literal[True] = True,
-               syncs: list[object] | None = None) -> Meter: ...
+def make_meter(
+    clock: FakeClock,
+    sensor: Sensor,
+    rounds: int = 5,
+    warmup: int = 1,
+    delay: float = 0.0,
+    enabled: Literal[True] = True,
+    syncs: list[object] | None = None,
+) -> Meter: ...
 
 
 @overload
-def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
-               delay: float = 0.0, *, enabled: bool,
-               syncs: list[object] | None = None) -> TokensPerJoule: ...
+def make_meter(
+    clock: FakeClock,
+    sensor: Sensor,
+    rounds: int = 5,
+    warmup: int = 1,
+    delay: float = 0.0,
+    *,
+    enabled: bool,
+    syncs: list[object] | None = None,
+) -> TokensPerJoule: ...
 
 
-def make_meter(clock: FakeClock, sensor: Sensor, rounds: int = 5, warmup: int = 1,
-               delay: float = 0.0, enabled: bool = True,
-               syncs: list[object] | None = None) -> TokensPerJoule:
+def make_meter(
+    clock: FakeClock,
+    sensor: Sensor,
+    rounds: int = 5,
+    warmup: int = 1,
+    delay: float = 0.0,
+    enabled: bool = True,
+    syncs: list[object] | None = None,
+) -> TokensPerJoule:
     if not enabled:
         return OffMeter("test_x.py::test_y")
     log = syncs if syncs is not None else []
-    return testing.make_meter(sensor, clock=clock, rounds=rounds, warmup=warmup, delay=delay,
-                              sync=log.append)
+    return testing.make_meter(
+        sensor, clock=clock, rounds=rounds, warmup=warmup, delay=delay, sync=log.append
+    )
 
 
 def test_calibration_repeats_short_calls_to_fill_the_minimum_window() -> None:
@@ -323,8 +348,9 @@ class TwoGpuSensor(WattSensor):
 
 
 def devices_meter(clock: FakeClock, sensor: Sensor, devices: tuple[int, ...]) -> Meter:
-    return testing.make_meter(sensor, clock=clock, rounds=2, warmup=0, devices=devices,
-                              nodeid="t.py::test_g")
+    return testing.make_meter(
+        sensor, clock=clock, rounds=2, warmup=0, devices=devices, nodeid="t.py::test_g"
+    )
 
 
 def test_marker_devices_count_only_their_gpus() -> None:

@@ -29,8 +29,10 @@ def no_count() -> int:
         ("3,1", ["3", "1"]),  # kept as written, in the user's order
         (" 0 , 1 ,2 ", ["0", "1", "2"]),
         ("0,,1,", ["0", "1"]),
-        ("GPU-1b2c3d4e-0000-1111-2222-333344445555,GPU-aa",
-         ["GPU-1b2c3d4e-0000-1111-2222-333344445555", "GPU-aa"]),
+        (
+            "GPU-1b2c3d4e-0000-1111-2222-333344445555,GPU-aa",
+            ["GPU-1b2c3d4e-0000-1111-2222-333344445555", "GPU-aa"],
+        ),
         ("MIG-5c1b2a3d-aaaa-bbbb-cccc-ddddeeeeffff", ["MIG-5c1b2a3d-aaaa-bbbb-cccc-ddddeeeeffff"]),
         ("", []),  # set but empty: CUDA sees no GPU at all
         (" , ", []),
@@ -120,8 +122,11 @@ def test_capacity_exactly_full_is_fine() -> None:
 
 
 def test_pin_this_worker_sets_cuda_visible_devices() -> None:
-    env = {"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2",
-           "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    env = {
+        "PYTEST_XDIST_WORKER": "gw1",
+        "PYTEST_XDIST_WORKER_COUNT": "2",
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+    }
     assert pin_this_worker(env, 2, no_count) == "2,3"
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
 
@@ -133,8 +138,11 @@ def test_pin_this_worker_counts_gpus_when_the_variable_is_unset() -> None:
 
 
 def test_pin_this_worker_keeps_uuids() -> None:
-    env = {"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2",
-           "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b"}
+    env = {
+        "PYTEST_XDIST_WORKER": "gw1",
+        "PYTEST_XDIST_WORKER_COUNT": "2",
+        "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b",
+    }
     assert pin_this_worker(env, 1, no_count) == "GPU-b"
 
 
@@ -148,8 +156,11 @@ def test_pin_this_worker_without_xdist_does_nothing() -> None:
 
 
 def test_pin_this_worker_with_too_many_workers_raises_and_leaves_env() -> None:
-    env = {"PYTEST_XDIST_WORKER": "gw2", "PYTEST_XDIST_WORKER_COUNT": "3",
-           "CUDA_VISIBLE_DEVICES": "0,1"}
+    env = {
+        "PYTEST_XDIST_WORKER": "gw2",
+        "PYTEST_XDIST_WORKER_COUNT": "3",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+    }
     with pytest.raises(PinningError, match=r"3 workers.*2 are visible"):
         pin_this_worker(env, 1, no_count)
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"

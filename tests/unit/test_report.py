@@ -240,8 +240,10 @@ def test_terminal_lines() -> None:
     assert lines[5].startswith("(!)")
     assert lines[-1] == "a note"
     empty = terminal_lines([], [], SENSOR, 0.9)
-    assert empty == ["no measurements: no test finished a measurement with the tpw fixture",
-                     sensor_line(SENSOR)]
+    assert empty == [
+        "no measurements: no test finished a measurement with the tpw fixture",
+        sensor_line(SENSOR),
+    ]
 
 
 def test_notes_are_said_even_without_measurements() -> None:

@@ -388,8 +388,13 @@ def test_reordered_devices_read_the_right_board(
     ],
 )
 def test_a_torchrun_rank_measures_its_local_gpu(
-    install: Install, make_sensor: MakeSensor, monkeypatch: pytest.MonkeyPatch,
-    local_rank: str, world: str, devices: tuple[int, ...] | None, expected: list[str],
+    install: Install,
+    make_sensor: MakeSensor,
+    monkeypatch: pytest.MonkeyPatch,
+    local_rank: str,
+    world: str,
+    devices: tuple[int, ...] | None,
+    expected: list[str],
 ) -> None:
     """Summed over ranks, a board measured by every rank would count once per rank."""
     monkeypatch.setenv("LOCAL_RANK", local_rank)

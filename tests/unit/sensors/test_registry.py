@@ -74,14 +74,23 @@ def test_unknown_name_lists_extra_sensors_too() -> None:
 def test_known_names() -> None:
     assert known_names() == ["auto", "cpu-estimate", "nvml", "rapl", "sim"]
     assert known_names({"zz": Working, "sim": Working}) == [
-        "auto", "cpu-estimate", "nvml", "rapl", "sim", "zz"]
+        "auto",
+        "cpu-estimate",
+        "nvml",
+        "rapl",
+        "sim",
+        "zz",
+    ]
 
 
 def test_auto_picks_first_working_and_records_skips() -> None:
     Working.opened = 0
-    selection = select("auto", SensorOptions(),
-                       extra={"refusing": Refusing, "working": Working, "later": Working},
-                       order=("refusing", "working", "later"))
+    selection = select(
+        "auto",
+        SensorOptions(),
+        extra={"refusing": Refusing, "working": Working, "later": Working},
+        order=("refusing", "working", "later"),
+    )
     assert isinstance(selection.sensor, Working)
     assert selection.sensor.is_open
     assert Working.opened == 1  # stops at the first that works
@@ -92,8 +101,9 @@ def test_auto_skips_a_factory_that_refuses_when_built() -> None:
     def refuse(options: SensorOptions) -> Sensor:
         raise SensorUnavailable("no driver")
 
-    selection = select("auto", SensorOptions(), extra={"r": refuse, "w": Working},
-                       order=("r", "unknown-one", "w"))
+    selection = select(
+        "auto", SensorOptions(), extra={"r": refuse, "w": Working}, order=("r", "unknown-one", "w")
+    )
     assert isinstance(selection.sensor, Working)
     assert selection.skipped["r"] == "no driver"
     assert "unknown sensor 'unknown-one'" in selection.skipped["unknown-one"]
@@ -106,8 +116,7 @@ def test_auto_with_nothing_working_gives_every_reason() -> None:
 
 
 def test_auto_reaches_builtin_cpu_estimate() -> None:
-    selection = select("auto", SensorOptions(), extra={"r": Refusing},
-                       order=("r", "cpu-estimate"))
+    selection = select("auto", SensorOptions(), extra={"r": Refusing}, order=("r", "cpu-estimate"))
     assert isinstance(selection.sensor, CpuEstimateSensor)
     assert selection.skipped == {"r": "no"}
 
@@ -142,8 +151,7 @@ def test_entry_point_sensor_selectable_and_listed(monkeypatch: pytest.MonkeyPatc
     assert isinstance(auto.sensor, Working)
 
 
-def test_extra_sensor_wins_over_entry_point_of_same_name(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extra_sensor_wins_over_entry_point_of_same_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sensors, "_entry_point_factories", lambda: {"ep": lambda: Refusing})
     assert isinstance(select("ep", SensorOptions(), {"ep": Working}).sensor, Working)
 
