@@ -335,11 +335,12 @@ class ServerProcess:
 
     # -- client --------------------------------------------------------------------------
 
-    def openai_client(self, **kwargs: Any) -> Any:
-        """An ``openai.OpenAI`` client for this server (``pip install openai``).
+    def openai_client(self, *, asynchronous: bool = False, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` client (``AsyncOpenAI`` with ``asynchronous=True``) for this
+        server (``pip install openai``).
 
         ``api_key`` defaults to a placeholder (local servers rarely check it) and
-        ``timeout`` to 60 s; other keyword arguments go to ``OpenAI``.
+        ``timeout`` to 60 s; other keyword arguments go to the client.
         """
         try:
             import openai
@@ -348,7 +349,8 @@ class ServerProcess:
         kwargs.setdefault("api_key", "pytest-tpw")
         kwargs.setdefault("timeout", 60.0)
         kwargs.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.base_url, **kwargs)
+        client = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return client(base_url=self.base_url, **kwargs)
 
 
 def gpu_processes(nvml: Any = None) -> dict[str, list[int]]:

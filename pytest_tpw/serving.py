@@ -53,14 +53,7 @@ class ServedModel:
 
     def async_client(self, **kwargs: Any) -> Any:
         """An ``openai.AsyncOpenAI`` client for this server, for ``tpw.acall``."""
-        try:
-            import openai
-        except ImportError as exc:
-            raise ImportError("the OpenAI client is not installed: pip install openai") from exc
-        kwargs.setdefault("api_key", "pytest-tpw")
-        kwargs.setdefault("timeout", 60.0)
-        kwargs.setdefault("max_retries", 0)
-        return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
+        return self.process.openai_client(asynchronous=True, **kwargs)
 
 
 class Servers:

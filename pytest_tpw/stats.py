@@ -332,7 +332,8 @@ def tukey_outliers(logs: np.ndarray) -> int:
     return int(np.count_nonzero((logs < q1 - 1.5 * iqr) | (logs > q3 + 1.5 * iqr)))
 
 
-def _positive_logs(samples: Sequence[float], what: str) -> np.ndarray:
+def positive_logs(samples: Sequence[float], what: str) -> np.ndarray:
+    """log of tokens/J samples; anything not finite and positive is a ``ValueError``."""
     x = np.asarray(samples, dtype=float).ravel()
     if np.any(~np.isfinite(x)) or np.any(x <= 0):
         raise ValueError(f"{what} samples must be finite and positive (tokens per joule)")
@@ -420,9 +421,9 @@ def compare(
     if not (math.isfinite(shift_se) and shift_se >= 0.0) or not math.isfinite(shift):
         raise ValueError("shift must be finite and shift_se finite and >= 0")
 
-    sessions = [_positive_logs(s, "baseline") for s in baseline_sessions]
+    sessions = [positive_logs(s, "baseline") for s in baseline_sessions]
     sessions = [s for s in sessions if s.size > 0]
-    c = _positive_logs(candidate, "candidate")
+    c = positive_logs(candidate, "candidate")
     b = np.concatenate(sessions) if sessions else np.empty(0)
     n_b, n_c = int(b.size), int(c.size)
 

@@ -66,6 +66,7 @@ from pytest_tpw.stats import (
     ar1_variance_factor,
     bh_adjusted,
     lag1_autocorrelation,
+    positive_logs,
     trimmed_stats,
     tukey_outliers,
 )
@@ -546,10 +547,7 @@ def prior_from_table(
 
 
 def _logs(values: Sequence[float], what: str) -> np.ndarray:
-    x = np.asarray(values, dtype=float).ravel()
-    if np.any(~np.isfinite(x)) or np.any(x <= 0):
-        raise ValueError(f"{what}: samples must be finite and positive (tokens per joule)")
-    return np.asarray(np.log(x), dtype=float)
+    return positive_logs(values, f"{what}:")
 
 
 def _check_resolution(test: TestInput) -> None:
