@@ -336,6 +336,10 @@ def show(directory: Path) -> int:
             print(
                 "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
             )
+    print(
+        "\naccept a new level (replaces a test's sessions): pytest --tpw --tpw-update 'NODEID'"
+        "\nadd a session (learn how sessions differ):      pytest --tpw --tpw-record"
+    )
     return 0
 
 

@@ -230,6 +230,9 @@ def test_show_lists_hardware_measurements_sessions_and_level(
     assert cells[1] == "3"  # sessions
     assert cells[3] == "2abcdef012"  # latest commit, shortened
     assert float(cells[4]) == pytest.approx(50.0, rel=0.01)  # 100 tokens / ~2 J
+    # which flag does what, where the sessions are listed
+    assert "accept a new level (replaces a test's sessions): pytest --tpw --tpw-update" in out
+    assert "add a session (learn how sessions differ):      pytest --tpw --tpw-record" in out
 
 
 def test_show_refuses_a_corrupt_file_and_a_missing_folder(
