@@ -26,6 +26,21 @@ CORE = [
     "sensors.rapl",
     "sensors.sim",
     "sensors.cpu_estimate",
+    "samples",
+    "window",
+    "verdict",
+    "options",
+    "suite",
+    "testing",
+    "count",
+    "prefill_decode",
+    "procstat",
+    "server",
+    "serving",
+    "exports",
+    "mdreport",
+    "plots",
+    "progress",
 ]
 
 
@@ -44,7 +59,8 @@ def test_plugin_off_mode_does_not_load_the_measuring_modules() -> None:
     code = (
         "import sys, pytest, pytest_tpw.plugin; "
         "heavy = [m for m in ('numpy', 'scipy', 'pytest_tpw.meter', 'pytest_tpw.stats', "
-        "'pytest_tpw.session') if m in sys.modules]; print(','.join(heavy))"
+        "'pytest_tpw.session', 'pytest_tpw.settings', 'pytest_tpw.suite', "
+        "'pytest_tpw.window') if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
