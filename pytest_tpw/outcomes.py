@@ -1,13 +1,13 @@
 """Turning judgements into test outcomes, including the ones that wait for the whole session.
 
-A ``REGRESSED`` verdict must fail the test that regressed, but it is final only after
-Benjamini-Hochberg over every comparison of the session. So a test whose verdict could still
-change is run as usual but its reports are *held*: nothing about it is logged (terminal,
-JUnit XML, exit status) until the run loop has finished every test. Then FDR is applied, the
-held call report is failed or left passed, and the held reports are logged in order. A test
-is therefore never shown passed and flipped later: it is shown once, at the end, with its
-final outcome. Tests that cannot be affected (no baseline, clearly fine, budgets, test
-failures) are logged at once, as usual.
+A ``REGRESSED`` verdict must fail the test that regressed, but a compared test's verdict is
+final only once the whole run is in: it is relative to the run-wide shift of every test, and
+Benjamini-Hochberg runs over every comparison. So a compared test is run as usual but its
+reports are *held*: nothing about it is logged (terminal, JUnit XML, exit status) until the
+run loop has finished every test. Then the judge finishes the run, the held call report is
+failed or left passed, and the held reports are logged in order. A test is therefore never
+shown passed and flipped later: it is shown once, at the end, with its final outcome. Tests
+without a comparison (no baseline) are logged at once, as usual.
 
 The JUnit properties of a test's measurements (``tpw.<field>``) are attached to its
 teardown report when that report is logged, so they always carry the final verdict.
@@ -46,7 +46,7 @@ class Deferrals:
         self.held: list[Held] = []
 
     def run(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        """Run one test; log it now, or hold it when a judgement waits for FDR."""
+        """Run one test; log it now, or hold it when a judgement waits for the whole run."""
         # pytest's own protocol without logging; reached through the plugin manager (its
         # "runner" plugin) rather than by importing pytest's private module
         runner: Any = item.config.pluginmanager.get_plugin("runner")
@@ -59,7 +59,7 @@ class Deferrals:
         log(item, reports)
 
     def release(self) -> None:
-        """Log every held test with its final outcome (after the judge applied FDR)."""
+        """Log every held test with its final outcome (after the judge finished the run)."""
         held, self.held = self.held, []
         for h in held:
             judgements = h.item.stash.get(JUDGEMENTS_KEY, {})

@@ -372,7 +372,7 @@ class MeasuringHooks:
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> bool | None:
-        """Hold the reports of tests whose verdict waits for the session's FDR control."""
+        """Hold the reports of compared tests: their verdicts wait for the whole run."""
         if (
             not self.session.judge.comparing
             or _is_xdist_worker(item.config)
@@ -385,7 +385,8 @@ class MeasuringHooks:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
-        """Once every test has run: apply FDR and log the held tests with their final outcome."""
+        """Once every test has run: the run-wide finding and the final verdicts (run-wide
+        shift, Benjamini-Hochberg); then the held tests are logged with their outcome."""
         try:
             return (yield)
         finally:
