@@ -249,10 +249,12 @@ def welch_df(
 def classify_bounds(
     low: np.ndarray | float,
     high: np.ndarray | float,
-    tolerance: float,
+    tolerance: np.ndarray | float,
     noise_floor: float,
 ) -> np.ndarray:
     """Integer verdict codes (index into :data:`VERDICT_CODES`) of log-ratio bounds ``[L, U]``.
+
+    ``tolerance`` may be one value or one per bound (a per-test tolerance).
 
     The classification: ``U < log(1-d0)`` and ``L <= log(1-d)`` -> REGRESSED; ``U < log(1-d0)`` ->
     MINOR_REGRESSION; ``L > log(1+d0)`` -> IMPROVED; ``L > log(1-d)`` -> UNCHANGED; otherwise
@@ -260,7 +262,7 @@ def classify_bounds(
     """
     lo = np.asarray(low, dtype=float)
     hi = np.asarray(high, dtype=float)
-    log_tol = math.log(1.0 - tolerance)
+    log_tol = np.log(1.0 - np.asarray(tolerance, dtype=float))
     below = hi < math.log(1.0 - noise_floor)
     return np.where(
         below & (lo <= log_tol),

@@ -65,6 +65,7 @@ from pytest_tpw.stats import (
     Verdict,
     ar1_variance_factor,
     bh_adjusted,
+    classify_bounds,
     lag1_autocorrelation,
     positive_logs,
     trimmed_stats,
@@ -304,17 +305,7 @@ def classify_arrays(
     low: np.ndarray, high: np.ndarray, tolerance: np.ndarray | float, noise_floor: float
 ) -> np.ndarray:
     """:func:`pytest_tpw.stats.classify_bounds` with a per-test tolerance."""
-    log_tol = np.log1p(-np.asarray(tolerance, dtype=float))
-    below = high < math.log(1.0 - noise_floor)
-    return np.where(
-        below & (low <= log_tol),
-        _REG,
-        np.where(
-            below,
-            _MINOR,
-            np.where(low > math.log(1.0 + noise_floor), _IMP, np.where(low > log_tol, _UNCH, _INC)),
-        ),
-    ).astype(np.int8)
+    return classify_bounds(low, high, tolerance, noise_floor)
 
 
 def decide_arrays(
