@@ -347,13 +347,28 @@ class Judge:
     def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> tuple[str, bool]:
         """Why the interval is too wide, which side makes it so, advice that can work.
 
-        Returns the text and whether the stored history (sessions that disagree) rather than
-        this run's windows makes it wide; --tpw-strict fails only the latter.
+        Returns the text and whether something other than this run's windows makes it wide
+        (stored sessions that disagree, or no run-wide estimate in a small suite);
+        --tpw-strict fails only when this run's windows do.
         """
         sessions = max(c.n_sessions, 1)
         between = (1.0 + 1.0 / sessions) * c.sigma_b**2
+        run = self.run_wide
+        prior = self.prior
+        few = run is not None and run.finding == "TOO_FEW_TESTS" and prior is not None
+        # without a run-wide estimate the spread of whole runs is in the interval too
+        run_part = (1.0 + 1.0 / sessions) * prior.run_sd**2 if few and prior else 0.0
         total = c.se_log**2 if math.isfinite(c.se_log) else math.inf
-        within = max(total - between, 0.0)
+        within = max(total - between - run_part, 0.0)
+        if run is not None and few and run_part >= max(between, within):
+            return (
+                f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; with "
+                f"{run.n_tests} compared test(s) and no canary, no run-wide shift can be "
+                "estimated, so the spread of whole runs is in this interval, which more "
+                "windows cannot narrow. Declare a canary (@pytest.mark.tpw(canary=True) on a "
+                "frozen reference workload) or compare more tests in one run",
+                True,
+            )
         from_history = between > within
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
         if from_history:

@@ -133,15 +133,14 @@ def test_aa_reruns_raise_no_false_alarm(tpwtester: pytest.Pytester) -> None:
 # 1 warm-up + 12 windows, so window k of every test, in every run, draws the same factor, and
 # each measurement's spread (3.5 %) is the same. The 12 factors are normal quantiles in an
 # alternating low/high order: no trend, so the engine finds no autocorrelation to widen the
-# intervals with (sorted, they would read as a strong one). Tokens are counted per
-# microsecond of busy work, so only the joules (the cycle) and the tokens' share move a
-# test's tokens per joule; what is left is a drift of the level of about +-0.5 %.
+# intervals with (sorted, they would read as a strong one). Tokens per
+# window is a fixed count (loop form) and each window's joules a fixed amount times the
+# cycle: nothing depends on time, so the same run gives the same p-values on any machine.
 Z = [round(NormalDist().inv_cdf((i - 0.5) / 12), 6) for i in range(1, 13)]
 ALTERNATING = [Z[i // 2] if i % 2 == 0 else Z[11 - i // 2] for i in range(12)]
 
 CYCLE_SENSOR = f"""
 import itertools
-import time
 
 from pytest_tpw.sensors.base import WindowEnergy
 from pytest_tpw.sensors.sim import SimSensor
@@ -156,9 +155,13 @@ class CycleSim(SimSensor):
         super().open()
         self._cycle = itertools.cycle(FACTORS)
 
+    def min_window_s(self):
+        return 1e-9  # the windows below do no timed work
+
     def end(self, token):
-        seconds = time.perf_counter() - token
-        joules = self.options.sim_watts * seconds * next(self._cycle)
+        # a fixed energy per window times the cycle: nothing here depends on time, so a
+        # loaded machine cannot move a test's tokens per joule
+        joules = self.options.sim_watts * 0.01 * next(self._cycle)
         return WindowEnergy({{"sim:0": joules}})
 
 
@@ -167,22 +170,25 @@ def pytest_tpw_sensor_factories():
 """
 
 # 18 steady tests, a strong (-30 %) and a marginal change: 20 comparisons, one look each
-# (fixed rounds). The marginal one (the same work yields 4.2 % fewer tokens) measures a ratio
-# of 0.954..0.961 relative to the run-wide shift; on its own it is REGRESSED with a one-sided
-# p of 0.011..0.029 (5 runs on the development machine, read from --tpw-json): inside the
-# band (2 q / 20, q) = (0.005, 0.05) where Benjamini-Hochberg over 20 demotes it (its adjusted
-# p is 10 p) and a single comparison keeps it, with a factor of about 2 to spare each side.
-BH_SUITE = (
-    BUSY_WORK
-    + """
+# (fixed rounds). The marginal one (4.2 % fewer tokens per window) measures a ratio of 0.9589
+# relative to the run-wide shift; on its own it is REGRESSED with a one-sided p of 0.0250 (the
+# same in every run: nothing depends on time; read from --tpw-json): inside the band
+# (2 q / 20, q) = (0.005, 0.05) where Benjamini-Hochberg over 20 demotes it (its adjusted p is
+# 10 p) and a single comparison keeps it, with a factor of 2 to spare each side.
+BH_SUITE = """
+import os
+import pytest
+
 
 def measure(tpw, share_when_changed):
     share = share_when_changed if os.path.exists("changed.flag") else 1.0
-    tpw(work, tokens=lambda seconds: max(1, round(seconds * 1e6 * share)))
+    for w in tpw.rounds():
+        with w:
+            w.add_tokens(round(100_000 * share))
 
 @pytest.mark.parametrize("i", range(18))
 def test_steady(tpw, i):
-    tpw(work, tokens=per_us)
+    measure(tpw, 1.0)
 
 def test_strong(tpw):
     measure(tpw, 0.7)
@@ -190,7 +196,6 @@ def test_strong(tpw):
 def test_marginal(tpw):
     measure(tpw, 0.958)
 """
-)
 
 CYCLE = ("--tpw-sensor", "cycle-sim", "--tpw-rounds", "12", "--tpw-warmup", "1")
 
