@@ -353,14 +353,13 @@ class Judge:
         """
         sessions = max(c.n_sessions, 1)
         between = (1.0 + 1.0 / sessions) * c.sigma_b**2
-        run = self.run_wide
-        prior = self.prior
-        few = run is not None and run.finding == "TOO_FEW_TESTS" and prior is not None
-        # without a run-wide estimate the spread of whole runs is in the interval too
-        run_part = (1.0 + 1.0 / sessions) * prior.run_sd**2 if few and prior else 0.0
         total = c.se_log**2 if math.isfinite(c.se_log) else math.inf
-        within = max(total - between - run_part, 0.0)
-        if run is not None and few and run_part >= max(between, within):
+        # this run's own part: the variance of its windows' mean, from the windows themselves
+        windows = self.inputs.get(j.key)
+        within = _mean_log_variance(windows.candidate) if windows is not None else total
+        noisy_run = within >= 0.5 * total
+        run = self.run_wide
+        if run is not None and run.finding == "TOO_FEW_TESTS" and not noisy_run:
             return (
                 f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; with "
                 f"{run.n_tests} compared test(s) and no canary, no run-wide shift can be "
@@ -369,7 +368,7 @@ class Judge:
                 "frozen reference workload) or compare more tests in one run",
                 True,
             )
-        from_history = between > within
+        from_history = not noisy_run and between > 0
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
         if from_history:
             side = (
@@ -581,6 +580,16 @@ class BaselinePolicy:
     def verdict(self, key: str) -> Verdict:
         c = self.comparisons.get(key)
         return Verdict.NO_BASELINE if c is None else c.verdict
+
+
+def _mean_log_variance(values: Sequence[float]) -> float:
+    """Variance of the mean of log(tokens/J) over a run's windows (inf with fewer than 2)."""
+    logs = [math.log(v) for v in values if v > 0]
+    n = len(logs)
+    if n < 2:
+        return math.inf
+    mean = sum(logs) / n
+    return sum((x - mean) ** 2 for x in logs) / (n - 1) / n
 
 
 def _keep_early_decision(
