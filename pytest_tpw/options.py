@@ -484,12 +484,10 @@ MARKER_HELP = (
 
 
 def _parse_ini_bool(text: str, where: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("", "0", "false", "no", "off"):
-        return False
-    raise SettingError(f"{where} = {text!r}: expected true or false")
+    try:
+        return parse_bool(text)
+    except ValueError:
+        raise SettingError(f"{where} = {text!r}: expected true or false") from None
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -82,10 +82,18 @@ def _measuring(config: pytest.Config) -> bool:
     if config.getoption("tpw") or config.getini("tpw"):
         return True
     return any(
-        config.getoption(name)
-        or str(config.getini(name)).strip().lower() not in ("", "0", "false", "no", "off")
-        for name in _MEASURING_FLAGS
+        config.getoption(name) or _asks(str(config.getini(name))) for name in _MEASURING_FLAGS
     )
+
+
+def _asks(ini: str) -> bool:
+    """An ini value that asks for something; a bad one counts, so that parsing names it."""
+    from .options import parse_bool
+
+    try:
+        return parse_bool(ini)
+    except ValueError:
+        return True
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
