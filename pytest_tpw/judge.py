@@ -19,6 +19,7 @@ Pure Python over :mod:`pytest_tpw.suite` (the two-level statistics) and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,7 +89,7 @@ class Judgement:
         return bool(self.failures)
 
     def to_dict(self) -> dict[str, Any]:
-        """What the controller needs to report a worker's judgement (no Comparison)."""
+        """What the controller needs to report or decide a worker's judgement."""
         return {
             "key": self.key,
             "nodeid": self.nodeid,
@@ -101,6 +102,8 @@ class Judgement:
             "canary": self.canary,
             "ratio": self.ratio,
             "without_suite": self.without_suite,
+            "pending": self.pending,
+            "comparison": _comparison_dict(self.comparison),
         }
 
     @classmethod
@@ -117,6 +120,8 @@ class Judgement:
             canary=bool(data["canary"]),
             ratio=data["ratio"],
             without_suite=bool(data.get("without_suite")),
+            pending=bool(data.get("pending")),
+            comparison=_comparison_from(data.get("comparison")),
         )
 
 
@@ -244,6 +249,25 @@ class Judge:
             tolerance=test.tolerance,
             canary=test.canary,
         )
+
+    def adopt(self, m: Measurement, j: Judgement) -> None:
+        """Take a judgement made in another process (a pytest-xdist worker) as this judge's.
+
+        A pending one joins this run's inputs, so that the run-wide shift and
+        Benjamini-Hochberg cover it; once the run is finished, a late one is ignored.
+        """
+        known = self.judgements.get(j.key)
+        if self._finished and known is not None:
+            return
+        self.judgements[j.key] = j
+        if j.pending and self.prior is not None and m.key in self.stored:
+            test = suite.TestInput(
+                m.key, self.stored[m.key], m.values(), tolerance=j.tolerance, canary=j.canary
+            )
+            self.inputs[m.key] = test
+            self._changes[m.key] = suite.change_of(test, self.prior, self.suite_params)
+        elif j.pending:  # nothing here to decide it with: its own last look decides
+            self.settle_alone(j)
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -410,8 +434,9 @@ class Judge:
     def settle_alone(self, j: Judgement) -> None:
         """Decide a pending judgement at once, from its own last look (no suite decision).
 
-        For processes that cannot wait for the rest of the run: pytest-xdist workers, whose
-        reports the controller logs as they arrive.
+        For tests that cannot wait for the rest of the run (pytest-rerunfailures runs their
+        protocol itself) and for a worker's judgement that this judge has no baseline to
+        decide with.
         """
         if not j.pending or j.comparison is None:
             return
@@ -614,6 +639,31 @@ def _keep_early_decision(
         f"{look.verdict.value}); the final interval, with the whole run's shift, "
         "is wider",
     )
+
+
+def _comparison_dict(c: stats.Comparison | None) -> dict[str, Any] | None:
+    """A comparison as plain data (verdicts by name), for the trip from a worker."""
+    if c is None:
+        return None
+    data = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+    for name, value in data.items():
+        if isinstance(value, Verdict):
+            data[name] = value.value
+        elif isinstance(value, tuple):
+            data[name] = list(value)
+    return data
+
+
+def _comparison_from(data: Mapping[str, Any] | None) -> stats.Comparison | None:
+    if not data:
+        return None
+    values = dict(data)
+    for name in ("verdict", "untrimmed_verdict"):
+        if values.get(name) is not None:
+            values[name] = Verdict(values[name])
+    values["warnings"] = tuple(values.get("warnings", ()))
+    known = {f.name for f in dataclasses.fields(stats.Comparison)}
+    return stats.Comparison(**{k: v for k, v in values.items() if k in known})
 
 
 def _pct(ratio: float) -> str:

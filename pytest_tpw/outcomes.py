@@ -96,8 +96,20 @@ def fail_report(report: pytest.TestReport, judgements: Iterable[Judgement]) -> N
 
 def attach_properties(item: pytest.Item, report: pytest.TestReport, sensor: SensorInfo) -> None:
     """Add the test's measurements, with their final verdicts, to its teardown report."""
-    judgements = item.stash.get(JUDGEMENTS_KEY, {})
-    for name, result in item.stash.get(RESULTS_KEY, []):
-        j = judgements.get(result.name)
+    judgements = item.stash.get(JUDGEMENTS_KEY, {}).values()
+    results: list[tuple[str | None, Result]] = item.stash.get(RESULTS_KEY, [])
+    add_properties(report, results, judgements, sensor)
+
+
+def add_properties(
+    report: pytest.TestReport,
+    results: Iterable[tuple[str | None, Result]],
+    judgements: Iterable[Judgement],
+    sensor: SensorInfo,
+) -> None:
+    """Add measurements, with their judgements' final verdicts, to a teardown report."""
+    by_key = {j.key: j for j in judgements}
+    for name, result in results:
+        j = by_key.get(result.name)
         verdict = j.verdict if j is not None else result.verdict
         report.user_properties.extend(junit_properties(result, name, sensor, verdict))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the stash keys below name these in strings: imported for my
     from .serving import ServedModel
     from .session import TpwSession
     from .settings import MarkerArgs, Settings, TestSettings  # noqa: F401
+    from .xdist import HeldWorkerReports
 
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()
@@ -151,6 +152,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         capture = config.pluginmanager.get_plugin("capturemanager")
         hooks.line = TerminalStream(terminal, capture)
         tpw_session.progress = Progress(hooks.line, tty=bool(terminal.isatty))
+    dsession = config.pluginmanager.get_plugin("dsession")
+    if dsession is not None and not _is_xdist_worker(config):
+        from .xdist import HeldWorkerReports
+
+        # the controller decides the workers' comparisons with the whole run
+        hooks.held = HeldWorkerReports(dsession, tpw_session)
     config.pluginmanager.register(hooks, "tpw-measuring")
 
 
@@ -315,6 +322,8 @@ class MeasuringHooks:
     def __init__(self, tpw_session: TpwSession) -> None:
         self.session = tpw_session
         self.line: TerminalStream | None = None
+        #: On pytest-xdist's controller: the workers' tests whose verdicts wait for the run.
+        self.held: HeldWorkerReports | None = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -336,6 +345,8 @@ class MeasuringHooks:
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: object, sched: object) -> None:
         """pytest-xdist, on the controller: a worker died while running ``crashitem``."""
+        if self.held is not None:
+            self.held.flush(crashitem)  # what came of it is logged before the crash
         self.session.notes.append(
             f"a pytest-xdist worker died while running {crashitem}: its measurement in "
             "flight is lost; every measurement that finished before is kept"
@@ -353,11 +364,13 @@ class MeasuringHooks:
             return report
         from . import outcomes
 
-        if call.when == "teardown" and not outcomes.pending(item):
-            outcomes.attach_properties(item, report, self.session.sensor_info())
+        if call.when == "teardown":
+            if not outcomes.pending(item):
+                outcomes.attach_properties(item, report, self.session.sensor_info())
             if _is_xdist_worker(item.config):
-                # streamed to the controller with the report: a worker killed later loses
-                # only the measurement it was taking then
+                # streamed to the controller with the report: the controller decides a
+                # pending verdict, and a worker killed later loses only the measurement it
+                # was taking then
                 from .xdist import PAYLOAD_PROPERTY
 
                 report.user_properties.append((PAYLOAD_PROPERTY, self.session.payload(item.nodeid)))
@@ -365,9 +378,9 @@ class MeasuringHooks:
             return report
         item.stash[CALL_FAILED_KEY] = report.failed
         judgements = self.session.judge_meter(meter, item.stash[TEST_KEY])
-        if _is_xdist_worker(item.config) or _reruns(item):
-            # the controller logs a worker's reports as they arrive, pytest-rerunfailures
-            # runs its own protocol: nothing can be held, each test is decided alone
+        if _reruns(item):
+            # pytest-rerunfailures runs and logs its own protocol: nothing can be held, each
+            # test is decided alone
             for j in judgements:
                 self.session.judge.settle_alone(j)
         item.stash[outcomes.JUDGEMENTS_KEY] = {j.key: j for j in judgements}
@@ -400,6 +413,8 @@ class MeasuringHooks:
         finally:
             self.session.finish_run()
             session.config.stash[DEFERRALS_KEY].release()
+            if self.held is not None:
+                self.held.release()
 
 
 def pytest_terminal_summary(

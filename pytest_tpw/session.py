@@ -283,10 +283,10 @@ class TpwSession:
             settled = sum(1 for j in judge.judgements.values() if j.without_suite)
             if settled:
                 lines.append(
-                    f"{settled} comparison(s) decided per test on pytest-xdist workers, "
-                    "without the run-wide shift of the whole suite nor Benjamini-Hochberg "
-                    "across it: workers report each test as it ends (run without -n for "
-                    "suite-wide verdicts)"
+                    f"{settled} comparison(s) decided per test, without the run-wide shift "
+                    "of the whole suite nor Benjamini-Hochberg across it: pytest-rerunfailures "
+                    "runs (and logs) those tests itself, so their verdicts cannot wait for "
+                    "the rest of the run"
                 )
         if judge.other_hardware and judge.baseline is None:
             lines.append(
@@ -320,8 +320,21 @@ class TpwSession:
         return [f"{text} ({n} window(s))" for text, n in ranked]
 
     def finish_run(self) -> None:
-        """Once every test ran: the run-wide finding and the final verdicts."""
-        self.judge.finish(self.suspects())
+        """Once every test ran: the run-wide finding and the final verdicts (on the process
+        that decides them: not on a pytest-xdist worker, whose controller decides)."""
+        if not self.role.sends_results:
+            self.judge.finish(self.suspects())
+
+    def pending(self, nodeid: str) -> bool:
+        """True while a verdict of the test waits for the whole run."""
+        return any(j.pending for j in self.judge.judgements.values() if j.nodeid == nodeid)
+
+    def judgements_of(self, nodeid: str) -> list[Judgement]:
+        return [j for j in self.judge.judgements.values() if j.nodeid == nodeid]
+
+    def results_of(self, nodeid: str) -> list[tuple[str | None, Result]]:
+        """The test's finished measurements: (name, summary), as JUnit properties need."""
+        return [(m.name, r) for m, r in self.measurements.values() if m.nodeid == nodeid]
 
     def rows(self) -> list[report.Row]:
         judgements = self.judge.judgements
@@ -399,20 +412,29 @@ class TpwSession:
         return {
             "measurements": [m.to_dict() for m in measurements],
             "judgements": [j.to_dict() for j in judgements],
+            "failed": sorted(n for n in self.failed_tests if nodeid is None or n == nodeid),
         }
 
     def merge(self, payload: Mapping[str, Any]) -> None:
-        """Take a worker's results as if this process had measured them."""
+        """Take a worker's results as if this process had measured them; its pending
+        judgements are decided here, with the whole run (twice is once)."""
         judgements = [Judgement.from_dict(d) for d in payload.get("judgements", [])]
         verdicts = {j.key: j.verdict for j in judgements}
+        merged: dict[str, Measurement] = {}
         for data in payload.get("measurements", []):
             m = Measurement.from_dict(data)
             if m.finished:
                 verdict = verdicts.get(m.key, Verdict.NO_BASELINE)
                 result = m.summarize(self.settings.confidence, verdict)
                 self.measurements[m.key] = (m, result)
+                merged[m.key] = m
         for j in judgements:
-            self.judge.judgements[j.key] = j
+            found = merged.get(j.key)
+            if found is not None:
+                self.judge.adopt(found, j)
+            else:
+                self.judge.judgements.setdefault(j.key, j)
+        self.failed_tests.update(payload.get("failed", []))
 
     # -- outputs: each fails alone, with its path and cause, and the report still prints ----
 

@@ -1,21 +1,29 @@
-"""pytest-xdist: workers measure and send plain data; the controller merges and reports.
+"""pytest-xdist: workers measure and send plain data; the controller decides and reports.
 
 A worker records its measurements and judgements as usual and streams each test's results
 to the controller with that test's teardown report (a property the controller takes off
 again), so a worker killed mid-run loses only the measurement it was taking; at the end of
 its session its :class:`~pytest_tpw.session.Worker` role also puts them all into
-``workeroutput``. The controller merges both (by measurement, so twice is once), then prints the one
-report and alone writes the baselines and ``--tpw-json``. Test outcomes (regressions,
-budgets) are decided on the worker that ran the test and reach the controller in the test
-reports, as any failure does.
+``workeroutput``. The controller merges both (by measurement, so twice is once), then prints
+the one report and alone writes the baselines and ``--tpw-json``.
+
+Budgets are decided on the worker, at once. A comparison is decided on the controller, like
+in a run without workers: its verdict is relative to the run-wide shift of every test of
+the run, whichever worker measured it, and Benjamini-Hochberg covers them all. So the
+controller holds such a test's reports (:class:`HeldWorkerReports`): nothing about it is
+logged until every worker has finished; then the judge finishes the run and the held
+reports are logged with their final outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .outcomes import add_properties, fail_report
 from .pinning import PinningError, check_capacity, visible_devices
 from .session import Worker
 
@@ -60,3 +68,81 @@ def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:
         check_capacity(visible_devices(os.environ), workers, per_worker)
     except PinningError as exc:
         raise pytest.UsageError(f"pytest-tpw: {exc}") from None
+
+
+#: The controller's calls that log a worker's test, in the order they come.
+_LOG_EVENTS = ("worker_logstart", "worker_testreport", "worker_logfinish")
+
+_Event = tuple[str, dict[str, Any]]
+
+
+class HeldWorkerReports:
+    """On the controller: a worker's test is logged once its verdicts are final.
+
+    Wraps the three calls of xdist's ``DSession`` that log a worker's test (its start, each
+    report, its finish): the events of one test are gathered until its finish; a test whose
+    teardown report brought a pending judgement is held until :meth:`release`, any other is
+    logged then and there, in the order it came. Scheduling is untouched: a held test is
+    done for xdist, which keeps handing out work.
+    """
+
+    def __init__(self, dsession: Any, tpw_session: TpwSession) -> None:
+        self.session = tpw_session
+        self.original: dict[str, Callable[..., None]] = {}
+        for name in _LOG_EVENTS:
+            self.original[name] = getattr(dsession, name)
+            setattr(dsession, name, partial(self._event, name))
+        #: Events of the tests in progress, per (worker, test).
+        self.open: dict[tuple[int, str], list[_Event]] = {}
+        self.held: list[tuple[str, list[_Event]]] = []
+
+    @property
+    def waiting(self) -> int:
+        """How many tests are held now."""
+        return len(self.held)
+
+    def _event(self, name: str, **kwargs: Any) -> None:
+        nodeid = kwargs["rep"].nodeid if name == "worker_testreport" else kwargs["nodeid"]
+        where = (id(kwargs.get("node")), nodeid)
+        events = self.open.setdefault(where, [])
+        events.append((name, kwargs))
+        if name == "worker_testreport" and kwargs["rep"].when == "teardown":
+            take_streamed(self.session, kwargs["rep"])  # merged now: decided with the run
+        if name != "worker_logfinish":
+            return
+        del self.open[where]
+        if self.session.pending(nodeid):
+            self.held.append((nodeid, events))
+        else:
+            self._log(events)
+
+    def flush(self, nodeid: str) -> None:
+        """Log at once what came of a test whose worker died running it."""
+        for where in [w for w in self.open if w[1] == nodeid]:
+            self._log(self.open.pop(where))
+
+    def release(self) -> None:
+        """Log every held test with its final outcome (after the judge finished the run),
+        then whatever a dead worker left open."""
+        held, self.held = self.held, []
+        sensor = self.session.sensor_info()
+        for nodeid, events in held:
+            judgements = self.session.judgements_of(nodeid)
+            for name, kwargs in events:
+                report = kwargs.get("rep")
+                if name != "worker_testreport" or report is None:
+                    continue
+                if report.when == "call":
+                    fail_report(report, judgements)
+                    if report.failed:
+                        self.session.failed_tests.add(nodeid)
+                elif report.when == "teardown":
+                    add_properties(report, self.session.results_of(nodeid), judgements, sensor)
+            self._log(events)
+        left, self.open = list(self.open.values()), {}
+        for events in left:
+            self._log(events)
+
+    def _log(self, events: list[_Event]) -> None:
+        for name, kwargs in events:
+            self.original[name](**kwargs)

@@ -133,6 +133,19 @@ def test_a_killed_xdist_worker_loses_only_what_it_was_measuring(
     assert sorted(doc["measurements"]) == [f"test_killed.py::test_measured[{i}]" for i in range(4)]
     result.stdout.fnmatch_lines(["*worker died while running test_killed.py::test_z_killed*"])
 
+    # with a baseline the controller holds the compared tests for the run's decision: the
+    # worker's death neither loses them nor hangs the run; they are logged at the end
+    tpwtester.runpytest("--tpw-update", "-k", "measured", *FAST).assert_outcomes(passed=4)
+    result = tpwtester.runpytest_subprocess(
+        "-n", "1", "--max-worker-restart", "0", "--tpw", "--tpw-json", "held.json", *FAST
+    )
+    result.assert_outcomes(passed=4, failed=1)
+    doc = json.loads((tpwtester.path / "held.json").read_text(encoding="utf-8"))
+    found = {key: m["verdict"] for key, m in doc["measurements"].items()}
+    assert sorted(found) == [f"test_killed.py::test_measured[{i}]" for i in range(4)]
+    assert "NO_BASELINE" not in found.values() and "REGRESSED" not in found.values(), found
+    result.stdout.fnmatch_lines(["*worker died while running test_killed.py::test_z_killed*"])
+
 
 THREADS_CONFTEST = """
 import sys, types

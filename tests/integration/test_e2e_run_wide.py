@@ -224,3 +224,51 @@ def test_shared_drop_with_a_stack_change_is_a_stack_regression(tpwtester: pytest
     result.assert_outcomes(passed=9)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.no_fnmatch_line("*the run FAILS*")
+
+
+def test_under_xdist_the_controller_decides_with_the_whole_run(
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers: the shared drop is one run-wide finding over all nine tests, whichever
+    worker measured them, and the one changed test fails alone, with its final verdict in
+    the terminal, the JSON document and the JUnit XML."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # this suite may itself run under xdist
+    recorded(tpwtester)
+    monkeypatch.setenv("TPW_CHANGED", "1")
+    result = tpwtester.runpytest_subprocess(
+        "--tpw", "-n", "2", *SHARED_DROP, "--tpw-json", "out.json", "--junitxml", "j.xml"
+    )
+    result.assert_outcomes(passed=8, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "2 workers [9 items]" in result.stdout.str()
+    failed = {line.split()[1] for line in result.outlines if line.startswith("FAILED ")}
+    assert failed == {CHANGED}
+    result.stdout.fnmatch_lines([f"pytest-tpw: {CHANGED}: tokens per joule REGRESSED: *"])
+    assert "decided per test" not in result.stdout.str()
+    lines = run_wide_lines(result)
+    assert len(lines) == 1 and "ENVIRONMENT_ANOMALY" in lines[0], lines
+    finding = run_wide_json(tpwtester, "out.json")
+    assert finding["n_tests"] == 9
+    assert finding["ratio"] == pytest.approx(300 / 330, abs=0.02)
+    doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
+    found = {key: entry["verdict"] for key, entry in doc["measurements"].items()}
+    assert found[CHANGED] == "REGRESSED"
+    assert "REGRESSED" not in {v for k, v in found.items() if k != CHANGED}, found
+
+    # the JUnit XML, written from the controller's logged reports, carries final verdicts
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(tpwtester.path / "j.xml")
+    junit = {}
+    for case in tree.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        nodeid = f"{case.get('file', 'test_rw.py')}::{case.get('name')}"
+        junit[case.get("name")] = (props.get("tpw.verdict"), case.find("failure") is not None)
+        assert props.get("tpw.measurement"), nodeid
+    assert junit["test_changed"] == ("REGRESSED", True)
+    assert all(
+        verdict != "REGRESSED" and not failure
+        for name, (verdict, failure) in junit.items()
+        if name != "test_changed"
+    ), junit

@@ -1,5 +1,6 @@
 """Judge and BaselinePolicy without pytest: rounds, the run-wide finding, final verdicts after
-Benjamini-Hochberg, strict mode, budgets, canaries, the xdist-worker fallback.
+Benjamini-Hochberg, strict mode, budgets, canaries, workers' judgements decided by the
+controller, the per-test fallback for reruns.
 
 Measurements are hand-made :class:`~pytest_tpw.meter.Measurement` objects fed to the round
 policy the way the meter does (``while policy.more(m): record a window``); baselines are
@@ -802,7 +803,60 @@ def test_a_canary_never_fails_on_its_own() -> None:
     assert not any(j.fails for j in judge.judgements.values())
 
 
-# -- the xdist-worker fallback ----------------------------------------------------------------
+# -- pytest-xdist: workers judge provisionally, the controller decides with the run ---------
+
+
+def test_the_controller_decides_workers_judgements_with_the_whole_run() -> None:
+    """Two workers each measure part of a suite that dropped 9 % together, one test 15 %
+    more; their pending judgements travel as plain data and the controller's judge finishes
+    the run over all of them: one run-wide finding, one failure."""
+    workers = [Judge(ON, suite_baseline(SUITE), KEY, software=BASE_SOFTWARE) for _ in range(2)]
+    controller = Judge(ON, suite_baseline(SUITE), KEY, software=BASE_SOFTWARE)
+    sent = []
+    for i, nodeid in enumerate(SUITE):
+        worker = workers[i % 2]
+        level = LEVEL * 0.91 * (0.85 if nodeid == CHANGED else 1.0)
+        run, j = judge_run(worker, level, seed=80 + i, nodeid=nodeid)
+        assert j.pending and not j.fails  # nothing decided on the worker
+        sent.append((run.m.to_dict(), j.to_dict()))
+    for m_data, j_data in [*sent, *sent]:  # streamed, then again at the end: twice is once
+        controller.adopt(Measurement.from_dict(m_data), Judgement.from_dict(j_data))
+    assert set(controller.inputs) == set(SUITE)
+    changed = controller.finish()
+    assert set(changed) == set(SUITE)
+    rw = controller.run_wide
+    assert rw is not None and rw.finding == "ENVIRONMENT_ANOMALY" and rw.n_tests == len(SUITE)
+    assert {k for k, j in controller.judgements.items() if j.fails} == {CHANGED}
+    assert not any(j.without_suite for j in controller.judgements.values())
+    # the same as one process measuring the whole suite
+    alone = run_suite(ON, 0.91, BASE_SOFTWARE, changed=0.85)
+    assert {k: j.verdict for k, j in alone.judgements.items()} == {
+        k: j.verdict for k, j in controller.judgements.items()
+    }
+    # a late copy after the run is finished changes nothing
+    m_data, j_data = sent[0]
+    controller.adopt(Measurement.from_dict(m_data), Judgement.from_dict(j_data))
+    assert not controller.judgements[SUITE[0]].pending
+
+
+def test_a_comparison_survives_the_trip_as_plain_data() -> None:
+    judge = Judge(ON, baseline_for(NODE), KEY, software=BASE_SOFTWARE)
+    _, j = judge_run(judge, LEVEL * 0.8, seed=6)
+    back = Judgement.from_dict(j.to_dict())
+    assert back.pending and back.comparison == j.comparison
+    assert back.comparison is not None and back.comparison.verdict is j.comparison.verdict
+
+
+def test_a_worker_judgement_without_a_baseline_here_is_decided_alone() -> None:
+    worker = Judge(ON, baseline_for(NODE), KEY, software=BASE_SOFTWARE)
+    run, j = judge_run(worker, LEVEL * 0.8, seed=6)
+    controller = Judge(ON, None, KEY)
+    back = Judgement.from_dict(j.to_dict())
+    controller.adopt(Measurement.from_dict(run.m.to_dict()), back)
+    assert not back.pending and back.without_suite and back.verdict == "REGRESSED"
+
+
+# -- the per-test fallback (pytest-rerunfailures) --------------------------------------------
 
 
 def test_settle_alone_decides_at_once_and_finish_leaves_it() -> None:
