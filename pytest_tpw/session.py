@@ -42,6 +42,25 @@ IDLE_MARGIN = 1.05
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
+@dataclasses.dataclass
+class HardwareShare:
+    """One hardware key's part of a run: its judge (baselines, run-wide shift), what its
+    devices are (as its baseline file records them), and the measurements taken on them.
+
+    A session has one, for its own sensor's hardware; pytest-xdist's controller, whose
+    workers may run on hosts of other kinds (``--tx ssh=...``), gains one per other key
+    that a worker reports, with a baseline file and a run-wide shift of its own.
+    """
+
+    judge: Judge
+    hardware: dict[str, Any]
+    measurements: dict[str, tuple[Measurement, Result]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.judge.hardware_key
+
+
 class TpwSession:
     """State of one pytest session with ``--tpw``: sensor, baselines, judge, results."""
 
@@ -69,7 +88,18 @@ class TpwSession:
             sensor.lock_ids(), timeout_s=settings.lock_timeout, on_wait=_say_waiting
         )
         self.started = dt.datetime.now(dt.timezone.utc)
-        self.measurements: dict[str, tuple[Measurement, Result]] = {}
+        own = HardwareShare(
+            judge,
+            {
+                "models": list(sensor.hardware()),
+                "sensor": sensor.name,
+                "provenance": sensor.provenance,
+            },
+        )
+        #: Every hardware key's share of the run, this process's own first.
+        self.shares: dict[str, HardwareShare] = {own.key: own}
+        #: This process's own hardware's measurements.
+        self.measurements = own.measurements
         self.extra_environment: dict[str, Any] = {}
         #: Tests whose call failed (an assertion, a budget, a regression): they record nothing.
         self.failed_tests: set[str] = set()
@@ -158,7 +188,10 @@ class TpwSession:
 
     @property
     def baseline_path(self) -> Path:
-        return baseline.path_for(self.rootdir / self.settings.baseline_dir, self.hardware_key)
+        return self._baseline_path(self.hardware_key)
+
+    def _baseline_path(self, key: str) -> Path:
+        return baseline.path_for(self.rootdir / self.settings.baseline_dir, key)
 
     def sensor_info(self) -> report.SensorInfo:
         return report.SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
@@ -261,16 +294,24 @@ class TpwSession:
         """Verdict counts, the canary shift, hardware notes, lock waits, files written."""
         lines: list[str] = []
         judge = self.judge
-        if judge.run_wide is not None:
-            lines.append(judge.run_wide.text)
-            if judge.run_wide.fails:
+        several = len(self.shares) > 1
+        for share in self.shares.values():
+            run_wide = share.judge.run_wide
+            if run_wide is None:
+                continue
+            text = run_wide.text
+            lines.append(
+                text.replace("run-wide:", f"run-wide ({share.key}):", 1) if several else text
+            )
+            if run_wide.fails:
                 lines.append(
                     "the run FAILS on the run-wide stack regression (--tpw-strict or "
                     "--tpw-fail-stack); no test failed for it"
                 )
-        if judge.judgements:
+        every = [j for share in self.shares.values() for j in share.judge.judgements.values()]
+        if every:
             counts: dict[str, int] = {}
-            for j in judge.judgements.values():
+            for j in every:
                 counts[j.verdict.value] = counts.get(j.verdict.value, 0) + 1
             s = self.settings
             lines.append(
@@ -279,8 +320,8 @@ class TpwSession:
                 + f" (tolerance {s.tolerance:.0%}, noise floor {s.noise_floor:.0%}, "
                 f"FDR q = {s.fdr:g})"
             )
-            lines += [note for j in judge.judgements.values() for note in j.notes]
-            settled = sum(1 for j in judge.judgements.values() if j.without_suite)
+            lines += [note for j in every for note in j.notes]
+            settled = sum(1 for j in every if j.without_suite)
             if settled:
                 lines.append(
                     f"{settled} comparison(s) decided per test, without the run-wide shift "
@@ -288,12 +329,12 @@ class TpwSession:
                     "runs (and logs) those tests itself, so their verdicts cannot wait for "
                     "the rest of the run"
                 )
-        if judge.other_hardware and judge.baseline is None:
+        if judge.other_hardware and judge.baseline is None and self.measurements:
             lines.append(
                 f"no baseline for {self.hardware_key}; baselines exist for "
                 f"{', '.join(judge.other_hardware)} (not compared)"
             )
-        waits = [(key, m.lock_waits()) for key, (m, _) in self.measurements.items()]
+        waits = [(key, m.lock_waits()) for key, (m, _) in self._every_measurement()]
         waits = [(key, w) for key, w in waits if w]
         if waits:
             windows = sum(len(w) for _, w in waits)
@@ -305,12 +346,22 @@ class TpwSession:
             )
         return [*lines, *self._stray_rank_note(), *self.notes]
 
-    def suspects(self) -> list[str]:
+    def _every_measurement(self) -> list[tuple[str, tuple[Measurement, Result]]]:
+        """Every share's measurements, by the key they have in outputs: a measurement taken
+        on another hardware key than this process's is ``<key>@<hardware key>``."""
+        own = self.hardware_key
+        return [
+            (key if share.key == own else f"{key}@{share.key}", entry)
+            for share in self.shares.values()
+            for key, entry in share.measurements.items()
+        ]
+
+    def suspects(self, share: HardwareShare | None = None) -> list[str]:
         """What the recorded device state says about this run, for an environment anomaly:
         the warnings its windows carried (throttling, clocks, heat, busy CPUs), most
         frequent first."""
         counts: dict[str, int] = {}
-        for m, _ in self.measurements.values():
+        for m, _ in (share or self.shares[self.hardware_key]).measurements.values():
             for sample in m.samples:
                 for text in sample.warnings:
                     if not text.startswith(WAITED) and text != SHORT_WINDOW:
@@ -323,40 +374,53 @@ class TpwSession:
         """Once every test ran: the run-wide finding and the final verdicts (on the process
         that decides them: not on a pytest-xdist worker, whose controller decides)."""
         if not self.role.sends_results:
-            self.judge.finish(self.suspects())
+            for share in self.shares.values():
+                share.judge.finish(self.suspects(share))
 
     def pending(self, nodeid: str) -> bool:
         """True while a verdict of the test waits for the whole run."""
-        return any(j.pending for j in self.judge.judgements.values() if j.nodeid == nodeid)
+        return any(j.pending for j in self.judgements_of(nodeid))
 
     def judgements_of(self, nodeid: str) -> list[Judgement]:
-        return [j for j in self.judge.judgements.values() if j.nodeid == nodeid]
+        return [
+            j
+            for share in self.shares.values()
+            for j in share.judge.judgements.values()
+            if j.nodeid == nodeid
+        ]
 
     def results_of(self, nodeid: str) -> list[tuple[str | None, Result]]:
         """The test's finished measurements: (name, summary), as JUnit properties need."""
-        return [(m.name, r) for m, r in self.measurements.values() if m.nodeid == nodeid]
+        return [
+            (m.name, r)
+            for share in self.shares.values()
+            for m, r in share.measurements.values()
+            if m.nodeid == nodeid
+        ]
 
     def rows(self) -> list[report.Row]:
-        judgements = self.judge.judgements
         rows = []
-        for key, (m, result) in self.measurements.items():
-            j = judgements.get(key)
-            rows.append(
-                report.Row(
-                    key,
-                    result,
-                    j.baseline_level if j else None,
-                    len(m.warnings),
-                    j.verdict if j else None,
-                    j.ratio if j else None,
+        for share in self.shares.values():
+            judgements = share.judge.judgements
+            label = "" if share.key == self.hardware_key else f"@{share.key}"
+            for key, (m, result) in share.measurements.items():
+                j = judgements.get(key)
+                rows.append(
+                    report.Row(
+                        key + label,
+                        result,
+                        j.baseline_level if j else None,
+                        len(m.warnings),
+                        j.verdict if j else None,
+                        j.ratio if j else None,
+                    )
                 )
-            )
         return rows
 
     def terminal_lines(self) -> list[str]:
         return report.terminal_lines(
             self.rows(),
-            [m for m, _ in self.measurements.values()],
+            [m for _, (m, _) in self._every_measurement()],
             self.sensor_info(),
             self.settings.confidence,
             self.summary_notes(),
@@ -385,10 +449,20 @@ class TpwSession:
 
     def json_document(self) -> dict[str, Any]:
         settings = {k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()}
-        judgements = self.judge.judgements
-        doc = report.json_document(self.measurements, judgements, self.environment(), settings)
-        if self.judge.run_wide is not None:
-            doc["run_wide"] = [self.judge.run_wide.to_json()]
+        doc = report.json_document(
+            self.measurements, self.judge.judgements, self.environment(), settings
+        )
+        for share in self.shares.values():
+            if share.key == self.hardware_key:
+                continue
+            for key, (m, r) in share.measurements.items():
+                entry = report.measurement_json(m, r, share.judge.judgements.get(key))
+                doc["measurements"][f"{key}@{share.key}"] = {**entry, "hardware_key": share.key}
+        findings = [s.judge.run_wide.to_json() for s in self.shares.values() if s.judge.run_wide]
+        if findings:
+            doc["run_wide"] = findings
+        if len(self.shares) > 1:
+            doc["environment"]["hardware_keys"] = list(self.shares)
         if self.idle_watts is not None:
             for key, (m, _) in self.measurements.items():
                 net = m.joules - self.idle_watts * m.seconds
@@ -410,6 +484,11 @@ class TpwSession:
             j for j in self.judge.judgements.values() if nodeid is None or j.nodeid == nodeid
         ]
         return {
+            "hardware": {
+                **self.shares[self.hardware_key].hardware,
+                "key": self.hardware_key,
+                "software": self.software,
+            },
             "measurements": [m.to_dict() for m in measurements],
             "judgements": [j.to_dict() for j in judgements],
             "failed": sorted(n for n in self.failed_tests if nodeid is None or n == nodeid),
@@ -418,6 +497,7 @@ class TpwSession:
     def merge(self, payload: Mapping[str, Any]) -> None:
         """Take a worker's results as if this process had measured them; its pending
         judgements are decided here, with the whole run (twice is once)."""
+        share = self._share_for(payload.get("hardware") or {})
         judgements = [Judgement.from_dict(d) for d in payload.get("judgements", [])]
         verdicts = {j.key: j.verdict for j in judgements}
         merged: dict[str, Measurement] = {}
@@ -426,15 +506,36 @@ class TpwSession:
             if m.finished:
                 verdict = verdicts.get(m.key, Verdict.NO_BASELINE)
                 result = m.summarize(self.settings.confidence, verdict)
-                self.measurements[m.key] = (m, result)
+                share.measurements[m.key] = (m, result)
                 merged[m.key] = m
         for j in judgements:
             found = merged.get(j.key)
             if found is not None:
-                self.judge.adopt(found, j)
+                share.judge.adopt(found, j)
             else:
-                self.judge.judgements.setdefault(j.key, j)
+                share.judge.judgements.setdefault(j.key, j)
         self.failed_tests.update(payload.get("failed", []))
+
+    def _share_for(self, hardware: Mapping[str, Any]) -> HardwareShare:
+        """The share of the hardware key a worker measured on; a new key's baselines are
+        read when it first appears (a file that cannot be read is said, and compares
+        nothing)."""
+        key = str(hardware.get("key") or self.hardware_key)
+        share = self.shares.get(key)
+        if share is not None:
+            return share
+        path = baseline.path_for(self.rootdir / self.settings.baseline_dir, key)
+        try:
+            stored = baseline.load(path, key)
+        except TpwError as exc:
+            self.notes.append(f"baselines of {key} not read, its tests not compared: {exc}")
+            stored = None
+        software = dict(hardware.get("software") or {})
+        described = {k: hardware[k] for k in ("models", "sensor", "provenance") if k in hardware}
+        share = self.shares[key] = HardwareShare(
+            Judge(self.settings, stored, key, software=software), described
+        )
+        return share
 
     # -- outputs: each fails alone, with its path and cause, and the report still prints ----
 
@@ -447,9 +548,12 @@ class TpwSession:
         ok = True
         environment_hook()
         if s.writes_baselines:
-            ok &= self._output(
-                "baselines", self.baseline_path, lambda: self._write_baselines(interrupted)
-            )
+            for share in self.shares.values():
+                if share.measurements or share.key == self.hardware_key:
+                    path = self._baseline_path(share.key)
+                    ok &= self._output(
+                        "baselines", path, partial(self._write_baselines, share, interrupted)
+                    )
         doc = self.json_document()
         texts: list[tuple[str, Path, str]] = []
         if s.json is not None:
@@ -461,7 +565,7 @@ class TpwSession:
             path = self.invocation_dir / target  # absolute paths stay as they are
             ok &= self._output(what, path, partial(atomic_write_text, path, text))
         summary = os.environ.get(STEP_SUMMARY_ENV)
-        if summary and self.measurements:
+        if summary and doc["measurements"]:
             text = mdreport.render(doc, mdreport.STEP_SUMMARY_LIMIT)
             ok &= self._output(
                 STEP_SUMMARY_ENV, Path(summary), partial(append_text, Path(summary), text)
@@ -476,15 +580,15 @@ class TpwSession:
             return False
         return True
 
-    def _write_baselines(self, interrupted: bool) -> None:
-        """This session's samples into the baseline file; only complete measurements.
+    def _write_baselines(self, share: HardwareShare, interrupted: bool) -> None:
+        """One hardware key's samples into its baseline file; only complete measurements.
 
         Merged into the file as it is on disk now: an interrupted session adds what it
         finished and removes nothing.
         """
         date = self.started.replace(microsecond=0).isoformat()
         commit = fingerprint.git_commit(self.rootdir)
-        software = {**self.software, **self.extra_environment}
+        software = {**share.judge.software, **self.extra_environment}
         updates = {
             key: baseline.StoredSession(
                 date=date,
@@ -494,20 +598,14 @@ class TpwSession:
                 provenance=m.provenance,
                 samples=[(s.tokens, s.joules, s.seconds) for s in m.samples],
             )
-            for key, (m, _) in self.measurements.items()
+            for key, (m, _) in share.measurements.items()
             if m.finished and m.nodeid not in self.failed_tests
-        }
-        hardware = {
-            "models": list(self.sensor.hardware()),
-            "sensor": self.sensor.name,
-            "provenance": self.sensor.provenance,
         }
         s = self.settings
         mode: baseline.Mode = "replace" if s.update else "extend" if s.record else "missing"
-        written = baseline.flush(
-            self.baseline_path, self.hardware_key, hardware, updates, s.history, mode
-        )
-        what = f"{len(written)} measurement(s) written to {self.baseline_path}"
+        path = self._baseline_path(share.key)
+        written = baseline.flush(path, share.key, share.hardware, updates, s.history, mode)
+        what = f"{len(written)} measurement(s) written to {path}"
         if interrupted:
             what += " (interrupted: only the measurements that finished; the rest untouched)"
         self.notes.append(what)

@@ -269,3 +269,90 @@ def test_maxprocesses_caps_the_workers_counted(pytester: pytest.Pytester, pin_pr
     )
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
     assert seen(pin_probe) == {"gw0": "0", "gw1": "1"}
+
+
+# -- workers on hosts of two kinds ----------------------------------------------------------
+
+# A sensor whose hardware is named by the worker's environment: two popen gateways stand in
+# for two kinds of hosts (``--tx ssh=...``); TPW_BOARD_WATTS lowers one board's efficiency.
+BOARDS_CONFTEST = """
+import dataclasses
+import os
+
+from pytest_tpw.sensors.sim import SimSensor
+
+
+class BoardSensor(SimSensor):
+    name = "board"
+
+    def __init__(self, options):
+        watts = float(os.environ.get("TPW_BOARD_WATTS", "300"))
+        super().__init__(dataclasses.replace(options, sim_watts=watts))
+
+    def hardware(self):
+        return (os.environ.get("TPW_BOARD", "board-a"),)
+
+
+def pytest_tpw_sensor_factories():
+    return {"board": BoardSensor}
+"""
+
+BOARD_A = "popen//env:TPW_BOARD=board-a"
+BOARD_B = "popen//env:TPW_BOARD=board-b"
+
+
+def test_two_kinds_of_workers_get_a_baseline_file_and_a_run_wide_shift_each(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = project(pytester.path, "boards")
+    (folder / "conftest.py").write_text(BOARDS_CONFTEST, encoding="utf-8")
+    monkeypatch.chdir(folder)
+    each = ("--dist", "each", "--tx", BOARD_A, "--tx", BOARD_B, "-o", "tpw_sensor=board")
+
+    # recorded on both kinds at once: every test on each, one file per hardware key
+    result = pytester.runpytest_subprocess("--tpw-update", "--tpw-rounds", "5", *each)
+    result.assert_outcomes(passed=12)
+    assert sorted(p.name for p in (folder / ".tpw").iterdir()) == [
+        "board-a-x1.json",
+        "board-b-x1.json",
+    ]
+    for board in ("board-a", "board-b"):
+        stored = json.loads((folder / ".tpw" / f"{board}-x1.json").read_text(encoding="utf-8"))
+        assert stored["hardware_key"] == f"{board}-x1"
+        assert stored["hardware"]["models"] == [board]
+        assert set(stored["measurements"]) == KEYS
+        result.stdout.fnmatch_lines([f"6 measurement(s) written to *{board}-x1.json"])
+
+    # board b draws 10 % more power for the same work: its run-wide shift alone moves, and
+    # no test fails on either kind
+    result = pytester.runpytest_subprocess(
+        "--tpw",
+        "--tpw-json",
+        "out.json",
+        "--dist",
+        "each",
+        "--tx",
+        BOARD_A,
+        "--tx",
+        BOARD_B + "//env:TPW_BOARD_WATTS=330",
+        "-o",
+        "tpw_sensor=board",
+    )
+    result.assert_outcomes(passed=12)
+    assert result.ret == pytest.ExitCode.OK
+    lines = [line for line in result.outlines if line.startswith("run-wide (")]
+    assert len(lines) == 2, result.outlines
+    assert lines[0].startswith("run-wide (board-a-x1): ") and lines[0].endswith(" FINE")
+    assert lines[1].startswith("run-wide (board-b-x1): ") and "ENVIRONMENT_ANOMALY" in lines[1]
+    doc = json.loads((folder / "out.json").read_text(encoding="utf-8"))
+    findings = {f["hardware_key"]: f for f in doc["run_wide"]}
+    assert set(findings) == {"board-a-x1", "board-b-x1"}
+    assert findings["board-a-x1"]["n_tests"] == findings["board-b-x1"]["n_tests"] == 6
+    assert findings["board-b-x1"]["ratio"] == pytest.approx(300 / 330, abs=0.03)
+    assert set(doc["measurements"]) == KEYS | {f"{key}@board-b-x1" for key in KEYS}
+    verdicts = {m["verdict"] for m in doc["measurements"].values()}
+    assert "REGRESSED" not in verdicts and "NO_BASELINE" not in verdicts, verdicts
+    assert doc["measurements"]["test_suite.py::test_loop@board-b-x1"]["hardware_key"] == (
+        "board-b-x1"
+    )
+    assert doc["environment"]["hardware_keys"] == ["board-a-x1", "board-b-x1"]

@@ -843,8 +843,9 @@ def test_a_comparison_survives_the_trip_as_plain_data() -> None:
     judge = Judge(ON, baseline_for(NODE), KEY, software=BASE_SOFTWARE)
     _, j = judge_run(judge, LEVEL * 0.8, seed=6)
     back = Judgement.from_dict(j.to_dict())
+    assert j.comparison is not None and back.comparison is not None
     assert back.pending and back.comparison == j.comparison
-    assert back.comparison is not None and back.comparison.verdict is j.comparison.verdict
+    assert back.comparison.verdict is j.comparison.verdict  # an enum again, not its name
 
 
 def test_a_worker_judgement_without_a_baseline_here_is_decided_alone() -> None:
