@@ -111,10 +111,22 @@ class HeldWorkerReports:
         if name != "worker_logfinish":
             return
         del self.open[where]
-        if self.session.pending(nodeid):
+        pending = self.session.pending(nodeid)
+        if pending:
             self.held.append((nodeid, events))
         else:
             self._log(events)
+        self._show(nodeid, pending)
+
+    def _show(self, nodeid: str, pending: bool) -> None:
+        """The controller's progress: each measurement as its worker finishes it (the
+        rounds themselves happen on the worker, out of this terminal's sight)."""
+        progress = self.session.progress
+        if progress is None:
+            return
+        for _, result in self.session.results_of(nodeid):
+            verdict = f"held for the run's verdict ({self.waiting} so far)" if pending else None
+            progress.finish(result.name, result.tokens_per_joule, result.n, verdict)
 
     def flush(self, nodeid: str) -> None:
         """Log at once what came of a test whose worker died running it."""

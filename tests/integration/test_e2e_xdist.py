@@ -180,6 +180,10 @@ def test_serial_two_workers_and_no_xdist_agree_and_a_shared_shift_fails_nothing(
     lines = [line for line in result.outlines if line.startswith("run-wide: ")]
     assert len(lines) == 1 and " ENVIRONMENT_ANOMALY" in lines[0], lines
     assert "decided per test" not in result.stdout.str()
+    # progress in a CI log: a line per measurement as its worker finishes it, held ones said
+    shown = [line for line in result.outlines if line.startswith("tpw [")]
+    assert len(shown) == 6, result.outlines
+    assert all("tokens/J, n=5, held for the run's verdict" in line for line in shown), shown
     doc = json.loads((folder / "shifted.json").read_text(encoding="utf-8"))
     assert "REGRESSED" not in {entry["verdict"] for entry in doc["measurements"].values()}
     (finding,) = doc["run_wide"]
