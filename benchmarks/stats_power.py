@@ -175,7 +175,7 @@ def engine(
         c[i] = U.unprofile(c[i], prof)
     for i in range(n_suites):
         if oracle is None:
-            rho, _ = S.lag1_from_parts(*S.lag1_parts(b[i].reshape(-1, nb)), float(nb))
+            rho, _ = S.lag1_from_parts(*S.lag1_parts(b[i].reshape(-1, nb)))
             rho = min(max(rho, 0.0), p.rho_cap)
         else:
             rho = oracle[2]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
-from pytest_tpw.stats import Verdict, ar1_variance_factor, lag1_autocorrelation
+from pytest_tpw.stats import Verdict, ar1_variance_factor, lag1_autocorrelation, lag1_expected
 from pytest_tpw.suite import (
     RunShift,
     RunVerdict,
@@ -202,8 +202,26 @@ def test_lag1_autocorrelation_is_bias_corrected() -> None:
     iid, _ = lag1_autocorrelation(list(rng.standard_normal((300, 20))))
     ar, pairs = lag1_autocorrelation(list(_ar_series(rng, 0.6, 300, 20)))
     assert abs(iid) < 0.05
-    assert 0.5 < ar < 0.7
+    assert 0.56 < ar < 0.64  # the first-order correction gave ~0.65 here
     assert 0.97 * 300 * 19 < pairs <= 300 * 19  # pairs with a > 3 MAD value are left out
+
+
+def test_lag1_autocorrelation_of_mixed_lengths_is_unbiased() -> None:
+    # sessions of 8 and 20 windows pooled: each length has its own small-sample bias
+    rng = np.random.default_rng(11)
+    series = list(_ar_series(rng, 0.6, 400, 8)) + list(_ar_series(rng, 0.6, 100, 20))
+    rho, _ = lag1_autocorrelation(series)
+    assert 0.55 < rho < 0.65
+
+
+def test_lag1_expected_matches_the_mean_centred_ratio_by_simulation() -> None:
+    rng = np.random.default_rng(12)
+    for rho, n in ((0.0, 6), (0.6, 10), (0.8, 20)):
+        x = _ar_series(rng, rho, 20000, n)
+        xc = x - x.mean(axis=1, keepdims=True)
+        r = float(np.mean(xc[:, :-1] * xc[:, 1:]) / np.mean(xc * xc))
+        assert abs(lag1_expected(rho, n) - r) < 0.01
+        assert abs(lag1_expected(rho, {n: 3}) - r) < 0.01
 
 
 def test_autocorrelation_inflation_keeps_the_error_rate_by_simulation() -> None:
