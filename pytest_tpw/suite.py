@@ -670,17 +670,31 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
     )
 
 
+RUN_SPREAD_LEVEL = 0.01
+RUN_SPREAD_RATIO = 2.0
+RUN_SPREAD_SOURCE = "this run's spread (wider than the stored runs')"
+
+
 def _sb2(prior: SuitePrior, shift: RunShift) -> tuple[float, float]:
     """sigma_b^2 and its df for this run's comparisons.
 
-    With few stored sessions (prior df < 30) and a robust run shift, the run's own estimate
-    (df ~ 0.4 x tests, the efficiency of a median-based scale) is pooled with the prior.
+    With a robust run shift, the run's own estimate (df ~ 0.4 x tests, the efficiency of a
+    median-based scale) is pooled with the prior when the stored sessions say little (prior
+    df < 30). With many, it replaces the stored estimate when it is significantly larger
+    (one-sided F test at ``RUN_SPREAD_LEVEL``): this run's tests disagree with each other
+    more than the stored runs' did (a runner that drifts during the run, a clock state that
+    tests feel unequally), and that spread is noise of this run, not changes of its tests.
     """
     sb2, df = prior.sigma_b**2, prior.sigma_b_df
-    if prior.sigma_b_df < 30.0 and shift.method is ShiftMethod.ROBUST:
-        df_run = 0.4 * shift.n_tests
-        sb2 = (df * sb2 + df_run * shift.sigma_b_run**2) / (df + df_run)
-        df = df + df_run
+    if shift.method is not ShiftMethod.ROBUST:
+        return sb2, df
+    df_run = 0.4 * shift.n_tests
+    s2_run = shift.sigma_b_run**2
+    if prior.sigma_b_df < 30.0:
+        return (df * sb2 + df_run * s2_run) / (df + df_run), df + df_run
+    limit = max(RUN_SPREAD_RATIO, float(_st.f.ppf(1.0 - RUN_SPREAD_LEVEL, df_run, df)))
+    if df_run >= 2.0 and s2_run > sb2 * limit:
+        return s2_run, df_run
     return sb2, df
 
 
@@ -811,6 +825,8 @@ def _compare_one(
     src = prior.sigma_b_source
     if sb_df > prior.sigma_b_df:
         src = f"{src} + this run's spread"
+    elif sb2 > prior.sigma_b**2:
+        src = RUN_SPREAD_SOURCE
     proto = Comparison(
         verdict=Verdict.INCONCLUSIVE,
         ratio=math.nan,

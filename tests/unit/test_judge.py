@@ -510,6 +510,29 @@ def disagreeing_history(settings: Settings) -> Judgement:
     return judge.judgements[NODE]
 
 
+def test_a_run_that_drifts_widens_every_interval_and_says_the_runner_changed() -> None:
+    """20 tests with 3 steady stored runs (history df 40 >= 30: the stored sigma_b is
+    trusted); this run slows from the first test to the last (0 .. -16 %), so around the
+    run-wide shift the first tests look 8 % faster and the last 8 % slower. Nothing fails,
+    even under --tpw-strict; the INCONCLUSIVE ones say that this run's tests disagree."""
+    nodes = [f"t.py::test_drift_{i}" for i in range(20)]
+    judge = Judge(
+        Settings(enabled=True, rounds=20, strict=True),
+        suite_baseline(nodes, noise=0.005),
+        KEY,
+        software=BASE_SOFTWARE,
+    )
+    for i, nodeid in enumerate(nodes):
+        judge_run(judge, LEVEL * 0.84 ** (i / 19), seed=500 + i, nodeid=nodeid, noise=0.005)
+    judge.finish()
+    js = [judge.judgements[n] for n in nodes]
+    assert not any(j.fails for j in js)
+    assert "REGRESSED" not in {j.verdict for j in js}
+    wide = [w for j in js for w in j.warnings if "INCONCLUSIVE after the last round" in w]
+    assert wide
+    assert all("this run's tests disagree with each other" in w for w in wide), wide
+
+
 def test_strict_inconclusive_fails_when_this_run_is_the_wide_side() -> None:
     j = noisy_run(Settings(enabled=True, strict=True))
     assert j.verdict == "INCONCLUSIVE"

@@ -261,6 +261,30 @@ def test_interim_regressed_stops_only_when_it_survives_any_bh() -> None:
     assert stop_last
 
 
+def test_a_run_whose_tests_disagree_more_than_the_stored_runs_widens_instead_of_failing() -> None:
+    # a runner that slows during the run: 0 at the first test, -12 % at the last. Around the
+    # run-wide shift the last tests are ~6 % low, far beyond the stored session spread.
+    n = 60
+    tests = _suite(n, 15, cv=0.01)
+    drift = np.exp(np.linspace(0.0, math.log(0.88), n))
+    drifting = [
+        TestInput(t.key, t.baseline, list(np.asarray(t.candidate) * f))
+        for t, f in zip(tests, drift, strict=True)
+    ]
+    prior = _prior(tests)
+    assert prior.sigma_b_df >= 30.0  # many stored sessions: the stored sigma_b is trusted
+    dec = judge_suite(drifting, prior, P)
+    verdicts = [c.verdict for c in dec.comparisons.values()]
+    assert Verdict.REGRESSED not in verdicts
+    assert all(c.sigma_b > 0.02 for c in dec.comparisons.values())
+    assert {c.sigma_b_source for c in dec.comparisons.values()} == {
+        "this run's spread (wider than the stored runs')"
+    }
+    # the same suite without the drift keeps the stored sigma_b
+    calm = judge_suite(tests, prior, P)
+    assert all(c.sigma_b == pytest.approx(prior.sigma_b) for c in calm.comparisons.values())
+
+
 def test_a_canary_runs_every_look() -> None:
     tests = _suite(12, 11)
     prior = _prior(tests)
