@@ -1,0 +1,165 @@
+"""Noise that ``stats_power.py`` does not model: does the verdict engine still hold?
+
+    python benchmarks/stats_stress.py --suites 30 --seed 1     # about a minute on 2 cores
+
+``stats_power.py`` tunes and checks the engine on the noise models named in its scenarios.
+This script drives the same decision path (``stats_power.engine``: the prior, group-wise
+running shift, looks and Benjamini-Hochberg exactly as the scalar API; one run per scenario
+re-decided through ``suite.look`` / ``suite.judge_suite`` as a self-check) through noise the
+engine was not shaped on, and prints false REGRESSED per 300-test run (A/A), detection of 10
+tests at -8 % and 10 at -10 %, and the share of A/A runs whose run-wide shift was flagged:
+
+* run-wide shift that drifts within the run (0 at the first test, -4 % at the last), as a
+  runner that heats up over a long suite;
+* run-wide shift that each test feels with its own sensitivity (a -4 % clock state that
+  compute-bound tests feel fully and memory-bound ones by half or one and a half), in one
+  run of three;
+* heteroscedastic tests: per-window CV log-uniform between 0.5 % and 10 %;
+* flaky sessions: each session of each test, stored or current, jumps by +-4 % with
+  probability 5 %;
+* a stored session recorded on a loaded runner: one of three stored runs, all tests -6 %
+  and twice as noisy.
+
+Everything else as in ``stats_power.py`` (per-test CV 1-3 %, 3 % of windows throttled, per-test
+session shift SD 0.5 %, 3 stored runs of 20 windows). The noise is assumed, not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import stats_power as SP
+
+from pytest_tpw import suite as U
+
+T, S, N = SP.N_TESTS, 3, SP.ROUNDS
+
+Draw = Callable[[np.random.Generator, int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _base(
+    rng: np.random.Generator, n: int, effect: np.ndarray, cv: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    nz = SP.Noise("base")
+    cv = rng.uniform(0.01, 0.03, size=(n, T)) if cv is None else cv
+    b = SP.windows(rng, nz, cv[..., None, None], (n, T, S, N))
+    b += rng.normal(0.0, 0.005, (n, T, S, 1))
+    c = SP.windows(rng, nz, cv[..., None], (n, T, N))
+    c += rng.normal(0.0, 0.005, (n, T, 1)) + effect[..., None]
+    return b, c
+
+
+def within_run_drift(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    return b + SP.LOG50, c + np.linspace(0.0, math.log(0.96), T)[None, :, None] + SP.LOG50
+
+
+def uneven_clock(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    beta = rng.uniform(0.5, 1.5, size=(n, T))
+    hit_b = rng.random((n, 1, S)) < 1 / 3
+    hit_c = rng.random((n, 1)) < 1 / 3
+    b = b + np.where(hit_b, math.log(0.96), 0.0)[..., None] * beta[..., None, None]
+    c = c + np.where(hit_c, math.log(0.96), 0.0)[..., None] * beta[..., None]
+    return b + SP.LOG50, c + SP.LOG50
+
+
+def heteroscedastic(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    cv = np.exp(rng.uniform(math.log(0.005), math.log(0.10), size=(n, T)))
+    b, c = _base(rng, n, effect, cv)
+    return b + SP.LOG50, c + SP.LOG50
+
+
+def flaky_sessions(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+
+    def jump(shape: tuple[int, ...]) -> np.ndarray:
+        return np.where(rng.random(shape) < 0.05, rng.choice([-1.0, 1.0], shape) * 0.04, 0.0)
+
+    return b + jump((n, T, S, 1)) + SP.LOG50, c + jump((n, T, 1)) + SP.LOG50
+
+
+def loaded_stored_run(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    b[:, :, 0, :] = 2.0 * b[:, :, 0, :] + math.log(0.94)
+    return b + SP.LOG50, c + SP.LOG50
+
+
+SCENARIOS: tuple[tuple[str, Draw], ...] = (
+    ("run shift drifting 0 -> -4 % over the run", within_run_drift),
+    ("clock -4 % x per-test sensitivity 0.5-1.5, 1 run in 3", uneven_clock),
+    ("per-test CV 0.5-10 % (log-uniform)", heteroscedastic),
+    ("flaky sessions: +-4 % jumps, 5 % of sessions", flaky_sessions),
+    ("1 of 3 stored runs loaded: -6 %, twice as noisy", loaded_stored_run),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--suites", type=int, default=30, help="simulated suite runs per scenario")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-check", action="store_true", help="skip the scalar-API self-check")
+    args = ap.parse_args(argv)
+    if args.suites < 1:
+        ap.error("need --suites >= 1")
+    print("$ " + shlex.join(["python", "benchmarks/stats_stress.py", *(argv or sys.argv[1:])]))
+    p = U.SuiteParams()
+    nz = SP.Noise("stress")
+    t0 = time.perf_counter()
+    rows = [("scenario", "false REG/run A/A", "det -8 %", "det -10 %", "A/A runs flagged")]
+    for (name, draw), sd in zip(
+        SCENARIOS, np.random.SeedSequence(args.seed).spawn(len(SCENARIOS)), strict=True
+    ):
+        r_aa, r_reg = (np.random.default_rng(x) for x in sd.spawn(2))
+        b, c = draw(r_aa, args.suites, np.zeros((args.suites, T)))
+        aa = SP.engine(b, c, nz, p)
+        if not args.no_check:
+            SP.self_check(b, c, nz, p, aa)
+        eff = np.zeros((args.suites, T))
+        sel = np.arange(T)[7::15][:20]
+        eff[:, sel[:10]] = math.log(0.92)
+        eff[:, sel[10:]] = math.log(0.90)
+        b, c = draw(r_reg, args.suites, eff)
+        reg = SP.engine(b, c, nz, p)
+        flagged = np.mean(
+            [v in (U.RunVerdict.BEYOND_LOWER, U.RunVerdict.BEYOND_UPPER) for v in aa.run]
+        )
+        rows.append(
+            (
+                name,
+                f"{aa.fail.sum(axis=1).mean():.3f}",
+                f"{reg.fail[:, sel[:10]].mean():.1%}",
+                f"{reg.fail[:, sel[10:]].mean():.1%}",
+                f"{flagged:.1%}",
+            )
+        )
+        print(f"  [{time.perf_counter() - t0:.0f} s] {name}", file=sys.stderr, flush=True)
+    print(SP.table(rows))
+    took = time.perf_counter() - t0
+    print(f"\n{args.suites} suite runs per scenario, seed {args.seed}, {took:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
