@@ -233,7 +233,7 @@ def engine(
                 shift_var = shift.se**2
                 if shift.method is U.ShiftMethod.NONE:
                     shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-            sb2, sb_df = U._sb2(prior, shift)
+            sb2, sb_df = U._sb2(prior, shift, p)
             active = np.ones(sl.stop - sl.start, dtype=bool)
             for j, k in enumerate(looks):
                 dec = U.decide_arrays(
@@ -280,7 +280,7 @@ def engine(
             shift_var = shift.se**2
             if shift.method is U.ShiftMethod.NONE:
                 shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-        sb2, sb_df = U._sb2(prior, shift)
+        sb2, sb_df = U._sb2(prior, shift, p)
         dec = U.decide_arrays(
             m_f,
             d_f,

@@ -93,6 +93,10 @@ class SuiteParams:
     * ``huber_c``, ``biweight_c``: tuning constants (in standard errors) of the run shift's
       Huber start and biweight finish (0 turns the biweight step off).
     * ``rho_cap``: cap of the lag-1 autocorrelation used to widen standard errors.
+    * ``run_spread_alpha`` / ``run_spread_ratio``: when the stored sessions give 30 or more
+      df, this run's own sigma_b replaces theirs only when its variance is at least
+      ``run_spread_ratio`` times theirs and larger by a one-sided F test at
+      ``run_spread_alpha`` (a run whose tests disagree: see ``_sb2``).
     * ``min_profile_series``: stored series of the most common length needed before the
       suite's within-session profile (see :func:`position_profile`) is removed.
     """
@@ -108,6 +112,8 @@ class SuiteParams:
     huber_c: float = 1.345
     biweight_c: float = 4.685
     rho_cap: float = 0.9
+    run_spread_alpha: float = 0.01
+    run_spread_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("sigma_b_prior", "run_sd_prior"):
@@ -126,6 +132,14 @@ class SuiteParams:
             raise ValueError("SuiteParams.huber_c must be > 0")
         if not 0.0 <= self.rho_cap < 1.0:
             raise ValueError("SuiteParams.rho_cap must be in [0, 1)")
+        if not 0.0 < self.run_spread_alpha < 0.5:
+            raise ValueError(
+                f"SuiteParams.run_spread_alpha must be in (0, 0.5), got {self.run_spread_alpha}"
+            )
+        if not self.run_spread_ratio >= 1.0:
+            raise ValueError(
+                f"SuiteParams.run_spread_ratio must be >= 1, got {self.run_spread_ratio}"
+            )
 
 
 @dataclass(frozen=True)
@@ -670,18 +684,17 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
     )
 
 
-RUN_SPREAD_LEVEL = 0.01
-RUN_SPREAD_RATIO = 2.0
 RUN_SPREAD_SOURCE = "this run's spread (wider than the stored runs')"
 
 
-def _sb2(prior: SuitePrior, shift: RunShift) -> tuple[float, float]:
+def _sb2(prior: SuitePrior, shift: RunShift, params: SuiteParams) -> tuple[float, float]:
     """sigma_b^2 and its df for this run's comparisons.
 
     With a robust run shift, the run's own estimate (df ~ 0.4 x tests, the efficiency of a
     median-based scale) is pooled with the prior when the stored sessions say little (prior
-    df < 30). With many, it replaces the stored estimate when it is significantly larger
-    (one-sided F test at ``RUN_SPREAD_LEVEL``): this run's tests disagree with each other
+    df < 30). With many, it replaces the stored estimate when it is at least
+    ``params.run_spread_ratio`` times larger and significantly so (one-sided F test at
+    ``params.run_spread_alpha``): this run's tests disagree with each other
     more than the stored runs' did (a runner that drifts during the run, a clock state that
     tests feel unequally), and that spread is noise of this run, not changes of its tests.
     """
@@ -692,8 +705,9 @@ def _sb2(prior: SuitePrior, shift: RunShift) -> tuple[float, float]:
     s2_run = shift.sigma_b_run**2
     if prior.sigma_b_df < 30.0:
         return (df * sb2 + df_run * s2_run) / (df + df_run), df + df_run
-    limit = max(RUN_SPREAD_RATIO, float(_st.f.ppf(1.0 - RUN_SPREAD_LEVEL, df_run, df)))
-    if df_run >= 2.0 and s2_run > sb2 * limit:
+    if df_run < 2.0 or s2_run <= sb2 * params.run_spread_ratio:
+        return sb2, df
+    if s2_run > sb2 * float(_st.f.ppf(1.0 - params.run_spread_alpha, df_run, df)):
         return s2_run, df_run
     return sb2, df
 
@@ -787,7 +801,7 @@ def shift_from_deltas(
         loc, se = huber_shift(delta, var_wo + k * sb2, params.huber_c, params.biweight_c)
         sbr = run_sigma_b(delta - loc, var_wo, n_sessions, df)
         out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr)
-        sb2_run, _ = _sb2(prior, out)
+        sb2_run, _ = _sb2(prior, out, params)
         if sb2_run != sb2:
             loc, se = huber_shift(delta, var_wo + k * sb2_run, params.huber_c, params.biweight_c)
             out = replace(out, shift=loc, se=se)
@@ -821,7 +835,7 @@ def _compare_one(
         raise ValueError(f"{test.key}: tolerance must be in (noise_floor, 1), got {tol}")
     b = _baseline(test, prior, p)
     c = unprofile(_logs(test.candidate, f"{test.key} (this run)"), prior.profile)
-    sb2, sb_df = _sb2(prior, shift)
+    sb2, sb_df = _sb2(prior, shift, p)
     src = prior.sigma_b_source
     if sb_df > prior.sigma_b_df:
         src = f"{src} + this run's spread"

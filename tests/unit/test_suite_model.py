@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -280,6 +281,9 @@ def test_a_run_whose_tests_disagree_more_than_the_stored_runs_widens_instead_of_
     assert {c.sigma_b_source for c in dec.comparisons.values()} == {
         "this run's spread (wider than the stored runs')"
     }
+    # with the check off (a ratio no run reaches) the far end of the drift fails
+    off = judge_suite(drifting, prior, replace(P, run_spread_ratio=1e9))
+    assert Verdict.REGRESSED in [c.verdict for c in off.comparisons.values()]
     # the same suite without the drift keeps the stored sigma_b
     calm = judge_suite(tests, prior, P)
     assert all(c.sigma_b == pytest.approx(prior.sigma_b) for c in calm.comparisons.values())
@@ -344,6 +348,10 @@ def test_bad_inputs_are_named() -> None:
         judge_suite([TestInput("t8", [], [1.0, 2.0], resolution=-1.0)], suite_prior({}, P), P)
     with pytest.raises(ValueError, match="sigma_b_prior"):
         SuiteParams(sigma_b_prior=0.0)
+    with pytest.raises(ValueError, match="run_spread_alpha"):
+        SuiteParams(run_spread_alpha=0.0)
+    with pytest.raises(ValueError, match="run_spread_ratio"):
+        SuiteParams(run_spread_ratio=0.5)
     with pytest.raises(ValueError, match="look_index"):
         look(
             TestInput("t", [], [1.0]),
