@@ -11,11 +11,26 @@ import pytest
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
-# A "measured" sensor whose power is 50 W idle plus 100 W per busy CPU core of this process,
-# so that real work shows above idle and a sleeping test does not.
+# A "measured" sensor whose power is 50 W idle plus 100 W while the test's own busy loop runs
+# (timed by the loop itself, so that the plugin's bookkeeping and a loaded machine add
+# nothing): real work shows above idle, and a sleeping test reads exactly the idle power.
+BUSY_MODULE = """
+import time
+
+SPENT = [0.0]
+
+
+def busy(seconds):
+    start = time.perf_counter()
+    while time.perf_counter() < start + seconds:
+        pass
+    SPENT[0] += time.perf_counter() - start
+"""
+
 IDLE_CONFTEST = """
 import time
 import pytest
+import busyloop
 from pytest_tpw.sensors.base import WindowEnergy
 from pytest_tpw.testing import FakeSensor
 
@@ -23,14 +38,14 @@ from pytest_tpw.testing import FakeSensor
 class Board(FakeSensor):
     name = "board"
     provenance = "measured"
-    method = "50 W idle + 100 W per busy core"
+    method = "50 W idle + 100 W while the busy loop runs"
 
     def begin(self):
-        return (time.perf_counter(), time.process_time())
+        return (time.perf_counter(), busyloop.SPENT[0])
 
     def end(self, token):
-        wall, cpu = token
-        joules = 50.0 * (time.perf_counter() - wall) + 100.0 * (time.process_time() - cpu)
+        wall, spent = token
+        joules = 50.0 * (time.perf_counter() - wall) + 100.0 * (busyloop.SPENT[0] - spent)
         return WindowEnergy({"fake:0": joules})
 
 
@@ -42,13 +57,10 @@ def pytest_tpw_sensor_factories():
 IDLE_TESTS = """
 import time
 
-def busy():
-    end = time.perf_counter() + 0.005
-    while time.perf_counter() < end:
-        pass
+from busyloop import busy
 
 def test_busy(tpw):
-    tpw(busy, tokens=5)
+    tpw(busy, 0.005, tokens=5)
 
 def test_asleep(tpw):
     tpw(time.sleep, 0.005, tokens=5)
@@ -58,8 +70,8 @@ def test_asleep(tpw):
 def test_idle_power_is_context_and_flags_work_too_small_to_measure(
     tpwtester: pytest.Pytester,
 ) -> None:
+    tpwtester.makepyfile(busyloop=BUSY_MODULE, test_idle=IDLE_TESTS)
     tpwtester.makeconftest(IDLE_CONFTEST)
-    tpwtester.makepyfile(test_idle=IDLE_TESTS)
     result = tpwtester.runpytest(
         "--tpw",
         "--tpw-sensor",
@@ -77,19 +89,19 @@ def test_idle_power_is_context_and_flags_work_too_small_to_measure(
     result.stdout.fnmatch_lines(["tpw: idle power * W (one window with nothing running*"])
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
     idle = doc["environment"]["sensor"]["idle_watts"]
-    assert idle == pytest.approx(50.0, rel=0.2)  # asleep: the board's idle 50 W
+    assert idle == pytest.approx(50.0, rel=1e-3)  # nothing running: the idle 50 W
     busy = doc["measurements"]["test_idle.py::test_busy"]["summary"]
     asleep = doc["measurements"]["test_idle.py::test_asleep"]["summary"]
     # gross tokens/J decides; net of idle is a diagnostic, larger when the work shows
     assert busy["net_tokens_per_joule"] > busy["tokens_per_joule"]
-    assert asleep["watts"] < 1.05 * idle
+    assert asleep["watts"] == pytest.approx(idle, rel=1e-3)
     text = result.stdout.str()
     assert "test_asleep: its average power" in text and "within 5% of the idle power" in text
     assert "test_busy: its average power" not in text
 
 
 def test_sensors_that_are_not_measured_have_no_idle_power(tpwtester: pytest.Pytester) -> None:
-    tpwtester.makepyfile(test_idle=IDLE_TESTS)
+    tpwtester.makepyfile(busyloop=BUSY_MODULE, test_idle=IDLE_TESTS)
     result = tpwtester.runpytest("--tpw", "--tpw-rounds", "3", "--tpw-json", "out.json")
     result.assert_outcomes(passed=2)
     assert "idle power" not in result.stdout.str()
