@@ -114,11 +114,19 @@ def quantise(y: np.ndarray, rng: np.random.Generator, quantum: float) -> np.ndar
 
 
 def draw(
-    rng: np.random.Generator, nz: Noise, n_suites: int, effect: np.ndarray
+    rng: np.random.Generator,
+    nz: Noise,
+    n_suites: int,
+    effect: np.ndarray,
+    cv: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Baseline (N, T, S, 20), candidate (N, T, 20), run shifts (N, S+1), per-test CV (N, T)."""
+    """Baseline (N, T, S, 20), candidate (N, T, 20), run shifts (N, S+1), per-test CV (N, T).
+
+    ``cv``: per-test CV (N, T); drawn uniform in 1-3 % when None.
+    """
     t, s = nz.n_tests, nz.history
-    cv = rng.uniform(0.01, 0.03, size=(n_suites, t))
+    if cv is None:
+        cv = rng.uniform(0.01, 0.03, size=(n_suites, t))
     r = run_shifts(rng, nz.run, (n_suites, s + 1))
     b = windows(rng, nz, cv[..., None, None], (n_suites, t, s, ROUNDS))
     b += rng.normal(0.0, nz.sigma_b, (n_suites, t, s, 1)) + r[:, None, :s, None]
@@ -233,7 +241,7 @@ def engine(
                 shift_var = shift.se**2
                 if shift.method is U.ShiftMethod.NONE:
                     shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-            sb2, sb_df = U._sb2(prior, shift, p)
+            sb2, sb_df, _ = U._sb2(prior, shift, p)
             active = np.ones(sl.stop - sl.start, dtype=bool)
             for j, k in enumerate(looks):
                 dec = U.decide_arrays(
@@ -280,7 +288,7 @@ def engine(
             shift_var = shift.se**2
             if shift.method is U.ShiftMethod.NONE:
                 shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-        sb2, sb_df = U._sb2(prior, shift, p)
+        sb2, sb_df, _ = U._sb2(prior, shift, p)
         dec = U.decide_arrays(
             m_f,
             d_f,

@@ -43,7 +43,7 @@ import stats_power as SP
 
 from pytest_tpw import suite as U
 
-T, S, N = SP.N_TESTS, 3, SP.ROUNDS
+T, S = SP.N_TESTS, 3
 
 Draw = Callable[[np.random.Generator, int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -51,12 +51,8 @@ Draw = Callable[[np.random.Generator, int, np.ndarray], tuple[np.ndarray, np.nda
 def _base(
     rng: np.random.Generator, n: int, effect: np.ndarray, cv: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    nz = SP.Noise("base")
-    cv = rng.uniform(0.01, 0.03, size=(n, T)) if cv is None else cv
-    b = SP.windows(rng, nz, cv[..., None, None], (n, T, S, N))
-    b += rng.normal(0.0, 0.005, (n, T, S, 1))
-    c = SP.windows(rng, nz, cv[..., None], (n, T, N))
-    c += rng.normal(0.0, 0.005, (n, T, 1)) + effect[..., None]
+    """``stats_power.draw`` without run shifts: 3 stored runs, log tokens/J around LOG50."""
+    b, c, _, _ = SP.draw(rng, SP.Noise("base", history=S), n, effect, cv)
     return b, c
 
 
@@ -64,7 +60,7 @@ def within_run_drift(
     rng: np.random.Generator, n: int, effect: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     b, c = _base(rng, n, effect)
-    return b + SP.LOG50, c + np.linspace(0.0, math.log(0.96), T)[None, :, None] + SP.LOG50
+    return b, c + np.linspace(0.0, math.log(0.96), T)[None, :, None]
 
 
 def uneven_clock(
@@ -76,15 +72,14 @@ def uneven_clock(
     hit_c = rng.random((n, 1)) < 1 / 3
     b = b + np.where(hit_b, math.log(0.96), 0.0)[..., None] * beta[..., None, None]
     c = c + np.where(hit_c, math.log(0.96), 0.0)[..., None] * beta[..., None]
-    return b + SP.LOG50, c + SP.LOG50
+    return b, c
 
 
 def heteroscedastic(
     rng: np.random.Generator, n: int, effect: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     cv = np.exp(rng.uniform(math.log(0.005), math.log(0.10), size=(n, T)))
-    b, c = _base(rng, n, effect, cv)
-    return b + SP.LOG50, c + SP.LOG50
+    return _base(rng, n, effect, cv)
 
 
 def flaky_sessions(
@@ -95,15 +90,15 @@ def flaky_sessions(
     def jump(shape: tuple[int, ...]) -> np.ndarray:
         return np.where(rng.random(shape) < 0.05, rng.choice([-1.0, 1.0], shape) * 0.04, 0.0)
 
-    return b + jump((n, T, S, 1)) + SP.LOG50, c + jump((n, T, 1)) + SP.LOG50
+    return b + jump((n, T, S, 1)), c + jump((n, T, 1))
 
 
 def loaded_stored_run(
     rng: np.random.Generator, n: int, effect: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     b, c = _base(rng, n, effect)
-    b[:, :, 0, :] = 2.0 * b[:, :, 0, :] + math.log(0.94)
-    return b + SP.LOG50, c + SP.LOG50
+    b[:, :, 0, :] = 2.0 * (b[:, :, 0, :] - SP.LOG50) + math.log(0.94) + SP.LOG50
+    return b, c
 
 
 SCENARIOS: tuple[tuple[str, Draw], ...] = (

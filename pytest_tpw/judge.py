@@ -397,7 +397,7 @@ class Judge:
             )
         from_history = not noisy_run and between > 0
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
-        if from_history and c.sigma_b_source.startswith(suite.RUN_SPREAD_SOURCE):
+        if from_history and c.sigma_b_source == suite.RUN_SPREAD_SOURCE:
             side = (
                 f"this run's tests disagree with each other far more than the stored runs' "
                 f"did (SD {c.sigma_b:.1%} around the run-wide shift), so every interval of "

@@ -725,6 +725,11 @@ def lag1_autocorrelation(series: Sequence[np.ndarray], outlier: float = 3.0) -> 
     return lag1_from_parts(num, pairs, den, values, lengths)
 
 
+def _length_groups(lengths: float | Mapping[int, int]) -> dict[int, int]:
+    """``{length: number of series}`` from one length or such a mapping."""
+    return {round(lengths): 1} if isinstance(lengths, (int, float)) else dict(lengths)
+
+
 def lag1_expected(rho: float, lengths: float | Mapping[int, int]) -> float:
     """Expected pooled lag-1 ratio of mean-centred stationary AR(1) series (:func:`lag1_parts`).
 
@@ -735,17 +740,13 @@ def lag1_expected(rho: float, lengths: float | Mapping[int, int]) -> float:
     ``c = (1 - rho^n) / (1 - rho)``; the ratio of the pooled sums, each divided by its count
     (pairs, values), is returned. Pooled over hundreds of series it is the estimator's mean.
     """
-    groups = {round(lengths): 1} if isinstance(lengths, (int, float)) else dict(lengths)
     r = min(max(float(rho), -0.9999), 0.9999)
     e_num = e_den = n_pairs = n_values = 0.0
-    for n, count in groups.items():
+    for n, count in _length_groups(lengths).items():
         if n < 2 or count <= 0:
             continue
-        if r == 0.0:
-            f, c = 1.0, 1.0
-        else:
-            f = 1.0 + 2.0 * r / (1.0 - r) - 2.0 * r * (1.0 - r**n) / (n * (1.0 - r) ** 2)
-            c = (1.0 - r**n) / (1.0 - r)
+        f = 1.0 + 2.0 * r / (1.0 - r) - 2.0 * r * (1.0 - r**n) / (n * (1.0 - r) ** 2)
+        c = (1.0 - r**n) / (1.0 - r)
         e_num += count * ((n - 1) * r - f * (n + 1) / n + 2.0 * c / n)
         e_den += count * (n - f)
         n_pairs += count * (n - 1)
@@ -764,7 +765,7 @@ def lag1_from_parts(
     kept lengths of :func:`lag1_parts`). rho solves :func:`lag1_expected` ``(rho, lengths) = r``
     (it increases with rho), clipped to [-0.999, 0.999].
     """
-    groups = {round(lengths): 1} if isinstance(lengths, (int, float)) else dict(lengths)
+    groups = _length_groups(lengths)
     if pairs == 0 or values == 0 or den <= 0.0 or not any(n >= 3 for n in groups):
         return 0.0, 0
     r = (num / pairs) / (den / values)

@@ -687,8 +687,8 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
 RUN_SPREAD_SOURCE = "this run's spread (wider than the stored runs')"
 
 
-def _sb2(prior: SuitePrior, shift: RunShift, params: SuiteParams) -> tuple[float, float]:
-    """sigma_b^2 and its df for this run's comparisons.
+def _sb2(prior: SuitePrior, shift: RunShift, params: SuiteParams) -> tuple[float, float, str]:
+    """sigma_b^2, its df and where it comes from, for this run's comparisons.
 
     With a robust run shift, the run's own estimate (df ~ 0.4 x tests, the efficiency of a
     median-based scale) is pooled with the prior when the stored sessions say little (prior
@@ -698,18 +698,19 @@ def _sb2(prior: SuitePrior, shift: RunShift, params: SuiteParams) -> tuple[float
     more than the stored runs' did (a runner that drifts during the run, a clock state that
     tests feel unequally), and that spread is noise of this run, not changes of its tests.
     """
-    sb2, df = prior.sigma_b**2, prior.sigma_b_df
+    sb2, df, src = prior.sigma_b**2, prior.sigma_b_df, prior.sigma_b_source
     if shift.method is not ShiftMethod.ROBUST:
-        return sb2, df
+        return sb2, df, src
     df_run = 0.4 * shift.n_tests
     s2_run = shift.sigma_b_run**2
     if prior.sigma_b_df < 30.0:
-        return (df * sb2 + df_run * s2_run) / (df + df_run), df + df_run
+        pooled = (df * sb2 + df_run * s2_run) / (df + df_run)
+        return pooled, df + df_run, f"{src} + this run's spread" if df_run > 0 else src
     if df_run < 2.0 or s2_run <= sb2 * params.run_spread_ratio:
-        return sb2, df
+        return sb2, df, src
     if s2_run > sb2 * float(_st.f.ppf(1.0 - params.run_spread_alpha, df_run, df)):
-        return s2_run, df_run
-    return sb2, df
+        return s2_run, df_run, RUN_SPREAD_SOURCE
+    return sb2, df, src
 
 
 @dataclass(frozen=True)
@@ -801,7 +802,7 @@ def shift_from_deltas(
         loc, se = huber_shift(delta, var_wo + k * sb2, params.huber_c, params.biweight_c)
         sbr = run_sigma_b(delta - loc, var_wo, n_sessions, df)
         out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr)
-        sb2_run, _ = _sb2(prior, out, params)
+        sb2_run, _, _ = _sb2(prior, out, params)
         if sb2_run != sb2:
             loc, se = huber_shift(delta, var_wo + k * sb2_run, params.huber_c, params.biweight_c)
             out = replace(out, shift=loc, se=se)
@@ -835,12 +836,7 @@ def _compare_one(
         raise ValueError(f"{test.key}: tolerance must be in (noise_floor, 1), got {tol}")
     b = _baseline(test, prior, p)
     c = unprofile(_logs(test.candidate, f"{test.key} (this run)"), prior.profile)
-    sb2, sb_df = _sb2(prior, shift, p)
-    src = prior.sigma_b_source
-    if sb_df > prior.sigma_b_df:
-        src = f"{src} + this run's spread"
-    elif sb2 > prior.sigma_b**2:
-        src = RUN_SPREAD_SOURCE
+    sb2, sb_df, src = _sb2(prior, shift, p)
     proto = Comparison(
         verdict=Verdict.INCONCLUSIVE,
         ratio=math.nan,
