@@ -1,14 +1,14 @@
 """False alarms, power and rounds of pytest-tpw's two-level verdict engine on simulated CI runs.
 
-Each simulated suite run has 300 measured tests; the engine is ``pytest_tpw.suite`` (run-wide
-shift + per-test change, sigma_b pooled across the suite, autocorrelation and sensor
-resolution in the standard error, looks 5/10/15/20 stopping inside any verdict region, BH at
-q = 0.05), driven through its vectorised kernels exactly as the scalar API does: the prior from
-the stored runs (``suite_prior`` = ``prior_from_table``), per look the running shift from the
-tests already finished (``running_shift`` = ``shift_from_deltas``; tests are taken in 10
-groups of 30, each group seeing the shift of the groups before it, the first group none), the
-per-test decision (``look`` = ``decide_arrays``), and at the end ``judge_suite``. The first
-suite run of every scenario is re-decided through the scalar API as a self-check.
+Each simulated suite run has 300 measured tests; the engine is ``pytest_tpw.suite`` (run-wide shift
++ per-test change, sigma_b pooled across the suite, autocorrelation and sensor resolution in the
+standard error, looks 5/10/15/20 at Pocock's level stopping inside any verdict region or when too
+noisy to decide, BH at q = 0.05), driven through its vectorised kernels exactly as the scalar API
+does: the prior from the stored runs (``suite_prior`` = ``prior_from_table``), per look the running
+shift from the tests already finished (``running_shift`` = ``shift_from_deltas``; tests are taken
+in 10 groups of 30, each group seeing the shift of the groups before it, the first group none), the
+per-test decision (``look`` = ``decide_arrays``), and at the end ``judge_suite``. The first suite
+run of every scenario is re-decided through the scalar API as a self-check.
 
 Run from the repository root::
 
@@ -161,7 +161,7 @@ def engine(
     vp = p.verdict
     looks = vp.looks
     k_looks = len(looks)
-    a = vp.alpha / k_looks
+    a = S.look_level(vp.alpha, looks)
     res = nz.quantum / 18.0
     canary = np.zeros(t, dtype=bool)
     canary[: nz.canaries] = True
@@ -187,7 +187,7 @@ def engine(
             rho = min(max(rho, 0.0), p.rho_cap)
         else:
             rho = oracle[2]
-        m_ts, d_ts, h, _, own = U.candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
+        m_ts, d_ts, h, df_ts, own = U.candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
         prior, r_s = U.prior_from_table(m_ts, d_ts, p, rho)
         if oracle is not None:
             r_s = oracle[0][i, :s] - oracle[0][i, :s].mean()
@@ -195,7 +195,7 @@ def engine(
         priors.append(prior)
         mu[i] = np.mean(m_ts - r_s[None, :], axis=1)
         var_b[i] = np.sum(d_ts, axis=1) / s**2
-        den_b = np.sum(d_ts**2 / (h - 1), axis=1) / s**4
+        den_b = np.sum(d_ts**2 / df_ts, axis=1) / s**4
         df_b[i] = np.where(den_b > 0, var_b[i] ** 2 / np.where(den_b > 0, den_b, 1), np.inf)
         sw2_b[i] = np.mean(own, axis=1)
         sw2_df[i] = s * (h - 1.0)
@@ -267,6 +267,8 @@ def engine(
                 if j < k_looks - 1:
                     strong = dec.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
                     ok &= (dec.code != 0) | strong
+                    if shift.method is not U.ShiftMethod.NONE:  # too noisy to decide
+                        ok |= (dec.code == 4) & U.hopeless(dec, k, looks[-1], a, vp.tolerance)
                 st_now = active & ok & ~canary[sl]
                 stop_at[i, sl][st_now] = k
                 active &= ~st_now

@@ -633,7 +633,17 @@ def _keep_early_decision(
     """A test that stopped early on a decided verdict keeps it when the final comparison,
     widened by the whole run's shift, is merely INCONCLUSIVE: it was not allowed to record
     more windows, so its doubt is the run's, not its own. A final REGRESSED, IMPROVED or
-    UNCHANGED always stands."""
+    UNCHANGED always stands. One that stopped as too noisy to decide keeps that reason.
+    """
+    if (
+        look is not None
+        and look.stopped_early
+        and look.verdict is Verdict.INCONCLUSIVE
+        and final.verdict is Verdict.INCONCLUSIVE
+        and look.why
+        and not final.why
+    ):
+        return replace(final, why=look.why)  # stopped as too noisy to decide: say so
     if (
         look is None
         or not look.stopped_early

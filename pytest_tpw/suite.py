@@ -63,10 +63,12 @@ from pytest_tpw.stats import (
     Comparison,
     Params,
     Verdict,
+    ar1_df_factor,
     ar1_variance_factor,
     bh_adjusted,
     classify_bounds,
     lag1_autocorrelation,
+    look_level,
     positive_logs,
     trimmed_stats,
     tukey_outliers,
@@ -268,8 +270,10 @@ def candidate_stats(
     (sensor resolution) and at ``sw2_floor`` (the same test's stored within-session variance:
     under "no change" the windows are as noisy as before; a noisier candidate keeps its own),
     multiplied by the AR(1) factor f of ``min(rho, rho_cap)``
-    (:func:`pytest_tpw.stats.ar1_variance_factor`). The df are ``(h - 1) / f``, or
-    ``floor_df / f`` where the stored variance is the larger (at least 1). The last value is
+    (:func:`pytest_tpw.stats.ar1_variance_factor`). The df are ``(h - 1) g``, or
+    ``floor_df g`` where the stored variance is the larger (at least 1), with g the share of
+    df an AR(1) series keeps for its variance (:func:`pytest_tpw.stats.ar1_df_factor`). The
+    last value is
     the series' own winsorised variance (resolution floor included, before the stored floor
     and the AR factor).
     """
@@ -286,10 +290,10 @@ def candidate_stats(
     use_floor = fl > own
     sw2 = np.where(use_floor, fl, own)
     df = np.where(use_floor, np.broadcast_to(np.asarray(floor_df, dtype=float), m.shape), h - 1.0)
-    f = ar1_variance_factor(min(max(rho, 0.0), rho_cap), n)
-    d = scale * sw2 * f
-    # correlated windows carry fewer independent values: df shrink by the same factor
-    df = np.maximum(df / f, 1.0)
+    r = min(max(rho, 0.0), rho_cap)
+    d = scale * sw2 * ar1_variance_factor(r, n)
+    # correlated windows estimate their variance from fewer independent values
+    df = np.maximum(df * ar1_df_factor(r), 1.0)
     return m, d, h, np.asarray(df, dtype=float), own
 
 
@@ -372,6 +376,29 @@ def decide_arrays(
     code = classify_arrays(low, high, tolerance, params.noise_floor)
     code = np.where(bad, _INC, code).astype(np.int8)
     return ArrayDecision(est, se, df, low, high, p, code, np.asarray(d_c, dtype=float))
+
+
+def hopeless(
+    dec: ArrayDecision, n: int, n_last: int, alpha: float, tolerance: np.ndarray | float
+) -> np.ndarray:
+    """Tests that cannot end UNCHANGED by the last look and show no drop: stop measuring.
+
+    The variance at the last look is projected optimistically: the candidate's part shrinks
+    as ``n / n_last`` (the AR(1) factor and the df only grow it), the rest (stored level,
+    session shifts, run shift) stays. When even then the interval's lower end, for an
+    estimate at 0, lies at or below ``log(1 - tolerance)`` (a normal quantile at ``alpha``),
+    UNCHANGED is out of reach; a test whose estimate is not below 0 then has nothing to gain
+    from more windows but an IMPROVED it would show already, and a drop it does not show.
+    Tests with an estimate below 0 keep measuring (their drop may become a finding).
+    """
+    var = np.square(dec.se)
+    d_c = np.asarray(dec.d_c, dtype=float)
+    proj = np.sqrt(np.maximum(var - d_c, 0.0) + d_c * (n / max(n_last, 1)))
+    z = float(_st.norm.isf(alpha))
+    reach = np.log(1.0 - np.asarray(tolerance, dtype=float))
+    with np.errstate(invalid="ignore"):
+        out = (dec.est > 0.0) & (-z * proj <= reach) & np.isfinite(dec.se)
+    return np.asarray(out, dtype=bool)
 
 
 def huber_shift(
@@ -658,6 +685,7 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
     ms: list[float] = []
     ds: list[float] = []
     dfs: list[float] = []
+    raw_dfs: list[float] = []  # the floor's df: candidate_stats shrinks them for AR(1) itself
     owns: list[float] = []
     all_logs: list[np.ndarray] = []
     for run in test.baseline:
@@ -665,13 +693,14 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
         all_logs.append(x)
         if x.size < 2:
             continue
-        m, d, h, _, own = candidate_stats(x, prior.rho, test.resolution, p.verdict.trim, p.rho_cap)
+        m, d, h, df, own = candidate_stats(x, prior.rho, test.resolution, p.verdict.trim, p.rho_cap)
         if h < 2:
             continue
         owns.append(float(own))
         ms.append(float(m) - prior.run_shifts.get(run.session_id, 0.0))
         ds.append(float(d))
-        dfs.append(float(h - 1))
+        dfs.append(float(df))
+        raw_dfs.append(float(h - 1))
     logs = np.concatenate(all_logs) if all_logs else np.empty(0)
     s = len(ms)
     if s == 0:
@@ -680,7 +709,14 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
     den = float(np.sum(np.square(ds) / np.asarray(dfs))) / (s**4)
     df_b = var_b * var_b / den if den > 0 else math.inf
     return _Base(
-        float(np.mean(ms)), var_b, df_b, s, int(logs.size), logs, float(np.mean(owns)), sum(dfs)
+        float(np.mean(ms)),
+        var_b,
+        df_b,
+        s,
+        int(logs.size),
+        logs,
+        float(np.mean(owns)),
+        sum(raw_dfs),
     )
 
 
@@ -829,7 +865,9 @@ def _compare_one(
     p: SuiteParams,
     alpha: float,
     alpha_equiv: float,
-) -> Comparison:
+) -> tuple[Comparison, ArrayDecision | None]:
+    """One test's comparison relative to the run shift, and its decision arrays (None when
+    no interval exists)."""
     _check_resolution(test)
     tol = p.verdict.tolerance if test.tolerance is None else float(test.tolerance)
     if not 0.0 < tol < 1.0 or tol <= p.verdict.noise_floor:
@@ -857,18 +895,19 @@ def _compare_one(
         outliers_baseline=tukey_outliers(b.logs),
     )
     if b.n_windows == 0:
-        return replace(proto, verdict=Verdict.NO_BASELINE, why="no stored runs to compare with")
+        none = replace(proto, verdict=Verdict.NO_BASELINE, why="no stored runs to compare with")
+        return none, None
     if b.n_sessions == 0 or c.size < 2:
         return replace(
             proto,
             why=f"no interval: {c.size} window(s) this run, {b.n_sessions} usable stored "
             "run(s) (an interval needs at least 2 windows per side); verdict INCONCLUSIVE",
-        )
+        ), None
     m, d, h, df_c, _ = candidate_stats(
         c, prior.rho, test.resolution, p.verdict.trim, p.rho_cap, b.sw2, b.sw2_df
     )
     if h < 2:
-        return replace(proto, why="no interval: fewer than 2 windows left after trimming")
+        return replace(proto, why="no interval: fewer than 2 windows left after trimming"), None
     shift_var = shift.se**2
     if shift.method is ShiftMethod.NONE:
         shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
@@ -907,7 +946,16 @@ def _compare_one(
         df=float(dec.df[0]),
         se_log=float(dec.se[0]),
         why=why,
-    )
+    ), dec
+
+
+def _look_alpha(p: SuiteParams, n_looks: int) -> float:
+    """Level of each side at every look: Pocock's for the configured looks (equally spaced
+    ones when the caller counts a different number of looks)."""
+    looks = p.verdict.looks
+    if len(looks) != n_looks:
+        looks = tuple(range(1, n_looks + 1))
+    return look_level(p.verdict.alpha, looks)
 
 
 def look(
@@ -922,7 +970,8 @@ def look(
 ) -> tuple[bool, Comparison]:
     """Decide after this many windows, at look ``look_index`` (0-based) of ``n_looks``.
 
-    Both sides at level ``alpha / n_looks``. Stops when the verdict is REGRESSED,
+    Both sides at Pocock's level for the looks (:func:`pytest_tpw.stats.look_level`: crossing
+    a side at any look has chance ``alpha``). Stops when the verdict is REGRESSED,
     MINOR_REGRESSION, UNCHANGED or IMPROVED (the interval lies inside one verdict's region),
     or at the last look; a canary runs every look (it measures the run shift). An interim
     REGRESSED stops only when ``K * p <= fdr_q / family_size`` (it then survives
@@ -936,8 +985,8 @@ def look(
     if n_looks < 1 or not 0 <= look_index < n_looks:
         raise ValueError(f"look_index must be in [0, {n_looks}), got {look_index}")
     p = params if params is not None else SuiteParams()
-    a = p.verdict.alpha / n_looks
-    cmp = _compare_one(test, prior, shift, p, a, a)
+    a = _look_alpha(p, n_looks)
+    cmp, dec = _compare_one(test, prior, shift, p, a, a)
     last = look_index == n_looks - 1
     decided = cmp.verdict in (
         Verdict.REGRESSED,
@@ -955,6 +1004,23 @@ def look(
         # stop on REGRESSED only when it survives BH whatever the rest of the suite says
         m = family_size if family_size is not None else max(prior.n_tests, 1)
         decided = cmp.p_regression * n_looks <= p.verdict.fdr_q / max(m, 1)
+    elif (
+        cmp.verdict is Verdict.INCONCLUSIVE
+        and not last
+        and dec is not None
+        and shift.method is not ShiftMethod.NONE
+        and p.verdict.looks[-1] > cmp.n_candidate
+    ):
+        n_last = p.verdict.looks[-1]
+        tol = p.verdict.tolerance if test.tolerance is None else float(test.tolerance)
+        if bool(hopeless(dec, cmp.n_candidate, n_last, a, tol)[0]):
+            decided = True
+            cmp = replace(
+                cmp,
+                why=f"too noisy to decide within {n_last} windows: even then its interval "
+                f"would reach below -{tol:.0%}, and its estimate shows no drop, so it "
+                f"stopped at {cmp.n_candidate}; give it a quieter runner or more stored runs",
+            )
     stop = last or (decided and not test.canary)
     return stop, replace(cmp, provisional=True, stopped_early=stop and not last)
 
@@ -964,7 +1030,7 @@ def judge_suite(
 ) -> SuiteDecision:
     """Final run shift and verdict, and every test's comparison relative to it, after BH.
 
-    Every comparison uses level ``alpha / K`` on both sides (K looks, as :func:`look`); its
+    Every comparison uses the looks' level on both sides (K looks, as :func:`look`); its
     one-sided p-value enters Benjamini-Hochberg (non-canaries only) multiplied by K (Bonferroni
     over looks). A REGRESSED whose adjusted p exceeds ``fdr_q`` becomes INCONCLUSIVE; a canary's
     REGRESSED also becomes INCONCLUSIVE (the run shift, not the canary, is the finding).
@@ -975,8 +1041,8 @@ def judge_suite(
         raise ValueError("judge_suite: test keys must be unique")
     shift = running_shift(tests, prior, p)
     k_looks = len(p.verdict.looks)
-    a = p.verdict.alpha / k_looks
-    comps = [_compare_one(t, prior, shift, p, a, a) for t in tests]
+    a = _look_alpha(p, k_looks)
+    comps = [_compare_one(t, prior, shift, p, a, a)[0] for t in tests]
     fam = [
         i
         for i, (t, c) in enumerate(zip(tests, comps, strict=True))

@@ -957,3 +957,16 @@ def test_regression_text_mentions_the_run_wide_shift() -> None:
     assert c is not None
     text = judge.regression_text(j, c)
     assert "run-wide shift -3.0% divided out" in text
+
+
+def test_a_test_stopped_as_too_noisy_keeps_its_reason_in_the_final_verdict() -> None:
+    from pytest_tpw.judge import _keep_early_decision
+
+    why = "too noisy to decide within 20 windows: ..."
+    look = comparison(Verdict.INCONCLUSIVE, 0.4, 1.02, stopped_early=True, why=why)
+    final = comparison(Verdict.INCONCLUSIVE, 0.4, 1.02)
+    assert _keep_early_decision(look, final).why == why
+    own = comparison(Verdict.INCONCLUSIVE, 0.4, 1.02, why="its own reason")
+    assert _keep_early_decision(look, own).why == "its own reason"
+    not_early = dataclasses.replace(look, stopped_early=False)
+    assert _keep_early_decision(not_early, final).why is None

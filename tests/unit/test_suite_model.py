@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
-from pytest_tpw.stats import Verdict, ar1_variance_factor, lag1_autocorrelation, lag1_expected
+from pytest_tpw.stats import (
+    Verdict,
+    ar1_df_factor,
+    ar1_variance_factor,
+    lag1_autocorrelation,
+    lag1_expected,
+    look_level,
+)
 from pytest_tpw.suite import (
     RunShift,
     RunVerdict,
@@ -425,3 +432,82 @@ def test_incremental_changes_give_the_running_shift() -> None:
     b = running_shift(tests, prior, P)
     assert a == b
     assert a.shift == pytest.approx(math.log(0.97), abs=0.004)
+
+
+# --- levels of the looks, df of autocorrelated windows, tests too noisy to decide ----------
+
+
+def test_look_level_is_pococks_constant_boundary() -> None:
+    # Pocock's published constant for 4 equally spaced looks at two-sided 5 % is 2.361
+    assert st.norm.isf(look_level(0.025, (1, 2, 3, 4))) == pytest.approx(2.361, abs=0.002)
+    assert look_level(0.05, (20,)) == 0.05
+    a = look_level(0.05, (5, 10, 15, 20))
+    assert 0.05 / 4 < a < 0.05  # between Bonferroni and a single look
+
+
+def test_look_level_crossing_chance_by_simulation() -> None:
+    # a Brownian motion seen at unequal looks crosses the constant boundary with chance alpha
+    looks = (3, 7, 20)
+    a = look_level(0.05, looks)
+    rng = np.random.default_rng(21)
+    t = np.asarray(looks, dtype=float) / looks[-1]
+    steps = rng.standard_normal((200_000, 3)) * np.sqrt(np.diff(np.concatenate([[0.0], t])))
+    z = np.cumsum(steps, axis=1) / np.sqrt(t)
+    crossed = float(np.mean((z > st.norm.isf(a)).any(axis=1)))
+    assert crossed == pytest.approx(0.05, abs=0.0025)  # ~5 standard errors
+
+
+@pytest.mark.parametrize(
+    ("alpha", "looks"), [(0.0, (5, 10)), (0.6, (5, 10)), (0.05, ()), (0.05, (10, 5))]
+)
+def test_look_level_rejects_bad_input(alpha: float, looks: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"alpha|looks"):
+        look_level(alpha, looks)
+
+
+def test_autocorrelated_df_keep_the_one_sided_level_by_simulation() -> None:
+    # AR(0.6) series of 20 windows: a one-sided t test at the engine's per-look level must
+    # reject about that often; dividing the df by the mean's variance factor made it 6x rarer
+    rng = np.random.default_rng(22)
+    x = _ar_series(rng, 0.6, 100_000, 20)
+    m, d, _, df, _ = candidate_stats(x, 0.6, 0.0, 0.2)
+    level = 0.0125
+    rate = float(np.mean(m / np.sqrt(d) > st.t.ppf(1.0 - level, df)))
+    assert 0.005 < rate < 0.02
+    assert ar1_df_factor(0.6) == pytest.approx(0.64 / 1.36)
+    assert ar1_df_factor(0.0) == ar1_df_factor(-0.3) == 1.0
+
+
+def _noisy_test(offsets: list[float]) -> tuple[TestInput, list[TestInput]]:
+    """30 quiet tests and one whose windows vary by 10 % (stored and now)."""
+    tests = _suite(30, 23, sessions=3, cv=0.005)
+    rng = np.random.default_rng(24)
+    runs = [StoredRun(f"s{s}", list(50.0 * np.exp(rng.normal(0.0, 0.10, 20)))) for s in range(3)]
+    mu = float(np.mean([np.mean(np.log(r.values)) for r in runs]))
+    return TestInput("noisy", runs, list(np.exp(mu + np.asarray(offsets)))), tests
+
+
+def test_a_test_too_noisy_to_decide_stops_at_the_first_look() -> None:
+    noisy, tests = _noisy_test([0.12, -0.08, 0.15, -0.05, 0.10])  # mean +5 %, SD ~ 10 %
+    prior = suite_prior({t.key: t.baseline for t in [*tests, noisy]}, P)
+    shift = running_shift(tests, prior, P)
+    stop, cmp = look(noisy, prior, shift, P, 0, 4)
+    assert stop and cmp.stopped_early
+    assert cmp.verdict is Verdict.INCONCLUSIVE
+    assert cmp.why is not None and "too noisy to decide within 20 windows" in cmp.why
+
+
+def test_a_noisy_test_that_shows_a_drop_keeps_measuring() -> None:
+    noisy, tests = _noisy_test([-0.02, -0.22, 0.01, -0.19, -0.03])  # mean -9 %
+    prior = suite_prior({t.key: t.baseline for t in [*tests, noisy]}, P)
+    shift = running_shift(tests, prior, P)
+    stop, cmp = look(noisy, prior, shift, P, 0, 4)
+    assert cmp.verdict is Verdict.INCONCLUSIVE
+    assert not stop
+
+
+def test_a_noisy_test_is_not_stopped_before_the_run_shift_is_known() -> None:
+    noisy, tests = _noisy_test([0.12, -0.08, 0.15, -0.05, 0.10])
+    prior = suite_prior({t.key: t.baseline for t in [*tests, noisy]}, P)
+    stop, _ = look(noisy, prior, running_shift([], prior, P), P, 0, 4)
+    assert not stop
