@@ -171,6 +171,8 @@ def engine(
     df_b = np.empty((n_suites, t))
     sw2_b = np.empty((n_suites, t))
     sw2_df = np.empty((n_suites, t))
+    spread = np.full((n_suites, t), np.nan)  # variance of each test's stored session levels
+    within_b = np.empty((n_suites, t))  # their mean squared standard error
     b = b.copy()
     c = c.copy()
     for i in range(n_suites):
@@ -199,6 +201,9 @@ def engine(
         df_b[i] = np.where(den_b > 0, var_b[i] ** 2 / np.where(den_b > 0, den_b, 1), np.inf)
         sw2_b[i] = np.mean(own, axis=1)
         sw2_df[i] = s * (h - 1.0)
+        within_b[i] = np.mean(d_ts, axis=1)
+        if s >= 2:
+            spread[i] = np.var(m_ts - r_s[None, :], axis=1, ddof=1)
     # candidate statistics at every look
     mc, dc, dfc = {}, {}, {}
     for k in looks:
@@ -242,6 +247,10 @@ def engine(
                 if shift.method is U.ShiftMethod.NONE:
                     shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
             sb2, sb_df, _ = U._sb2(prior, shift, p)
+            if oracle is None:  # tests whose stored sessions disagree
+                sb2 = U.per_test_sigma_b2(
+                    sb2, prior.sigma_b_robust, spread[i, sl], within_b[i, sl], n_sess[sl], sb_df, p
+                )
             active = np.ones(sl.stop - sl.start, dtype=bool)
             for j, k in enumerate(looks):
                 dec = U.decide_arrays(
@@ -291,6 +300,10 @@ def engine(
             if shift.method is U.ShiftMethod.NONE:
                 shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
         sb2, sb_df, _ = U._sb2(prior, shift, p)
+        if oracle is None:
+            sb2 = U.per_test_sigma_b2(
+                sb2, prior.sigma_b_robust, spread[i], within_b[i], n_sess, sb_df, p
+            )
         dec = U.decide_arrays(
             m_f,
             d_f,

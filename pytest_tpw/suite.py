@@ -101,6 +101,10 @@ class SuiteParams:
       ``run_spread_alpha`` (a run whose tests disagree: see ``_sb2``).
     * ``min_profile_series``: stored series of the most common length needed before the
       suite's within-session profile (see :func:`position_profile`) is removed.
+    * ``test_spread_alpha`` / ``test_spread_df``: a test whose own stored sessions disagree
+      more than the suite's (robust) sigma_b allows, by a one-sided F test at
+      ``test_spread_alpha``, gets its own spread pooled with sigma_b, the latter weighted as
+      ``test_spread_df`` degrees of freedom (see :func:`per_test_sigma_b2`).
     """
 
     verdict: Params = field(default_factory=Params)
@@ -116,6 +120,8 @@ class SuiteParams:
     rho_cap: float = 0.9
     run_spread_alpha: float = 0.01
     run_spread_ratio: float = 2.0
+    test_spread_alpha: float = 0.01
+    test_spread_df: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("sigma_b_prior", "run_sd_prior"):
@@ -138,6 +144,12 @@ class SuiteParams:
             raise ValueError(
                 f"SuiteParams.run_spread_alpha must be in (0, 0.5), got {self.run_spread_alpha}"
             )
+        if not 0.0 < self.test_spread_alpha < 0.5:
+            raise ValueError(
+                f"SuiteParams.test_spread_alpha must be in (0, 0.5), got {self.test_spread_alpha}"
+            )
+        if not (math.isfinite(self.test_spread_df) and self.test_spread_df > 0.0):
+            raise ValueError(f"SuiteParams.test_spread_df must be > 0, got {self.test_spread_df}")
         if not self.run_spread_ratio >= 1.0:
             raise ValueError(
                 f"SuiteParams.run_spread_ratio must be >= 1, got {self.run_spread_ratio}"
@@ -181,7 +193,9 @@ class SuitePrior:
     lag-1 autocorrelation of windows used to widen standard errors (after the profile is
     removed); ``profile`` the suite's mean level of window i relative to its session's mean
     (warm-up, thermal trend), subtracted from every stored and candidate window i (empty:
-    none, fewer than ``SuiteParams.min_profile_series`` stored series of one length).
+    none, fewer than ``SuiteParams.min_profile_series`` stored series of one length);
+    ``sigma_b_robust`` a median-based sigma_b that a few jumpy sessions do not inflate, the
+    reference against which one test's stored sessions are judged (NaN: no test has two).
     """
 
     sigma_b: float
@@ -194,6 +208,7 @@ class SuitePrior:
     n_tests: int
     rho: float
     profile: tuple[float, ...] = ()
+    sigma_b_robust: float = math.nan
 
 
 class ShiftMethod(str, Enum):
@@ -401,6 +416,41 @@ def hopeless(
     return np.asarray(out, dtype=bool)
 
 
+def per_test_sigma_b2(
+    sb2: float,
+    sb_robust: float,
+    spread: np.ndarray,
+    within: np.ndarray,
+    n_sessions: np.ndarray,
+    sb_df: float,
+    params: SuiteParams,
+) -> np.ndarray:
+    """sigma_b^2 for each test: the suite's, or wider where the test's stored sessions disagree.
+
+    ``spread``: variance of the test's stored session levels (run shifts removed, ddof 1);
+    ``within``: their mean squared standard error. A test with S >= 2 sessions whose
+    ``spread`` exceeds ``F(1 - test_spread_alpha; S - 1, sb_df)`` times
+    ``sb_robust^2 + within`` has a session unlike the others (a jump the suite's Gaussian
+    sigma_b does not expect); its own ``max(spread - within, 0)`` (S - 1 df) is then pooled
+    with ``sb2`` (weight ``test_spread_df``), never below ``sb2``. Others keep ``sb2``.
+    The robust reference keeps the check sharp when jumpy sessions inflate the pooled sigma_b.
+    """
+    s = np.asarray(n_sessions, dtype=float)
+    sp = np.asarray(spread, dtype=float)
+    w = np.asarray(within, dtype=float)
+    base = np.full(sp.shape, float(sb2))
+    if not math.isfinite(sb_robust):
+        return base
+    k = np.maximum(s - 1.0, 1.0)
+    crit = _st.f.ppf(1.0 - params.test_spread_alpha, k, max(sb_df, 1.0))
+    with np.errstate(invalid="ignore"):
+        odd = (s >= 2.0) & np.isfinite(sp) & (sp > crit * (sb_robust**2 + w))
+    own = np.maximum(np.nan_to_num(sp - w), 0.0)
+    nu = params.test_spread_df
+    pooled = (nu * sb2 + (s - 1.0) * own) / (nu + s - 1.0)
+    return np.asarray(np.where(odd, np.maximum(base, pooled), base), dtype=float)
+
+
 def huber_shift(
     delta: np.ndarray, var: np.ndarray, c: float = 1.345, biweight: float = 0.0
 ) -> tuple[float, float]:
@@ -538,12 +588,20 @@ def prior_from_table(
     multi = s_t >= 2
     df_pool = float(np.sum(s_t[multi] - 1))
     sb2_pool = 0.0
+    sb2_robust = math.nan
     if df_pool > 0:
         ss = float(np.sum(res[multi] ** 2))
         within = float(
             np.sum((1.0 - 1.0 / s_t[multi]) * np.sum(np.where(present, dd, 0.0)[multi], axis=1))
         )
         sb2_pool = max((ss - within) / df_pool, 0.0)
+        # per test: spread of its session levels over its expected chi2 median, less its
+        # windows' part; the median over tests ignores the few with a jumpy session
+        s_m = s_t[multi]
+        tot = np.sum(res[multi] ** 2, axis=1) / (s_m - 1)
+        dbar = np.sum(np.where(present, dd, 0.0)[multi], axis=1) / s_m
+        qmed = _st.chi2.median(s_m - 1) / (s_m - 1)
+        sb2_robust = max(float(np.median(tot / qmed - dbar)), 0.0)
     w0 = params.sigma_b_prior_df
     sb2 = (w0 * params.sigma_b_prior**2 + df_pool * sb2_pool) / (w0 + df_pool)
     source = "prior" if df_pool == 0 else ("pooled" if df_pool >= 10 * w0 else "pooled+prior")
@@ -569,6 +627,7 @@ def prior_from_table(
         n_sessions=k_s,
         n_tests=int(np.count_nonzero(has)),
         rho=float(rho),
+        sigma_b_robust=math.sqrt(sb2_robust) if math.isfinite(sb2_robust) else math.nan,
     )
     return prior, r
 
@@ -679,6 +738,8 @@ class _Base:
     logs: np.ndarray
     sw2: float  # pooled within-session winsorised variance per window
     sw2_df: float
+    spread: float = math.nan  # variance of the stored session levels (ddof 1)
+    within: float = math.nan  # their mean squared standard error
 
 
 def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
@@ -717,9 +778,12 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
         logs,
         float(np.mean(owns)),
         sum(raw_dfs),
+        float(np.var(ms, ddof=1)) if s >= 2 else math.nan,
+        float(np.mean(ds)),
     )
 
 
+TEST_SPREAD_SOURCE = "this test's stored sessions (one unlike the others)"
 RUN_SPREAD_SOURCE = "this run's spread (wider than the stored runs')"
 
 
@@ -875,6 +939,19 @@ def _compare_one(
     b = _baseline(test, prior, p)
     c = unprofile(_logs(test.candidate, f"{test.key} (this run)"), prior.profile)
     sb2, sb_df, src = _sb2(prior, shift, p)
+    sb2_t = float(
+        per_test_sigma_b2(
+            sb2,
+            prior.sigma_b_robust,
+            np.asarray([b.spread]),
+            np.asarray([b.within]),
+            np.asarray([float(b.n_sessions)]),
+            sb_df,
+            p,
+        )[0]
+    )
+    if sb2_t > sb2:
+        sb2, src = sb2_t, TEST_SPREAD_SOURCE
     proto = Comparison(
         verdict=Verdict.INCONCLUSIVE,
         ratio=math.nan,

@@ -20,6 +20,7 @@ from pytest_tpw.stats import (
     look_level,
 )
 from pytest_tpw.suite import (
+    TEST_SPREAD_SOURCE,
     RunShift,
     RunVerdict,
     ShiftMethod,
@@ -31,6 +32,7 @@ from pytest_tpw.suite import (
     huber_shift,
     judge_suite,
     look,
+    per_test_sigma_b2,
     prior_from_table,
     run_sigma_b,
     running_shift,
@@ -359,6 +361,10 @@ def test_bad_inputs_are_named() -> None:
         SuiteParams(run_spread_alpha=0.0)
     with pytest.raises(ValueError, match="run_spread_ratio"):
         SuiteParams(run_spread_ratio=0.5)
+    with pytest.raises(ValueError, match="test_spread_alpha"):
+        SuiteParams(test_spread_alpha=0.5)
+    with pytest.raises(ValueError, match="test_spread_df"):
+        SuiteParams(test_spread_df=0.0)
     with pytest.raises(ValueError, match="look_index"):
         look(
             TestInput("t", [], [1.0]),
@@ -511,3 +517,79 @@ def test_a_noisy_test_is_not_stopped_before_the_run_shift_is_known() -> None:
     prior = suite_prior({t.key: t.baseline for t in [*tests, noisy]}, P)
     stop, _ = look(noisy, prior, running_shift([], prior, P), P, 0, 4)
     assert not stop
+
+
+# --- a test whose stored sessions disagree -------------------------------------------------
+
+
+def _jumpy_suite(jump: float, drop: float) -> list[TestInput]:
+    """40 tests (3 stored sessions, session shifts SD 0.5 %); test 0's second stored session
+    is ``jump`` higher and its candidate ``drop`` lower."""
+    rng = np.random.default_rng(31)
+    out = []
+    for t in range(40):
+        runs = []
+        for s in range(3):
+            lvl = 50.0 * math.exp(rng.normal(0.0, 0.005) + (jump if (t, s) == (0, 1) else 0.0))
+            runs.append(StoredRun(f"s{s}", list(lvl * np.exp(rng.normal(0.0, 0.005, 20)))))
+        lvl = 50.0 * math.exp(rng.normal(0.0, 0.005) + (drop if t == 0 else 0.0))
+        out.append(TestInput(f"t{t}", runs, list(lvl * np.exp(rng.normal(0.0, 0.005, 20)))))
+    return out
+
+
+def test_a_test_with_one_jumpy_stored_session_gets_its_own_spread() -> None:
+    # stored +5 % in one session, -3 % now: a 4.7 % drop against the stored mean that the
+    # suite's 0.5 % sigma_b calls certain; the test's own sessions say it is not
+    tests = _jumpy_suite(0.05, -0.03)
+    prior = _prior(tests)
+    wide = judge_suite(tests, prior, P).comparisons["t0"]
+    assert wide.sigma_b_source == TEST_SPREAD_SOURCE
+    assert wide.sigma_b > 1.5 * prior.sigma_b
+    assert wide.p_adjusted is not None and wide.p_adjusted > 0.5
+    assert wide.verdict is not Verdict.REGRESSED
+    never = replace(P, test_spread_alpha=1e-12)  # the check off, in effect
+    narrow = judge_suite(tests, _prior(tests, never), never).comparisons["t0"]
+    assert narrow.sigma_b_source != TEST_SPREAD_SOURCE
+    assert narrow.verdict is Verdict.REGRESSED
+
+
+def test_steady_stored_sessions_keep_the_suite_sigma_b() -> None:
+    tests = _jumpy_suite(0.0, -0.08)  # a real drop, sessions alike
+    prior = _prior(tests)
+    c = judge_suite(tests, prior, P).comparisons["t0"]
+    assert c.sigma_b_source != TEST_SPREAD_SOURCE
+    assert c.verdict is Verdict.REGRESSED
+
+
+def test_the_jumpy_session_check_flags_about_its_level_of_gaussian_tests() -> None:
+    rng = np.random.default_rng(32)
+    n, s = 4000, 3
+    sb2, within = 0.005**2, 0.002**2
+    levels = rng.normal(0.0, math.sqrt(sb2 + within), (n, s))
+    spread = np.var(levels, axis=1, ddof=1)
+    got = per_test_sigma_b2(
+        sb2, math.sqrt(sb2), spread, np.full(n, within), np.full(n, 3.0), 1e6, P
+    )
+    share = float(np.mean(got > sb2))
+    assert 0.005 < share < 0.02  # test_spread_alpha = 1 %
+    assert np.all(got >= sb2)
+    one = per_test_sigma_b2(sb2, math.sqrt(sb2), spread[:5], np.full(5, within), np.ones(5), 1e6, P)
+    assert np.all(one == sb2)  # one stored session: nothing to compare
+
+
+def test_the_robust_sigma_b_ignores_a_few_jumpy_sessions() -> None:
+    clean = _prior(_jumpy_suite(0.0, 0.0))
+    rng = np.random.default_rng(33)
+    tests = _jumpy_suite(0.0, 0.0)
+    jumpy = []
+    for t in tests:  # one session in ten jumps by 4 %
+        runs = [
+            StoredRun(
+                r.session_id, list(np.asarray(r.values) * (1.04 if rng.random() < 0.1 else 1))
+            )
+            for r in t.baseline
+        ]
+        jumpy.append(replace(t, baseline=runs))
+    prior = _prior(jumpy)
+    assert prior.sigma_b > 1.5 * clean.sigma_b  # the mean square feels the jumps
+    assert prior.sigma_b_robust < 1.3 * clean.sigma_b_robust  # the median does not
