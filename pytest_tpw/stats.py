@@ -306,7 +306,7 @@ def estimate_sigma_b(
 ) -> float | None:
     """Between-session SD of the trimmed mean of log tokens/J, or None with too few sessions.
 
-    Method of moments (reference statistics.md 7.3): ``sigma_b^2 = var(m_s, ddof=1) -
+    Method of moments: ``sigma_b^2 = var(m_s, ddof=1) -
     mean(d_s)`` over the sessions ``s`` that keep at least 2 samples after trimming, where
     ``m_s`` is the session's trimmed mean and ``d_s`` its Yuen squared standard error (the part
     of the spread of session means that within-session noise already explains); floored at 0.
@@ -405,7 +405,7 @@ def compare(
       to 57 %, 15 % of unchanged tests INCONCLUSIVE, with false alarms already at 0), so the
       plug-in is used.
     * ``shift`` (log scale, e.g. :func:`canary_shift`) is subtracted from the estimate before
-      classification and ``shift_se**2`` added to its variance (reference statistics.md 7.6).
+      classification and ``shift_se**2`` added to its variance.
 
     Degenerate inputs never raise: no baseline samples -> NO_BASELINE; a side with fewer than
     2 samples left after trimming -> INCONCLUSIVE without interval; zero total variance (both
@@ -614,8 +614,9 @@ def sequential_decision(
     """Decide at look ``look_index`` (0-based) of ``n_looks``: returns ``(stop, comparison)``.
 
     Every look uses ``alpha`` on the regression side and ``alpha / K`` (K = ``n_looks``) on the
-    tolerance side (Bonferroni over looks for the equivalence claim, reference statistics.md
-    7.4-7.5; the last look included). Before the last look the run stops only on UNCHANGED or
+    tolerance side (Bonferroni over looks for the equivalence claim, the last look included;
+    this single-test API predates :func:`look_level`, which the suite engine uses). Before the
+    last look the run stops only on UNCHANGED or
     IMPROVED (``stopped_early`` set; such a test enters FDR with p = 1); otherwise ``stop`` is
     False and the comparison is ``provisional`` (its verdict, even REGRESSED, is not reported).
     At the last look the comparison is final whatever it says: REGRESSED can only appear there.
@@ -665,7 +666,7 @@ def apply_fdr(comparisons: Sequence[Comparison], q: float = 0.05) -> list[Compar
     """Benjamini-Hochberg over the session's comparisons; a REGRESSED that fails it -> INCONCLUSIVE.
 
     All compared measurements enter (NO_BASELINE and provisional ones do not); a comparison that
-    stopped early on UNCHANGED/IMPROVED enters with p = 1 (reference statistics.md 7.5). Every
+    stopped early on UNCHANGED/IMPROVED enters with p = 1. Every
     entering comparison gets ``p_adjusted``; a demoted one says why in ``why``. Order is kept.
     """
     if not 0.0 < q < 1.0:

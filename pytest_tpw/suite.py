@@ -35,9 +35,10 @@ Tests of different hardware keys are separate suites (one prior and one decision
   changes, or of the canaries when the suite is small, or none) used by :func:`look`;
   :func:`change_of` + :func:`shift_from_changes` give the same incrementally.
 * :func:`look` one interim or final decision for one test: stops as soon as the interval lies
-  inside one verdict region (REGRESSED, MINOR_REGRESSION, UNCHANGED or IMPROVED), every look at
-  level alpha / K on both sides; its comparison is provisional, the final one comes from
-  :func:`judge_suite`.
+  inside one verdict region (REGRESSED, MINOR_REGRESSION, UNCHANGED or IMPROVED) or when it
+  is too noisy to be decided by the last look (:func:`hopeless`), every look at Pocock's level
+  on both sides (:func:`pytest_tpw.stats.look_level`); its comparison is provisional, the
+  final one comes from :func:`judge_suite`.
 * :func:`judge_suite` the final run shift with its verdict against stored run shifts, and each
   test's final :class:`~pytest_tpw.stats.Comparison` relative to it after Benjamini-Hochberg
   (p-values Bonferroni-corrected for the looks). A canary never fails: its REGRESSED is
