@@ -205,20 +205,35 @@ def engine(
         if s >= 2:
             spread[i] = np.var(m_ts - r_s[None, :], axis=1, ddof=1)
     # candidate statistics at every look
-    mc, dc, dfc = {}, {}, {}
+    mc, dc, dfc, own_c, noise_c, kept = {}, {}, {}, {}, {}, {}
     for k in looks:
         m_k = np.empty((n_suites, t))
         d_k = np.empty((n_suites, t))
         f_k = np.empty((n_suites, t))
+        o_k = np.empty((n_suites, t))
+        z_k = np.empty((n_suites, t))
         for i in range(n_suites):
-            m_k[i], d_k[i], _, f_k[i], _ = U.candidate_stats(
+            m_k[i], d_k[i], kept[k], f_k[i], o_k[i] = U.candidate_stats(
                 c[i, :, :k], priors[i].rho, res, vp.trim, p.rho_cap, sw2_b[i], sw2_df[i]
             )
-        mc[k], dc[k], dfc[k] = m_k, d_k, f_k
+            z_k[i] = U.noise_ratio(o_k[i], sw2_b[i], kept[k], sw2_df[i], priors[i].rho, p.rho_cap)
+        mc[k], dc[k], dfc[k], own_c[k], noise_c[k] = m_k, d_k, f_k, o_k, z_k
+
+    def refloor(i: int, idx: np.ndarray, k: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """The candidate's squared SE and df at look k with the stored floor times ``scale``."""
+        if scale <= 1.0:
+            return dc[k][i, idx], dfc[k][i, idx]
+        fl = sw2_b[i, idx] * scale
+        return U.floored_variance(
+            own_c[k][i, idx], k, kept[k], priors[i].rho, p.rho_cap, fl, sw2_df[i, idx]
+        )
+
     # df of each change without the session-shift part (for the run's own sigma_b)
     dfw = {k: U._satterthwaite([(dc[k], dfc[k]), (var_b, df_b)]) for k in looks}
     look_arr = np.asarray(looks)
-    mc_a, dc_a, dfc_a, dfw_a = (np.stack([x[k] for k in looks]) for x in (mc, dc, dfc, dfw))
+    mc_a, dc_a, dfc_a, dfw_a, nz_a = (
+        np.stack([x[k] for k in looks]) for x in (mc, dc, dfc, dfw, noise_c)
+    )
 
     def pick(arr: np.ndarray, i: int, idx: np.ndarray, kk: np.ndarray) -> np.ndarray:
         return np.asarray(arr[np.searchsorted(look_arr, kk), i, idx])
@@ -242,7 +257,10 @@ def engine(
                 delta = pick(mc_a, i, done, kk) - mu[i, done]
                 vwo = pick(dc_a, i, done, kk) + var_b[i, done]
                 dfd = pick(dfw_a, i, done, kk)
-                shift = U.shift_from_deltas(delta, vwo, n_sess[done], canary[done], prior, p, dfd)
+                nzd = pick(nz_a, i, done, kk)
+                shift = U.shift_from_deltas(
+                    delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
+                )
                 shift_var = shift.se**2
                 if shift.method is U.ShiftMethod.NONE:
                     shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
@@ -252,11 +270,13 @@ def engine(
                     sb2, prior.sigma_b_robust, spread[i, sl], within_b[i, sl], n_sess[sl], sb_df, p
                 )
             active = np.ones(sl.stop - sl.start, dtype=bool)
+            idx_g = np.arange(sl.start, sl.stop)
             for j, k in enumerate(looks):
+                d_g, f_g = refloor(i, idx_g, k, shift.noise_scale)
                 dec = U.decide_arrays(
                     mc[k][i, sl],
-                    dc[k][i, sl],
-                    dfc[k][i, sl],
+                    d_g,
+                    f_g,
                     mu[i, sl],
                     var_b[i, sl],
                     df_b[i, sl],
@@ -295,7 +315,15 @@ def engine(
             shift = U.RunShift(float(true), 0.0, t, 0, U.ShiftMethod.ROBUST)
             shift_var = 0.0
         else:
-            shift = U.shift_from_deltas(m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f)
+            z_f = pick(nz_a, i, idx_t, kk)
+            shift = U.shift_from_deltas(
+                m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f
+            )
+            if shift.noise_scale > 1.0:  # a noisier run: every candidate's floor is raised
+                d_f, f_f = d_f.copy(), f_f.copy()
+                for k in looks:
+                    at = np.flatnonzero(kk == k)
+                    d_f[at], f_f[at] = refloor(i, at, k, shift.noise_scale)
             shift_var = shift.se**2
             if shift.method is U.ShiftMethod.NONE:
                 shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))

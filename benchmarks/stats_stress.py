@@ -1,6 +1,6 @@
 """Noise that ``stats_power.py`` does not model: does the verdict engine still hold?
 
-    python benchmarks/stats_stress.py --suites 30 --seed 1     # about a minute on 2 cores
+    python benchmarks/stats_stress.py --suites 100 --seed 1    # about 2 minutes on 2 cores
 
 ``stats_power.py`` tunes and checks the engine on the noise models named in its scenarios.
 This script drives the same decision path (``stats_power.engine``: the prior, group-wise
@@ -18,7 +18,15 @@ tests at -8 % and 10 at -10 %, and the share of A/A runs whose run-wide shift wa
 * flaky sessions: each session of each test, stored or current, jumps by +-4 % with
   probability 5 %;
 * a stored session recorded on a loaded runner: one of three stored runs, all tests -6 %
-  and twice as noisy.
+  and twice as noisy;
+* a step in the middle of the run: the second half of its tests at -4 % (a clock state that
+  changed during the run);
+* this run's windows twice as noisy as the stored runs' (a busy runner);
+* windows that switch clock state: each window at -5 % with probability 30 %;
+* a run-wide shift that wanders from test to test (a random walk, SD 0.3 % per test, in
+  stored runs and now);
+* tests unequally sensitive to sessions: each test's session-shift SD log-normal around
+  0.4 % (log SD 0.8, i.e. 0.1-2 %), with 3 and with 10 stored runs.
 
 Everything else as in ``stats_power.py`` (per-test CV 1-3 %, 3 % of windows throttled, per-test
 session shift SD 0.5 %, 3 stored runs of 20 windows). The noise is assumed, not measured.
@@ -49,10 +57,16 @@ Draw = Callable[[np.random.Generator, int, np.ndarray], tuple[np.ndarray, np.nda
 
 
 def _base(
-    rng: np.random.Generator, n: int, effect: np.ndarray, cv: np.ndarray | None = None
+    rng: np.random.Generator,
+    n: int,
+    effect: np.ndarray,
+    cv: np.ndarray | None = None,
+    history: int = S,
+    sigma_b: float = 0.005,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``stats_power.draw`` without run shifts: 3 stored runs, log tokens/J around LOG50."""
-    b, c, _, _ = SP.draw(rng, SP.Noise("base", history=S), n, effect, cv)
+    nz = SP.Noise("base", history=history, sigma_b=sigma_b)
+    b, c, _, _ = SP.draw(rng, nz, n, effect, cv)
     return b, c
 
 
@@ -101,12 +115,63 @@ def loaded_stored_run(
     return b, c
 
 
+def step_mid_run(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    return b, c + np.where(np.arange(T) >= T // 2, math.log(0.96), 0.0)[None, :, None]
+
+
+def noisy_run(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    cv = rng.uniform(0.01, 0.03, size=(n, T))
+    b, c = _base(rng, n, effect, cv)
+    return b, c + rng.standard_normal(c.shape) * cv[..., None] * math.sqrt(3.0)
+
+
+def switching_windows(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+
+    def low(shape: tuple[int, ...]) -> np.ndarray:
+        return np.where(rng.random(shape) < 0.3, math.log(0.95), 0.0)
+
+    return b + low(b.shape), c + low(c.shape)
+
+
+def wandering_run_shift(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    walk_b = np.cumsum(rng.normal(0.0, 0.003, (n, T, S)), axis=1)
+    walk_c = np.cumsum(rng.normal(0.0, 0.003, (n, T)), axis=1)
+    return b + walk_b[..., None], c + walk_c[..., None]
+
+
+def unequal_sensitivity(history: int) -> Draw:
+    def draw(rng: np.random.Generator, n: int, effect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, c = _base(rng, n, effect, history=history, sigma_b=0.0)
+        sd = np.exp(rng.normal(math.log(0.004), 0.8, (n, T)))
+        b = b + rng.standard_normal((n, T, history, 1)) * sd[..., None, None]
+        return b, c + rng.standard_normal((n, T, 1)) * sd[..., None]
+
+    return draw
+
+
 SCENARIOS: tuple[tuple[str, Draw], ...] = (
     ("run shift drifting 0 -> -4 % over the run", within_run_drift),
     ("clock -4 % x per-test sensitivity 0.5-1.5, 1 run in 3", uneven_clock),
     ("per-test CV 0.5-10 % (log-uniform)", heteroscedastic),
     ("flaky sessions: +-4 % jumps, 5 % of sessions", flaky_sessions),
     ("1 of 3 stored runs loaded: -6 %, twice as noisy", loaded_stored_run),
+    ("step to -4 % halfway through the run", step_mid_run),
+    ("this run's windows twice as noisy", noisy_run),
+    ("windows switch clock state: 30 % at -5 %", switching_windows),
+    ("run shift wanders from test to test (SD 0.3 %/test)", wandering_run_shift),
+    ("session-shift SD per test 0.1-2 % (log-normal), 3 stored", unequal_sensitivity(3)),
+    ("session-shift SD per test 0.1-2 % (log-normal), 10 stored", unequal_sensitivity(10)),
 )
 
 

@@ -229,7 +229,8 @@ class RunShift:
 
     ``sigma_b_run`` is the run's own estimate of sigma_b from the spread of per-test changes
     (0 when too few tests). With method ``none`` the shift is 0 and ``se`` is the spread of
-    run shifts (it is noise then).
+    run shifts (it is noise then). ``noise_scale`` is how much noisier this run's windows are
+    than the stored runs' (:func:`noise_scale`; at least 1).
     """
 
     shift: float
@@ -238,6 +239,7 @@ class RunShift:
     n_canaries: int
     method: ShiftMethod
     sigma_b_run: float = 0.0
+    noise_scale: float = 1.0
 
 
 class RunVerdict(str, Enum):
@@ -302,15 +304,71 @@ def candidate_stats(
     res = np.broadcast_to(np.asarray(resolution, dtype=float), m.shape)
     scale = (n - 1) / (h * (h - 1))
     own = np.maximum(d / scale, res * res / 6.0)
-    fl = np.broadcast_to(np.asarray(sw2_floor, dtype=float), m.shape)
-    use_floor = fl > own
-    sw2 = np.where(use_floor, fl, own)
-    df = np.where(use_floor, np.broadcast_to(np.asarray(floor_df, dtype=float), m.shape), h - 1.0)
+    d, df = floored_variance(own, n, h, rho, rho_cap, sw2_floor, floor_df)
+    return m, d, h, df, own
+
+
+def floored_variance(
+    own: np.ndarray,
+    n: int,
+    h: int,
+    rho: float,
+    rho_cap: float,
+    sw2_floor: np.ndarray | float,
+    floor_df: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared SE of the trimmed mean of n windows and its df, from the per-window variance
+    ``own`` (h kept), floored at ``sw2_floor`` (df ``floor_df``), AR(1)-widened (see
+    :func:`candidate_stats`)."""
+    o = np.asarray(own, dtype=float)
+    fl = np.broadcast_to(np.asarray(sw2_floor, dtype=float), o.shape)
+    use_floor = fl > o
+    sw2 = np.where(use_floor, fl, o)
+    df = np.where(use_floor, np.broadcast_to(np.asarray(floor_df, dtype=float), o.shape), h - 1.0)
     r = min(max(rho, 0.0), rho_cap)
-    d = scale * sw2 * ar1_variance_factor(r, n)
+    d = (n - 1) / (h * (h - 1)) * sw2 * ar1_variance_factor(r, n)
     # correlated windows estimate their variance from fewer independent values
     df = np.maximum(df * ar1_df_factor(r), 1.0)
-    return m, d, h, np.asarray(df, dtype=float), own
+    return np.asarray(d, dtype=float), np.asarray(df, dtype=float)
+
+
+def noise_ratio(
+    own: np.ndarray | float,
+    sw2_floor: np.ndarray | float,
+    h: int,
+    floor_df: np.ndarray | float,
+    rho: float,
+    rho_cap: float,
+) -> np.ndarray:
+    """How much noisier this run's windows are than the stored ones, per test, scaled so
+    that it is 1 in the median when they are equally noisy: ``(own / sw2_floor)`` over the
+    median of ``F(df_own, df_floor)`` (both df AR(1)-shrunk). NaN without a stored variance.
+    The winsorised variance of a few windows runs smaller than that of a stored session's 20
+    (its median ratio is about 0.75 for 5 windows under equal noise), so the ratio errs low:
+    a noisier run is corrected by somewhat less than it is noisier, never the other way."""
+    o = np.asarray(own, dtype=float)
+    fl = np.broadcast_to(np.asarray(sw2_floor, dtype=float), o.shape)
+    g = ar1_df_factor(min(max(rho, 0.0), rho_cap))
+    d1 = max((h - 1) * g, 1.0)
+    d2 = np.maximum(np.broadcast_to(np.asarray(floor_df, dtype=float), o.shape) * g, 1.0)
+    d2 = np.where(np.isfinite(d2), d2, 1e6)
+    q = _st.f.median(d1, d2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(fl > 0.0, o / np.where(fl > 0.0, fl, 1.0) / q, np.nan)
+    return np.asarray(out, dtype=float)
+
+
+def noise_scale(ratios: np.ndarray, params: SuiteParams) -> float:
+    """This run's window noise over the stored runs', from the finished tests' :func:`noise_ratio`
+    (their median; at least 1, and 1 with fewer than ``min_tests_robust`` of them). The stored
+    within-session variance floors a candidate's own only after scaling by it: a busy runner
+    makes every test's windows noisier, and a candidate that stopped after 5 windows cannot
+    tell that from its own few values."""
+    r = np.asarray(ratios, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size < params.min_tests_robust:
+        return 1.0
+    return max(1.0, float(np.median(r)))
 
 
 @dataclass(frozen=True)
@@ -830,6 +888,7 @@ class TestChange:
     n_sessions: int
     df: float
     canary: bool
+    noise: float = math.nan
 
 
 def change_of(
@@ -846,11 +905,12 @@ def change_of(
     c = unprofile(_logs(test.candidate, f"{test.key} (this run)"), prior.profile)
     if b.n_sessions == 0 or c.size < 2:
         return None
-    m, d, h, df, _ = candidate_stats(
+    m, d, h, df, own = candidate_stats(
         c, prior.rho, test.resolution, p.verdict.trim, p.rho_cap, b.sw2, b.sw2_df
     )
     if h < 2:
         return None
+    noise = noise_ratio(own, b.sw2, h, b.sw2_df, prior.rho, p.rho_cap)
     df_wo = _satterthwaite(
         [(np.asarray(float(d)), np.asarray(float(df))), (np.asarray(b.var_b), np.asarray(b.df_b))]
     )
@@ -861,6 +921,7 @@ def change_of(
         b.n_sessions,
         float(df_wo),
         bool(test.canary),
+        float(noise),
     )
 
 
@@ -878,6 +939,7 @@ def shift_from_changes(
         prior,
         p,
         np.asarray([c.df for c in ok], dtype=float),
+        np.asarray([c.noise for c in ok], dtype=float),
     )
 
 
@@ -889,12 +951,29 @@ def shift_from_deltas(
     prior: SuitePrior,
     params: SuiteParams,
     df: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
 ) -> RunShift:
     """Run shift from per-test changes ``delta`` (vectorised core of :func:`running_shift`).
 
     ``var_wo`` are the changes' variances without the session-shift part, ``df`` their degrees
-    of freedom (for the run's own sigma_b; infinite when None).
+    of freedom (for the run's own sigma_b; infinite when None), ``noise`` their
+    :func:`noise_ratio` (for the run's :func:`noise_scale`; 1 when None).
     """
+    out = _shift_from_deltas(delta, var_wo, n_sessions, canary, prior, params, df)
+    if noise is None:
+        return out
+    return replace(out, noise_scale=noise_scale(noise, params))
+
+
+def _shift_from_deltas(
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    canary: np.ndarray,
+    prior: SuitePrior,
+    params: SuiteParams,
+    df: np.ndarray | None,
+) -> RunShift:
     n = int(delta.size)
     n_can = int(np.count_nonzero(canary))
     if n >= params.min_tests_robust:
@@ -981,8 +1060,9 @@ def _compare_one(
             why=f"no interval: {c.size} window(s) this run, {b.n_sessions} usable stored "
             "run(s) (an interval needs at least 2 windows per side); verdict INCONCLUSIVE",
         ), None
+    floor = b.sw2 * shift.noise_scale  # a busy runner's windows are noisier for every test
     m, d, h, df_c, _ = candidate_stats(
-        c, prior.rho, test.resolution, p.verdict.trim, p.rho_cap, b.sw2, b.sw2_df
+        c, prior.rho, test.resolution, p.verdict.trim, p.rho_cap, floor, b.sw2_df
     )
     if h < 2:
         return replace(proto, why="no interval: fewer than 2 windows left after trimming"), None
@@ -1197,4 +1277,9 @@ def run_verdict(
         f"run-wide shift {100 * (ratio - 1):+.2f} % ({src}), stored runs spread "
         f"{100 * prior.run_sd:.2f} % over {prior.n_sessions} run(s): {v.value}"
     )
+    if shift.noise_scale >= 1.5:
+        why += (
+            f"; this run's windows vary {math.sqrt(shift.noise_scale):.1f}x as much as the "
+            "stored runs' (a busy runner?): every interval is widened to match"
+        )
     return v, ratio, ci, z, why

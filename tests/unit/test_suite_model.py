@@ -32,6 +32,8 @@ from pytest_tpw.suite import (
     huber_shift,
     judge_suite,
     look,
+    noise_ratio,
+    noise_scale,
     per_test_sigma_b2,
     prior_from_table,
     run_sigma_b,
@@ -593,3 +595,50 @@ def test_the_robust_sigma_b_ignores_a_few_jumpy_sessions() -> None:
     prior = _prior(jumpy)
     assert prior.sigma_b > 1.5 * clean.sigma_b  # the mean square feels the jumps
     assert prior.sigma_b_robust < 1.3 * clean.sigma_b_robust  # the median does not
+
+
+# --- a run whose windows are noisier than the stored runs' -----------------------------------
+
+
+def test_noise_ratio_is_one_in_the_median_for_equal_noise_and_tracks_a_noisier_run() -> None:
+    rng = np.random.default_rng(41)
+    stored = rng.normal(0.0, 0.01, (3000, 60))
+    _, _, _, _, sw2 = candidate_stats(stored, 0.0, 0.0, 0.2)
+    medians = []
+    for sd in (0.01, 0.02):
+        cand = rng.normal(0.0, sd, (3000, 5))
+        _, _, h, _, own = candidate_stats(cand, 0.0, 0.0, 0.2)
+        medians.append(float(np.median(noise_ratio(own, sw2, h, 59.0, 0.0, 0.9))))
+    # the winsorised variance of 5 values runs ~20 % smaller than that of 60: a little low
+    assert 0.65 < medians[0] <= 1.0
+    assert medians[1] == pytest.approx(4.0 * medians[0], rel=0.1)  # twice the SD: 4x
+
+
+def test_noise_scale_needs_enough_tests_and_never_narrows() -> None:
+    assert noise_scale(np.full(P.min_tests_robust - 1, 9.0), P) == 1.0
+    assert noise_scale(np.full(P.min_tests_robust, 9.0), P) == 9.0
+    assert noise_scale(np.asarray([0.2, 0.3, 0.5, 0.4, 0.1, np.nan]), P) == 1.0
+
+
+def test_a_noisier_run_raises_every_candidates_floor() -> None:
+    # stored windows vary by 0.3 %, this run's by 1.5 %; t0 stopped after 5 windows that
+    # happen to agree closely: its own variance is tiny, the stored floor is 25x too small
+    rng = np.random.default_rng(42)
+    tests = []
+    for t in range(40):
+        runs = [
+            StoredRun(f"s{s}", list(50.0 * np.exp(rng.normal(0.0, 0.003, 20)))) for s in range(3)
+        ]
+        sd = 0.0005 if t == 0 else 0.015
+        cand = 50.0 * np.exp(rng.normal(0.0, sd, 5 if t == 0 else 20))
+        tests.append(TestInput(f"t{t}", runs, list(cand)))
+    prior = _prior(tests)
+    shift = running_shift(tests[1:], prior, P)
+    assert shift.noise_scale > 10.0
+    _, wide = look(tests[0], prior, shift, P, 0, 4)
+    _, narrow = look(tests[0], prior, replace(shift, noise_scale=1.0), P, 0, 4)
+    assert wide.se_log > 2.0 * narrow.se_log
+    why = judge_suite(tests, prior, P).why
+    assert "as much as the stored runs'" in why
+    quiet = running_shift(_suite(40, 43, cv=0.003)[1:], _prior(_suite(40, 43, cv=0.003)), P)
+    assert quiet.noise_scale < 1.3
