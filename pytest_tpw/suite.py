@@ -959,21 +959,7 @@ def shift_from_deltas(
     of freedom (for the run's own sigma_b; infinite when None), ``noise`` their
     :func:`noise_ratio` (for the run's :func:`noise_scale`; 1 when None).
     """
-    out = _shift_from_deltas(delta, var_wo, n_sessions, canary, prior, params, df)
-    if noise is None:
-        return out
-    return replace(out, noise_scale=noise_scale(noise, params))
-
-
-def _shift_from_deltas(
-    delta: np.ndarray,
-    var_wo: np.ndarray,
-    n_sessions: np.ndarray,
-    canary: np.ndarray,
-    prior: SuitePrior,
-    params: SuiteParams,
-    df: np.ndarray | None,
-) -> RunShift:
+    scale = 1.0 if noise is None else noise_scale(noise, params)
     n = int(delta.size)
     n_can = int(np.count_nonzero(canary))
     if n >= params.min_tests_robust:
@@ -981,7 +967,7 @@ def _shift_from_deltas(
         k = 1.0 + 1.0 / np.maximum(n_sessions, 1.0)
         loc, se = huber_shift(delta, var_wo + k * sb2, params.huber_c, params.biweight_c)
         sbr = run_sigma_b(delta - loc, var_wo, n_sessions, df)
-        out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr)
+        out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr, scale)
         sb2_run, _, _ = _sb2(prior, out, params)
         if sb2_run != sb2:
             loc, se = huber_shift(delta, var_wo + k * sb2_run, params.huber_c, params.biweight_c)
@@ -991,8 +977,8 @@ def _shift_from_deltas(
         sel = np.asarray(canary, dtype=bool)
         k = 1.0 + 1.0 / np.maximum(n_sessions[sel], 1.0)
         loc, se = huber_shift(delta[sel], var_wo[sel] + k * prior.sigma_b**2, params.huber_c)
-        return RunShift(loc, se, n, n_can, ShiftMethod.CANARIES)
-    return RunShift(0.0, prior.run_sd, n, 0, ShiftMethod.NONE)
+        return RunShift(loc, se, n, n_can, ShiftMethod.CANARIES, noise_scale=scale)
+    return RunShift(0.0, prior.run_sd, n, 0, ShiftMethod.NONE, noise_scale=scale)
 
 
 def running_shift(
