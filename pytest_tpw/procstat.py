@@ -441,7 +441,7 @@ def torch_threads_warning(
 
     Only looks at torch when it is already imported (``sys.modules``), never imports it.
     Free cores are ``cpus`` (default: the CPUs this process may use) minus the cores other
-    processes keep busy. Oversubscribed intra-op threads spin and wait on each other: on a
+    processes keep busy, rounded to the nearest core. Oversubscribed intra-op threads spin and wait on each other: on a
     small, shared CPU machine that makes inference many times slower, not just a bit.
     """
     torch = torch_module if torch_module is not None else sys.modules.get("torch")
@@ -449,7 +449,9 @@ def torch_threads_warning(
         return None
     threads = int(torch.get_num_threads())
     total = cpus if cpus is not None else usable_cpus()
-    free = max(1, math.floor(total - max(0.0, other_busy_cores)))
+    # a core counts as taken when others keep it at least half busy: the plugin's own reads
+    # and a shell's idle noise (a few hundredths of a core) must not take a whole one away
+    free = max(1, round(total - max(0.0, other_busy_cores)))
     if threads <= free:
         return None
     return (

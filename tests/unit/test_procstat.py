@@ -259,6 +259,11 @@ def test_torch_threads_warning_when_threads_exceed_free_cores() -> None:
     # never suggests zero threads
     busy = procstat.torch_threads_warning(7.5, cpus=4, torch_module=fake_torch(2))
     assert busy is not None and "set_num_threads(1)" in busy
+    # others idling at a few hundredths of a core leave every core free (it once said
+    # "only about 1 of 2 CPU cores are free (other processes keep 0.0 busy)")
+    assert procstat.torch_threads_warning(0.04, cpus=2, torch_module=fake_torch(2)) is None
+    half = procstat.torch_threads_warning(0.6, cpus=2, torch_module=fake_torch(2))
+    assert half is not None and "1 of 2" in half
 
 
 def test_torch_threads_warning_only_looks_at_an_imported_torch(
