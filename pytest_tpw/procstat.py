@@ -441,8 +441,9 @@ def torch_threads_warning(
 
     Only looks at torch when it is already imported (``sys.modules``), never imports it.
     Free cores are ``cpus`` (default: the CPUs this process may use) minus the cores other
-    processes keep busy, rounded to the nearest core. Oversubscribed intra-op threads spin and wait on each other: on a
-    small, shared CPU machine that makes inference many times slower, not just a bit.
+    processes keep busy, rounded to the nearest core. Oversubscribed intra-op threads spin and
+    wait on each other: on a small, shared CPU machine that makes inference many times
+    slower, not just a bit.
     """
     torch = torch_module if torch_module is not None else sys.modules.get("torch")
     if torch is None or not hasattr(torch, "get_num_threads"):
