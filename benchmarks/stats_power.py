@@ -319,6 +319,14 @@ def engine(
             shift = U.shift_from_deltas(
                 m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f
             )
+            judged = shift  # each test's own run shift (suite._local_shifts)
+            loc_shift: np.ndarray | float = shift.shift
+            loc_var: np.ndarray | float = shift.se**2
+            if U._sb2(prior, shift, p)[2] == U.RUN_SPREAD_SOURCE:
+                got = U.local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, prior, p)
+                if got is not None:
+                    loc_shift, loc_var = got[0], got[1] ** 2
+                    judged = replace(shift, sigma_b_run=got[2])
             if shift.noise_scale > 1.0:  # a noisier run: every candidate's floor is raised
                 d_f, f_f = d_f.copy(), f_f.copy()
                 for k in looks:
@@ -327,7 +335,11 @@ def engine(
             shift_var = shift.se**2
             if shift.method is U.ShiftMethod.NONE:
                 shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-        sb2, sb_df, _ = U._sb2(prior, shift, p)
+        if oracle is not None:
+            judged, loc_shift, loc_var = shift, shift.shift, shift_var
+        elif shift.method is not U.ShiftMethod.ROBUST:
+            loc_var = shift_var
+        sb2, sb_df, _ = U._sb2(prior, judged, p)
         if oracle is None:
             sb2 = U.per_test_sigma_b2(
                 sb2, prior.sigma_b_robust, spread[i], within_b[i], n_sess, sb_df, p
@@ -342,8 +354,8 @@ def engine(
             n_sess,
             sb2,
             sb_df,
-            shift.shift,
-            shift_var,
+            loc_shift,
+            loc_var,
             vp.tolerance,
             vp,
             a,

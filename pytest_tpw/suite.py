@@ -106,6 +106,8 @@ class SuiteParams:
       more than the suite's (robust) sigma_b allows, by a one-sided F test at
       ``test_spread_alpha``, gets its own spread pooled with sigma_b, the latter weighted as
       ``test_spread_df`` degrees of freedom (see :func:`per_test_sigma_b2`).
+    * ``local_width``: tests in run order that give each test its own run shift at the end of
+      a run whose tests disagree, when time explains it (see :func:`local_shift`).
     """
 
     verdict: Params = field(default_factory=Params)
@@ -123,6 +125,7 @@ class SuiteParams:
     run_spread_ratio: float = 2.0
     test_spread_alpha: float = 0.01
     test_spread_df: float = 8.0
+    local_width: int = 30
 
     def __post_init__(self) -> None:
         for name in ("sigma_b_prior", "run_sd_prior"):
@@ -151,6 +154,8 @@ class SuiteParams:
             )
         if not (math.isfinite(self.test_spread_df) and self.test_spread_df > 0.0):
             raise ValueError(f"SuiteParams.test_spread_df must be > 0, got {self.test_spread_df}")
+        if self.local_width < 5:
+            raise ValueError(f"SuiteParams.local_width must be >= 5, got {self.local_width}")
         if not self.run_spread_ratio >= 1.0:
             raise ValueError(
                 f"SuiteParams.run_spread_ratio must be >= 1, got {self.run_spread_ratio}"
@@ -988,6 +993,44 @@ def running_shift(
     return shift_from_changes([change_of(t, prior, params) for t in done], prior, params)
 
 
+def local_shift(
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    df: np.ndarray | None,
+    prior: SuitePrior,
+    params: SuiteParams,
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Each test's run shift from its ``local_width`` neighbours in run order, when that
+    explains why the run's tests disagree; None when it does not (or too few tests).
+
+    A runner whose state changes during the run (a clock step, a drift, a shift that wanders)
+    moves early and late tests by different amounts; one run-wide shift then leaves a spread
+    that :func:`_sb2` must treat as noise of every test. Here the shift of test i is the
+    Huber-biweight location of the changes of the ``local_width`` tests centred on it (the
+    window slides to fit at the ends); when the spread left around these local shifts
+    (:func:`run_sigma_b`) is within ``run_spread_ratio`` times the stored sigma_b^2, the local
+    shifts and their standard errors are returned with that spread.
+    """
+    w = params.local_width
+    n = int(delta.size)
+    if n < 2 * w:
+        return None
+    sb2 = prior.sigma_b**2
+    v = var_wo + (1.0 + 1.0 / np.maximum(n_sessions, 1.0)) * sb2
+    loc = np.empty(n)
+    se = np.empty(n)
+    for i in range(n):
+        lo = min(max(i - w // 2, 0), n - w)
+        loc[i], se[i] = huber_shift(
+            delta[lo : lo + w], v[lo : lo + w], params.huber_c, params.biweight_c
+        )
+    left = run_sigma_b(delta - loc, var_wo, n_sessions, df)
+    if left**2 > sb2 * params.run_spread_ratio:
+        return None
+    return loc, se, left
+
+
 def _compare_one(
     test: TestInput,
     prior: SuitePrior,
@@ -1183,10 +1226,12 @@ def judge_suite(
     keys = [t.key for t in tests]
     if len(set(keys)) != len(keys):
         raise ValueError("judge_suite: test keys must be unique")
-    shift = running_shift(tests, prior, p)
+    changes = [change_of(t, prior, p) for t in tests]
+    shift = shift_from_changes(changes, prior, p)
     k_looks = len(p.verdict.looks)
     a = _look_alpha(p, k_looks)
-    comps = [_compare_one(t, prior, shift, p, a, a)[0] for t in tests]
+    shifts, moved = _local_shifts(changes, shift, prior, p)
+    comps = [_compare_one(t, prior, shifts[i], p, a, a)[0] for i, t in enumerate(tests)]
     fam = [
         i
         for i, (t, c) in enumerate(zip(tests, comps, strict=True))
@@ -1215,7 +1260,40 @@ def judge_suite(
                 why="canary: its drift measures the run, it never fails on its own",
             )
     verdict, ratio, ci, z, why = run_verdict(shift, prior, p, any(t.baseline for t in tests))
+    if moved is not None:
+        why += (
+            f"; the shift changed during the run (from {100 * moved[0]:+.1f} % to "
+            f"{100 * moved[1]:+.1f} %): each test is judged against its {p.local_width} "
+            "neighbours in run order"
+        )
     return SuiteDecision(shift, verdict, ratio, ci, z, dict(zip(keys, comps, strict=True)), why)
+
+
+def _local_shifts(
+    changes: Sequence[TestChange | None], shift: RunShift, prior: SuitePrior, p: SuiteParams
+) -> tuple[list[RunShift], tuple[float, float] | None]:
+    """Per test: the run shift to judge it against (its local one when :func:`local_shift`
+    applies, which needs a run whose tests disagree), and the range of local shifts (ratio
+    - 1) or None."""
+    shifts = [shift] * len(changes)
+    if _sb2(prior, shift, p)[2] != RUN_SPREAD_SOURCE:
+        return shifts, None
+    idx = [i for i, c in enumerate(changes) if c is not None]
+    ok = [c for c in changes if c is not None]
+    got = local_shift(
+        np.asarray([c.delta for c in ok], dtype=float),
+        np.asarray([c.var_wo for c in ok], dtype=float),
+        np.asarray([float(c.n_sessions) for c in ok], dtype=float),
+        np.asarray([c.df for c in ok], dtype=float),
+        prior,
+        p,
+    )
+    if got is None:
+        return shifts, None
+    loc, se, left = got
+    for j, i in enumerate(idx):
+        shifts[i] = replace(shift, shift=float(loc[j]), se=float(se[j]), sigma_b_run=left)
+    return shifts, (math.expm1(float(loc.min())), math.expm1(float(loc.max())))
 
 
 def run_verdict(

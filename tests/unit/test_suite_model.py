@@ -20,6 +20,7 @@ from pytest_tpw.stats import (
     look_level,
 )
 from pytest_tpw.suite import (
+    RUN_SPREAD_SOURCE,
     TEST_SPREAD_SOURCE,
     RunShift,
     RunVerdict,
@@ -367,6 +368,8 @@ def test_bad_inputs_are_named() -> None:
         SuiteParams(test_spread_alpha=0.5)
     with pytest.raises(ValueError, match="test_spread_df"):
         SuiteParams(test_spread_df=0.0)
+    with pytest.raises(ValueError, match="local_width"):
+        SuiteParams(local_width=2)
     with pytest.raises(ValueError, match="look_index"):
         look(
             TestInput("t", [], [1.0]),
@@ -642,3 +645,41 @@ def test_a_noisier_run_raises_every_candidates_floor() -> None:
     assert "as much as the stored runs'" in why
     quiet = running_shift(_suite(40, 43, cv=0.003)[1:], _prior(_suite(40, 43, cv=0.003)), P)
     assert quiet.noise_scale < 1.3
+
+
+# --- a run whose shift changes during the run ------------------------------------------------
+
+
+def _stepped(width: int = 30) -> tuple[list[TestInput], SuiteParams]:
+    """90 tests; from test 45 on the runner is 4 % slower; tests 10 and 70 lose a further 10 %."""
+    tests = _suite(90, 51, cv=0.005, changed={10: 0.90, 70: 0.90})
+    out = []
+    for i, t in enumerate(tests):
+        step = 0.96 if i >= 45 else 1.0
+        out.append(replace(t, candidate=list(np.asarray(t.candidate) * step)))
+    return out, replace(P, local_width=width)
+
+
+def test_a_step_during_the_run_is_judged_against_each_tests_neighbours() -> None:
+    tests, params = _stepped()
+    d = judge_suite(tests, _prior(tests, params), params)
+    failed = sorted(k for k, c in d.comparisons.items() if c.verdict is Verdict.REGRESSED)
+    assert failed == ["t10", "t70"]
+    assert "the shift changed during the run" in d.why
+    assert d.comparisons["t80"].shift < math.log(0.97) < d.comparisons["t20"].shift
+
+
+def test_without_local_shifts_a_step_widens_every_interval() -> None:
+    tests, params = _stepped(width=1000)  # too few tests for a local shift: the old way
+    d = judge_suite(tests, _prior(tests, params), params)
+    assert d.comparisons["t10"].verdict is not Verdict.REGRESSED
+    assert d.comparisons["t10"].sigma_b_source == RUN_SPREAD_SOURCE
+    assert "the shift changed during the run" not in d.why
+
+
+def test_a_steady_run_keeps_one_run_shift() -> None:
+    tests = _suite(90, 52, cv=0.005, factor=0.97, changed={10: 0.90})
+    d = judge_suite(tests, _prior(tests), P)
+    assert "the shift changed during the run" not in d.why
+    assert len({round(c.shift, 12) for c in d.comparisons.values()}) == 1
+    assert d.comparisons["t10"].verdict is Verdict.REGRESSED
