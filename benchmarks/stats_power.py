@@ -172,7 +172,6 @@ def engine(
     sw2_b = np.empty((n_suites, t))
     sw2_df = np.empty((n_suites, t))
     spread = np.full((n_suites, t), np.nan)  # variance of each test's stored session levels
-    within_b = np.empty((n_suites, t))  # their mean squared standard error
     b = b.copy()
     c = c.copy()
     for i in range(n_suites):
@@ -201,7 +200,6 @@ def engine(
         df_b[i] = np.where(den_b > 0, var_b[i] ** 2 / np.where(den_b > 0, den_b, 1), np.inf)
         sw2_b[i] = np.mean(own, axis=1)
         sw2_df[i] = s * (h - 1.0)
-        within_b[i] = np.mean(d_ts, axis=1)
         if s >= 2:
             spread[i] = np.var(m_ts - r_s[None, :], axis=1, ddof=1)
     # candidate statistics at every look
@@ -261,13 +259,11 @@ def engine(
                 shift = U.shift_from_deltas(
                     delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
                 )
-                shift_var = shift.se**2
-                if shift.method is U.ShiftMethod.NONE:
-                    shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
+                shift_var = U.shift_variance(shift, prior)
             sb2, sb_df, _ = U._sb2(prior, shift, p)
             if oracle is None:  # tests whose stored sessions disagree
                 sb2 = U.per_test_sigma_b2(
-                    sb2, prior.sigma_b_robust, spread[i, sl], within_b[i, sl], n_sess[sl], sb_df, p
+                    sb2, prior.sigma_b_robust, spread[i, sl], var_b[i, sl] * s, n_sess[sl], sb_df, p
                 )
             active = np.ones(sl.stop - sl.start, dtype=bool)
             idx_g = np.arange(sl.start, sl.stop)
@@ -314,35 +310,27 @@ def engine(
             true = oracle[0][i, s] - oracle[0][i, :s].mean()
             shift = U.RunShift(float(true), 0.0, t, 0, U.ShiftMethod.ROBUST)
             shift_var = 0.0
+            local = None
         else:
             z_f = pick(nz_a, i, idx_t, kk)
             shift = U.shift_from_deltas(
                 m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f
             )
-            judged = shift  # each test's own run shift (suite._local_shifts)
-            loc_shift: np.ndarray | float = shift.shift
-            loc_var: np.ndarray | float = shift.se**2
-            if U._sb2(prior, shift, p)[2] == U.RUN_SPREAD_SOURCE:
-                got = U.local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, prior, p)
-                if got is not None:
-                    loc_shift, loc_var = got[0], got[1] ** 2
-                    judged = replace(shift, sigma_b_run=got[2])
+            shift_var = U.shift_variance(shift, prior)
+            # each test's own run shift in a run whose shift changed (suite._local_shifts)
+            local = U.local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, shift, prior, p)
             if shift.noise_scale > 1.0:  # a noisier run: every candidate's floor is raised
                 d_f, f_f = d_f.copy(), f_f.copy()
                 for k in looks:
                     at = np.flatnonzero(kk == k)
                     d_f[at], f_f[at] = refloor(i, at, k, shift.noise_scale)
-            shift_var = shift.se**2
-            if shift.method is U.ShiftMethod.NONE:
-                shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
-        if oracle is not None:
-            judged, loc_shift, loc_var = shift, shift.shift, shift_var
-        elif shift.method is not U.ShiftMethod.ROBUST:
-            loc_var = shift_var
+        judged, loc_shift, loc_var = shift, shift.shift, shift_var
+        if local is not None:
+            judged, loc_shift, loc_var = local[2], local[0], local[1] ** 2
         sb2, sb_df, _ = U._sb2(prior, judged, p)
         if oracle is None:
             sb2 = U.per_test_sigma_b2(
-                sb2, prior.sigma_b_robust, spread[i], within_b[i], n_sess, sb_df, p
+                sb2, prior.sigma_b_robust, spread[i], var_b[i] * s, n_sess, sb_df, p
             )
         dec = U.decide_arrays(
             m_f,

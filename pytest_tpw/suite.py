@@ -803,7 +803,11 @@ class _Base:
     sw2: float  # pooled within-session winsorised variance per window
     sw2_df: float
     spread: float = math.nan  # variance of the stored session levels (ddof 1)
-    within: float = math.nan  # their mean squared standard error
+
+    @property
+    def within(self) -> float:
+        """Mean squared standard error of the stored session levels."""
+        return self.var_b * self.n_sessions
 
 
 def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
@@ -843,7 +847,6 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
         float(np.mean(owns)),
         sum(raw_dfs),
         float(np.var(ms, ddof=1)) if s >= 2 else math.nan,
-        float(np.mean(ds)),
     )
 
 
@@ -896,6 +899,29 @@ class TestChange:
     noise: float = math.nan
 
 
+@dataclass(frozen=True)
+class _ChangeArrays:
+    """:class:`TestChange` fields as arrays, one entry per change (for the vectorised core)."""
+
+    delta: np.ndarray
+    var_wo: np.ndarray
+    n_sessions: np.ndarray
+    df: np.ndarray
+    canary: np.ndarray
+    noise: np.ndarray
+
+    @staticmethod
+    def of(changes: Sequence[TestChange]) -> _ChangeArrays:
+        return _ChangeArrays(
+            np.asarray([c.delta for c in changes], dtype=float),
+            np.asarray([c.var_wo for c in changes], dtype=float),
+            np.asarray([float(c.n_sessions) for c in changes], dtype=float),
+            np.asarray([c.df for c in changes], dtype=float),
+            np.asarray([c.canary for c in changes], dtype=bool),
+            np.asarray([c.noise for c in changes], dtype=float),
+        )
+
+
 def change_of(
     test: TestInput, prior: SuitePrior, params: SuiteParams | None = None
 ) -> TestChange | None:
@@ -935,17 +961,8 @@ def shift_from_changes(
 ) -> RunShift:
     """Run shift from :func:`change_of` results (None entries are skipped)."""
     p = params if params is not None else SuiteParams()
-    ok = [c for c in changes if c is not None]
-    return shift_from_deltas(
-        np.asarray([c.delta for c in ok], dtype=float),
-        np.asarray([c.var_wo for c in ok], dtype=float),
-        np.asarray([float(c.n_sessions) for c in ok], dtype=float),
-        np.asarray([c.canary for c in ok], dtype=bool),
-        prior,
-        p,
-        np.asarray([c.df for c in ok], dtype=float),
-        np.asarray([c.noise for c in ok], dtype=float),
-    )
+    a = _ChangeArrays.of([c for c in changes if c is not None])
+    return shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
 
 
 def shift_from_deltas(
@@ -998,11 +1015,14 @@ def local_shift(
     var_wo: np.ndarray,
     n_sessions: np.ndarray,
     df: np.ndarray | None,
+    shift: RunShift,
     prior: SuitePrior,
     params: SuiteParams,
-) -> tuple[np.ndarray, np.ndarray, float] | None:
+) -> tuple[np.ndarray, np.ndarray, RunShift] | None:
     """Each test's run shift from its ``local_width`` neighbours in run order, when that
-    explains why the run's tests disagree; None when it does not (or too few tests).
+    explains why the run's tests disagree; None when they do not disagree (``shift``, the
+    one run-wide shift, leaves a spread :func:`_sb2` accepts), when time does not explain it,
+    or with too few tests.
 
     A runner whose state changes during the run (a clock step, a drift, a shift that wanders)
     moves early and late tests by different amounts; one run-wide shift then leaves a spread
@@ -1010,11 +1030,12 @@ def local_shift(
     Huber-biweight location of the changes of the ``local_width`` tests centred on it (the
     window slides to fit at the ends); when the spread left around these local shifts
     (:func:`run_sigma_b`) is within ``run_spread_ratio`` times the stored sigma_b^2, the local
-    shifts and their standard errors are returned with that spread.
+    shifts and their standard errors are returned with ``shift`` carrying that spread (what
+    :func:`_sb2` judges the comparisons' sigma_b from).
     """
     w = params.local_width
     n = int(delta.size)
-    if n < 2 * w:
+    if n < 2 * w or _sb2(prior, shift, params)[2] != RUN_SPREAD_SOURCE:
         return None
     sb2 = prior.sigma_b**2
     v = var_wo + (1.0 + 1.0 / np.maximum(n_sessions, 1.0)) * sb2
@@ -1028,7 +1049,20 @@ def local_shift(
     left = run_sigma_b(delta - loc, var_wo, n_sessions, df)
     if left**2 > sb2 * params.run_spread_ratio:
         return None
-    return loc, se, left
+    return loc, se, replace(shift, sigma_b_run=left)
+
+
+def _tolerance(test: TestInput, p: SuiteParams) -> float:
+    """The test's own tolerance, or the suite's."""
+    return p.verdict.tolerance if test.tolerance is None else float(test.tolerance)
+
+
+def shift_variance(shift: RunShift, prior: SuitePrior) -> float:
+    """Variance the run shift adds to a test's change: its own, or without an estimate
+    (method ``none``) the spread of a new run shift around the mean of S stored ones."""
+    if shift.method is ShiftMethod.NONE:
+        return shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
+    return shift.se**2
 
 
 def _compare_one(
@@ -1042,7 +1076,7 @@ def _compare_one(
     """One test's comparison relative to the run shift, and its decision arrays (None when
     no interval exists)."""
     _check_resolution(test)
-    tol = p.verdict.tolerance if test.tolerance is None else float(test.tolerance)
+    tol = _tolerance(test, p)
     if not 0.0 < tol < 1.0 or tol <= p.verdict.noise_floor:
         raise ValueError(f"{test.key}: tolerance must be in (noise_floor, 1), got {tol}")
     b = _baseline(test, prior, p)
@@ -1095,9 +1129,7 @@ def _compare_one(
     )
     if h < 2:
         return replace(proto, why="no interval: fewer than 2 windows left after trimming"), None
-    shift_var = shift.se**2
-    if shift.method is ShiftMethod.NONE:
-        shift_var = shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
+    shift_var = shift_variance(shift, prior)
     dec = decide_arrays(
         np.asarray([float(m)]),
         np.asarray([float(d)]),
@@ -1199,7 +1231,7 @@ def look(
         and p.verdict.looks[-1] > cmp.n_candidate
     ):
         n_last = p.verdict.looks[-1]
-        tol = p.verdict.tolerance if test.tolerance is None else float(test.tolerance)
+        tol = _tolerance(test, p)
         if bool(hopeless(dec, cmp.n_candidate, n_last, a, tol)[0]):
             decided = True
             cmp = replace(
@@ -1276,23 +1308,14 @@ def _local_shifts(
     applies, which needs a run whose tests disagree), and the range of local shifts (ratio
     - 1) or None."""
     shifts = [shift] * len(changes)
-    if _sb2(prior, shift, p)[2] != RUN_SPREAD_SOURCE:
-        return shifts, None
     idx = [i for i, c in enumerate(changes) if c is not None]
-    ok = [c for c in changes if c is not None]
-    got = local_shift(
-        np.asarray([c.delta for c in ok], dtype=float),
-        np.asarray([c.var_wo for c in ok], dtype=float),
-        np.asarray([float(c.n_sessions) for c in ok], dtype=float),
-        np.asarray([c.df for c in ok], dtype=float),
-        prior,
-        p,
-    )
+    a = _ChangeArrays.of([c for c in changes if c is not None])
+    got = local_shift(a.delta, a.var_wo, a.n_sessions, a.df, shift, prior, p)
     if got is None:
         return shifts, None
-    loc, se, left = got
+    loc, se, judged = got
     for j, i in enumerate(idx):
-        shifts[i] = replace(shift, shift=float(loc[j]), se=float(se[j]), sigma_b_run=left)
+        shifts[i] = replace(judged, shift=float(loc[j]), se=float(se[j]))
     return shifts, (math.expm1(float(loc.min())), math.expm1(float(loc.max())))
 
 
