@@ -262,8 +262,8 @@ def engine(
                 shift_var = U.shift_variance(shift, prior)
             sb2, sb_df, _ = U._sb2(prior, shift, p)
             if oracle is None:  # tests whose stored sessions disagree
-                sb2 = U.per_test_sigma_b2(
-                    sb2, prior.sigma_b_robust, spread[i, sl], var_b[i, sl] * s, n_sess[sl], sb_df, p
+                sb2, sb_df = U.per_test_sigma_b2(
+                    sb2, prior, spread[i, sl], var_b[i, sl] * s, n_sess[sl], sb_df, p
                 )
             active = np.ones(sl.stop - sl.start, dtype=bool)
             idx_g = np.arange(sl.start, sl.stop)
@@ -329,9 +329,7 @@ def engine(
             judged, loc_shift, loc_var = local[2], local[0], local[1] ** 2
         sb2, sb_df, _ = U._sb2(prior, judged, p)
         if oracle is None:
-            sb2 = U.per_test_sigma_b2(
-                sb2, prior.sigma_b_robust, spread[i], var_b[i] * s, n_sess, sb_df, p
-            )
+            sb2, sb_df = U.per_test_sigma_b2(sb2, prior, spread[i], var_b[i] * s, n_sess, sb_df, p)
         dec = U.decide_arrays(
             m_f,
             d_f,

@@ -180,9 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suites", type=int, default=30, help="simulated suite runs per scenario")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-check", action="store_true", help="skip the scalar-API self-check")
+    ap.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="run only the scenarios whose name contains TEXT (same seeds as a full run)",
+    )
     args = ap.parse_args(argv)
     if args.suites < 1:
         ap.error("need --suites >= 1")
+    if args.only and not any(args.only in name for name, _ in SCENARIOS):
+        names = "; ".join(name for name, _ in SCENARIOS)
+        ap.error(f"--only {args.only!r} matches no scenario; they are: {names}")
     print("$ " + shlex.join(["python", "benchmarks/stats_stress.py", *(argv or sys.argv[1:])]))
     p = U.SuiteParams()
     nz = SP.Noise("stress")
@@ -191,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for (name, draw), sd in zip(
         SCENARIOS, np.random.SeedSequence(args.seed).spawn(len(SCENARIOS)), strict=True
     ):
+        if args.only and args.only not in name:
+            continue
         r_aa, r_reg = (np.random.default_rng(x) for x in sd.spawn(2))
         b, c = draw(r_aa, args.suites, np.zeros((args.suites, T)))
         aa = SP.engine(b, c, nz, p)

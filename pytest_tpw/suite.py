@@ -51,12 +51,15 @@ on many tests at once.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
+from scipy import optimize as _opt
+from scipy import special as _sp
 from scipy import stats as _st
 
 from pytest_tpw.stats import (
@@ -106,6 +109,9 @@ class SuiteParams:
       more than the suite's (robust) sigma_b allows, by a one-sided F test at
       ``test_spread_alpha``, gets its own spread pooled with sigma_b, the latter weighted as
       ``test_spread_df`` degrees of freedom (see :func:`per_test_sigma_b2`).
+    * ``hetero_alpha``: level of the likelihood-ratio test that the suite's tests differ in
+      session noise (see :func:`spread_heterogeneity`); when it rejects, each test's sigma_b
+      is its own, shrunk toward the suite's log-normal (see :func:`per_test_sigma_b2`).
     * ``local_width``: tests in run order that give each test its own run shift at the end of
       a run whose tests disagree, when time explains it (see :func:`local_shift`).
     """
@@ -125,6 +131,7 @@ class SuiteParams:
     run_spread_ratio: float = 2.0
     test_spread_alpha: float = 0.01
     test_spread_df: float = 8.0
+    hetero_alpha: float = 0.01
     local_width: int = 30
 
     def __post_init__(self) -> None:
@@ -151,6 +158,10 @@ class SuiteParams:
         if not 0.0 < self.test_spread_alpha < 0.5:
             raise ValueError(
                 f"SuiteParams.test_spread_alpha must be in (0, 0.5), got {self.test_spread_alpha}"
+            )
+        if not 0.0 < self.hetero_alpha < 0.5:
+            raise ValueError(
+                f"SuiteParams.hetero_alpha must be in (0, 0.5), got {self.hetero_alpha}"
             )
         if not (math.isfinite(self.test_spread_df) and self.test_spread_df > 0.0):
             raise ValueError(f"SuiteParams.test_spread_df must be > 0, got {self.test_spread_df}")
@@ -215,6 +226,9 @@ class SuitePrior:
     rho: float
     profile: tuple[float, ...] = ()
     sigma_b_robust: float = math.nan
+    sigma_b_log_mean: float = math.nan
+    sigma_b_log_sd: float = 0.0
+    sigma_b_spread_p: float = 1.0
 
 
 class ShiftMethod(str, Enum):
@@ -414,7 +428,7 @@ def decide_arrays(
     df_b: np.ndarray,
     n_sessions: np.ndarray,
     sb2: np.ndarray | float,
-    sb_df: float,
+    sb_df: np.ndarray | float,
     shift: np.ndarray | float,
     shift_var: np.ndarray | float,
     tolerance: np.ndarray | float,
@@ -441,7 +455,10 @@ def decide_arrays(
                 np.broadcast_to(np.asarray(df_c, dtype=float), se.shape),
             ),
             (np.asarray(var_b, dtype=float), np.asarray(df_b, dtype=float)),
-            (np.broadcast_to(between, se.shape), np.full(se.shape, max(sb_df, 1.0))),
+            (
+                np.broadcast_to(between, se.shape),
+                np.broadcast_to(np.maximum(np.asarray(sb_df, dtype=float), 1.0), se.shape),
+            ),
             (np.broadcast_to(sv, se.shape), np.full(se.shape, 1e6)),
         ]
     )
@@ -480,39 +497,174 @@ def hopeless(
     return np.asarray(out, dtype=bool)
 
 
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def _spread_loglik(
+    spread: np.ndarray,
+    within: np.ndarray,
+    k: np.ndarray,
+    log_s2: np.ndarray,
+) -> np.ndarray:
+    """log density of each test's ``spread`` (rows) at each session-shift variance (columns):
+    ``spread ~ (s2 + within) chi2_k / k``."""
+    scale = 2.0 * (np.exp(log_s2)[None, :] + within[:, None]) / k[:, None]
+    h = 0.5 * k[:, None]
+    x = spread[:, None] / scale
+    return np.asarray((h - 1.0) * np.log(x) - x - _sp.gammaln(h) - np.log(scale))
+
+
+def _mixture_loglik(
+    spread: np.ndarray, within: np.ndarray, k: np.ndarray, mean: float, sd: float
+) -> float:
+    """Log-likelihood of the spreads under the log-normal mixture of sigma_t^2."""
+    ll = _spread_loglik(spread, within, k, mean + sd * _GH_X)
+    top = np.max(ll, axis=1, keepdims=True)
+    return float(np.sum(top[:, 0] + np.log(np.exp(ll - top) @ _GH_W)))
+
+
+def spread_heterogeneity(
+    spread: np.ndarray, within: np.ndarray, n_sessions: np.ndarray
+) -> tuple[float, float, float]:
+    """Do the tests differ in session noise? A log-normal fit of their sigma_b^2.
+
+    Model: ``log sigma_t^2 ~ N(mean, sd^2)`` across tests, and test t's ``spread`` (variance
+    of its S_t stored session levels, run shifts removed) is ``(sigma_t^2 + within_t)
+    chi2_{S_t - 1} / (S_t - 1)``. Marginal maximum likelihood (Gauss-Hermite over log
+    sigma^2) with and without ``sd``; returns ``(mean, sd, p)`` where ``p`` is the likelihood
+    ratio test of ``sd = 0`` (half chi2_1 on the boundary). Tests with fewer than 2 sessions
+    do not enter; fewer than 10 such tests: ``(nan, 0, 1)``.
+    """
+    sp = np.asarray(spread, dtype=float)
+    w = np.maximum(np.asarray(within, dtype=float), 0.0)
+    s = np.asarray(n_sessions, dtype=float)
+    use = (s >= 2.0) & np.isfinite(sp) & np.isfinite(w) & (sp > 0.0)
+    if np.count_nonzero(use) < 10:
+        return math.nan, 0.0, 1.0
+    sp, w, k = sp[use], w[use], s[use] - 1.0
+    lo = math.log(max(float(np.median(sp)), 1e-12)) - 20.0
+    hi = math.log(max(float(np.max(sp)), 1e-12)) + 2.0
+
+    r0 = _opt.minimize_scalar(
+        lambda m: -_mixture_loglik(sp, w, k, m, 0.0), bounds=(lo, hi), method="bounded"
+    )
+    start = float(r0.x)
+    r1 = _opt.minimize(
+        lambda x: -_mixture_loglik(sp, w, k, float(x[0]), math.exp(float(x[1]))),
+        np.asarray([start, 0.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-4, "fatol": 1e-4, "maxiter": 400},
+    )
+    mean, sd = float(r1.x[0]), math.exp(float(r1.x[1]))
+    stat = 2.0 * (float(-r1.fun) - float(-r0.fun))
+    if not (math.isfinite(stat) and stat > 0.0 and sd > 1e-3):
+        return start, 0.0, 1.0
+    return mean, sd, 0.5 * float(_st.chi2.sf(stat, 1))
+
+
+_ENV_DF = np.geomspace(1.0, 1e6, 2401)
+
+
+def mixture_quantile(weights: np.ndarray, sd: np.ndarray, level: float) -> np.ndarray:
+    """Upper ``level`` quantile of each row's scale mixture of normals: ``sum_j weights[:, j]
+    N(0, sd[j]^2)`` (bisection on log x)."""
+    lo = np.full(weights.shape[0], math.log(float(np.min(sd))) - 5.0)
+    hi = np.full(weights.shape[0], math.log(float(np.max(sd))) + 5.0)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        tail = np.einsum("ij,ij->i", _st.norm.sf(np.exp(mid)[:, None] / sd[None, :]), weights)
+        above = tail > level
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    return np.asarray(np.exp(0.5 * (lo + hi)), dtype=float)
+
+
+@functools.lru_cache(maxsize=64)
+def _t_ratio(p1: float, p2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """t quantiles at ``1 - p1`` and ``1 - p2`` on the df grid, and their ratio (falls)."""
+    t1 = _st.t.ppf(1.0 - p1, _ENV_DF)
+    t2 = _st.t.ppf(1.0 - p2, _ENV_DF)
+    return t1, t2, t2 / t1
+
+
+def t_through(
+    q1: np.ndarray, q2: np.ndarray, levels: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The narrowest scaled t (variance scale, df) whose upper quantiles at ``levels`` reach
+    ``q1`` and ``q2`` (df on a grid from 1 to 1e6)."""
+    p1, p2 = levels
+    t1, t2, ratio = _t_ratio(float(p1), float(p2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.where(q1 > 0.0, q2 / q1, ratio[-1])
+    # the grid's df whose ratio is just at or above the wanted one: reaches both quantiles
+    at = np.clip(np.searchsorted(-ratio, -want, side="right") - 1, 0, _ENV_DF.size - 1)
+    df = _ENV_DF[at]
+    scale = np.maximum(q1 / t1[at], q2 / t2[at])
+    return np.asarray(scale * scale, dtype=float), np.asarray(df, dtype=float)
+
+
 def per_test_sigma_b2(
     sb2: float,
-    sb_robust: float,
+    prior: SuitePrior,
     spread: np.ndarray,
     within: np.ndarray,
     n_sessions: np.ndarray,
     sb_df: float,
     params: SuiteParams,
-) -> np.ndarray:
-    """sigma_b^2 for each test: the suite's, or wider where the test's stored sessions disagree.
+) -> tuple[np.ndarray, np.ndarray]:
+    """sigma_b^2 and its df for each test: the suite's, or the test's own where tests differ.
 
     ``spread``: variance of the test's stored session levels (run shifts removed, ddof 1);
-    ``within``: their mean squared standard error. A test with S >= 2 sessions whose
-    ``spread`` exceeds ``F(1 - test_spread_alpha; S - 1, sb_df)`` times
-    ``sb_robust^2 + within`` has a session unlike the others (a jump the suite's Gaussian
-    sigma_b does not expect); its own ``max(spread - within, 0)`` (S - 1 df) is then pooled
-    with ``sb2`` (weight ``test_spread_df``), never below ``sb2``. Others keep ``sb2``.
-    The robust reference keeps the check sharp when jumpy sessions inflate the pooled sigma_b.
+    ``within``: their mean squared standard error.
+
+    * Tests that differ in session noise (``prior.sigma_b_log_sd`` > 0, see
+      :func:`spread_heterogeneity`): each test's sigma_b^2 is its posterior under the suite's
+      log-normal, given its own ``spread`` (a test with one stored session gets the suite's
+      distribution), moment-matched to a scaled inverse chi2: scale ``E (nu - 2) / nu`` and
+      ``nu = 4 + 2 E^2 / Var`` df. ``sb2 / prior.sigma_b^2`` above 1 (this run's tests
+      disagree more than the stored runs', see ``_sb2``) widens every test alike.
+    * Otherwise a test with S >= 2 sessions whose ``spread`` exceeds ``F(1 -
+      test_spread_alpha; S - 1, sb_df)`` times ``sigma_b_robust^2 + within`` has a session
+      unlike the others (a jump the suite's Gaussian sigma_b does not expect); its own
+      ``max(spread - within, 0)`` (S - 1 df) is then pooled with ``sb2`` (weight
+      ``test_spread_df``), never below ``sb2``. Others keep ``sb2`` and ``sb_df``. The robust
+      reference keeps the check sharp when jumpy sessions inflate the pooled sigma_b.
     """
     s = np.asarray(n_sessions, dtype=float)
     sp = np.asarray(spread, dtype=float)
     w = np.asarray(within, dtype=float)
     base = np.full(sp.shape, float(sb2))
-    if not math.isfinite(sb_robust):
-        return base
+    base_df = np.full(sp.shape, float(sb_df))
+    if prior.sigma_b_log_sd > 0.0:
+        log_s2 = prior.sigma_b_log_mean + prior.sigma_b_log_sd * _GH_X
+        post = np.broadcast_to(np.log(_GH_W), (sp.size, _GH_X.size)).copy()
+        multi = (s >= 2.0) & np.isfinite(sp) & (sp > 0.0)
+        if np.any(multi):
+            post[multi] += _spread_loglik(
+                sp[multi], np.maximum(w[multi], 0.0), s[multi] - 1.0, log_s2
+            )
+        post = np.exp(post - np.max(post, axis=1, keepdims=True))
+        post /= np.sum(post, axis=1, keepdims=True)
+        widen = max(float(sb2) / prior.sigma_b**2, 1.0) if prior.sigma_b > 0.0 else 1.0
+        sd = np.sqrt(np.exp(log_s2) * widen)
+        levels = (params.verdict.alpha, params.verdict.fdr_q / max(prior.n_tests, 1))
+        b_df = np.maximum(base_df, 1.0)
+        q1, q2 = (
+            np.maximum(mixture_quantile(post, sd, lv), np.sqrt(base) * _st.t.ppf(1.0 - lv, b_df))
+            for lv in levels
+        )
+        return t_through(q1, q2, levels)
+    if not math.isfinite(prior.sigma_b_robust):
+        return base, base_df
     k = np.maximum(s - 1.0, 1.0)
     crit = _st.f.ppf(1.0 - params.test_spread_alpha, k, max(sb_df, 1.0))
     with np.errstate(invalid="ignore"):
-        odd = (s >= 2.0) & np.isfinite(sp) & (sp > crit * (sb_robust**2 + w))
+        odd = (s >= 2.0) & np.isfinite(sp) & (sp > crit * (prior.sigma_b_robust**2 + w))
     own = np.maximum(np.nan_to_num(sp - w), 0.0)
-    nu = params.test_spread_df
-    pooled = (nu * sb2 + (s - 1.0) * own) / (nu + s - 1.0)
-    return np.asarray(np.where(odd, np.maximum(base, pooled), base), dtype=float)
+    nu0 = params.test_spread_df
+    pooled = (nu0 * sb2 + (s - 1.0) * own) / (nu0 + s - 1.0)
+    return np.asarray(np.where(odd, np.maximum(base, pooled), base), dtype=float), base_df
 
 
 def huber_shift(
@@ -653,6 +805,7 @@ def prior_from_table(
     df_pool = float(np.sum(s_t[multi] - 1))
     sb2_pool = 0.0
     sb2_robust = math.nan
+    h_mean, h_sd, h_p = math.nan, 0.0, 1.0
     if df_pool > 0:
         ss = float(np.sum(res[multi] ** 2))
         within = float(
@@ -666,6 +819,7 @@ def prior_from_table(
         dbar = np.sum(np.where(present, dd, 0.0)[multi], axis=1) / s_m
         qmed = _st.chi2.median(s_m - 1) / (s_m - 1)
         sb2_robust = max(float(np.median(tot / qmed - dbar)), 0.0)
+        h_mean, h_sd, h_p = spread_heterogeneity(tot, dbar, s_m)
     w0 = params.sigma_b_prior_df
     sb2 = (w0 * params.sigma_b_prior**2 + df_pool * sb2_pool) / (w0 + df_pool)
     source = "prior" if df_pool == 0 else ("pooled" if df_pool >= 10 * w0 else "pooled+prior")
@@ -692,6 +846,9 @@ def prior_from_table(
         n_tests=int(np.count_nonzero(has)),
         rho=float(rho),
         sigma_b_robust=math.sqrt(sb2_robust) if math.isfinite(sb2_robust) else math.nan,
+        sigma_b_log_mean=h_mean,
+        sigma_b_log_sd=h_sd if h_p < params.hetero_alpha else 0.0,
+        sigma_b_spread_p=h_p,
     )
     return prior, r
 
@@ -852,6 +1009,7 @@ def _baseline(test: TestInput, prior: SuitePrior, p: SuiteParams) -> _Base:
 
 TEST_SPREAD_SOURCE = "this test's stored sessions (one unlike the others)"
 RUN_SPREAD_SOURCE = "this run's spread (wider than the stored runs')"
+TEST_NOISE_SOURCE = "this test's stored sessions (the suite's tests differ in session noise)"
 
 
 def _sb2(prior: SuitePrior, shift: RunShift, params: SuiteParams) -> tuple[float, float, str]:
@@ -1082,19 +1240,20 @@ def _compare_one(
     b = _baseline(test, prior, p)
     c = unprofile(_logs(test.candidate, f"{test.key} (this run)"), prior.profile)
     sb2, sb_df, src = _sb2(prior, shift, p)
-    sb2_t = float(
-        per_test_sigma_b2(
-            sb2,
-            prior.sigma_b_robust,
-            np.asarray([b.spread]),
-            np.asarray([b.within]),
-            np.asarray([float(b.n_sessions)]),
-            sb_df,
-            p,
-        )[0]
+    sb2_a, sb_df_a = per_test_sigma_b2(
+        sb2,
+        prior,
+        np.asarray([b.spread]),
+        np.asarray([b.within]),
+        np.asarray([float(b.n_sessions)]),
+        sb_df,
+        p,
     )
-    if sb2_t > sb2:
-        sb2, src = sb2_t, TEST_SPREAD_SOURCE
+    eps = p.verdict.fdr_q / max(prior.n_tests, 1)  # BH's smallest threshold
+    own_q = math.sqrt(float(sb2_a[0])) * float(_st.t.ppf(1.0 - eps, max(float(sb_df_a[0]), 1.0)))
+    if own_q > 1.01 * math.sqrt(sb2) * float(_st.t.ppf(1.0 - eps, max(sb_df, 1.0))):
+        src = TEST_NOISE_SOURCE if prior.sigma_b_log_sd > 0.0 else TEST_SPREAD_SOURCE
+    sb2, sb_df = float(sb2_a[0]), float(sb_df_a[0])
     proto = Comparison(
         verdict=Verdict.INCONCLUSIVE,
         ratio=math.nan,
@@ -1368,5 +1527,13 @@ def run_verdict(
         why += (
             f"; this run's windows vary {math.sqrt(shift.noise_scale):.1f}x as much as the "
             "stored runs' (a busy runner?): every interval is widened to match"
+        )
+    if prior.sigma_b_log_sd > 0.0:
+        z80 = 1.2816 * prior.sigma_b_log_sd  # the middle 80 % of tests
+        lo, hi = (100 * math.exp(0.5 * (prior.sigma_b_log_mean + d)) for d in (-z80, z80))
+        why += (
+            f"; the tests differ in how far their level moves between sessions (SD {lo:.2g}-"
+            f"{hi:.2g} % for the middle 80 %): each is judged with its own spread, never "
+            "narrower than the suite's"
         )
     return v, ratio, ci, z, why

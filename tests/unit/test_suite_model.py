@@ -21,18 +21,21 @@ from pytest_tpw.stats import (
 )
 from pytest_tpw.suite import (
     RUN_SPREAD_SOURCE,
+    TEST_NOISE_SOURCE,
     TEST_SPREAD_SOURCE,
     RunShift,
     RunVerdict,
     ShiftMethod,
     StoredRun,
     SuiteParams,
+    SuitePrior,
     TestInput,
     candidate_stats,
     change_of,
     huber_shift,
     judge_suite,
     look,
+    mixture_quantile,
     noise_ratio,
     noise_scale,
     per_test_sigma_b2,
@@ -40,7 +43,9 @@ from pytest_tpw.suite import (
     run_sigma_b,
     running_shift,
     shift_from_changes,
+    spread_heterogeneity,
     suite_prior,
+    t_through,
 )
 
 P = SuiteParams()
@@ -548,21 +553,26 @@ def test_a_test_with_one_jumpy_stored_session_gets_its_own_spread() -> None:
     tests = _jumpy_suite(0.05, -0.03)
     prior = _prior(tests)
     wide = judge_suite(tests, prior, P).comparisons["t0"]
-    assert wide.sigma_b_source == TEST_SPREAD_SOURCE
+    # one such test in 40 also makes the suite's tests differ: either check may name it
+    assert wide.sigma_b_source in (TEST_SPREAD_SOURCE, TEST_NOISE_SOURCE)
     assert wide.sigma_b > 1.5 * prior.sigma_b
     assert wide.p_adjusted is not None and wide.p_adjusted > 0.5
     assert wide.verdict is not Verdict.REGRESSED
-    never = replace(P, test_spread_alpha=1e-12)  # the check off, in effect
+    never = replace(P, test_spread_alpha=1e-12, hetero_alpha=1e-300)  # both checks off
     narrow = judge_suite(tests, _prior(tests, never), never).comparisons["t0"]
-    assert narrow.sigma_b_source != TEST_SPREAD_SOURCE
+    assert narrow.sigma_b_source not in (TEST_SPREAD_SOURCE, TEST_NOISE_SOURCE)
     assert narrow.verdict is Verdict.REGRESSED
+    only_f = replace(P, hetero_alpha=1e-300)  # the jumpy-session check alone still holds
+    alone = judge_suite(tests, _prior(tests, only_f), only_f).comparisons["t0"]
+    assert alone.sigma_b_source == TEST_SPREAD_SOURCE
+    assert alone.verdict is not Verdict.REGRESSED
 
 
 def test_steady_stored_sessions_keep_the_suite_sigma_b() -> None:
     tests = _jumpy_suite(0.0, -0.08)  # a real drop, sessions alike
     prior = _prior(tests)
     c = judge_suite(tests, prior, P).comparisons["t0"]
-    assert c.sigma_b_source != TEST_SPREAD_SOURCE
+    assert c.sigma_b_source not in (TEST_SPREAD_SOURCE, TEST_NOISE_SOURCE)
     assert c.verdict is Verdict.REGRESSED
 
 
@@ -572,14 +582,164 @@ def test_the_jumpy_session_check_flags_about_its_level_of_gaussian_tests() -> No
     sb2, within = 0.005**2, 0.002**2
     levels = rng.normal(0.0, math.sqrt(sb2 + within), (n, s))
     spread = np.var(levels, axis=1, ddof=1)
-    got = per_test_sigma_b2(
-        sb2, math.sqrt(sb2), spread, np.full(n, within), np.full(n, 3.0), 1e6, P
-    )
+    prior = _flat_prior(sb2)
+    got, got_df = per_test_sigma_b2(sb2, prior, spread, np.full(n, within), np.full(n, 3.0), 1e6, P)
     share = float(np.mean(got > sb2))
     assert 0.005 < share < 0.02  # test_spread_alpha = 1 %
     assert np.all(got >= sb2)
-    one = per_test_sigma_b2(sb2, math.sqrt(sb2), spread[:5], np.full(5, within), np.ones(5), 1e6, P)
+    assert np.all(got_df == 1e6)
+    one, _ = per_test_sigma_b2(sb2, prior, spread[:5], np.full(5, within), np.ones(5), 1e6, P)
     assert np.all(one == sb2)  # one stored session: nothing to compare
+
+
+def _flat_prior(sb2: float, log_mean: float = math.nan, log_sd: float = 0.0) -> SuitePrior:
+    """A prior with pooled and robust sigma_b^2 = ``sb2`` (300 tests, 3 sessions), and the
+    tests' log-normal spread of sigma_b^2 (``log_sd`` 0: alike)."""
+    return replace(
+        SuitePrior(math.sqrt(sb2), 1e6, "pooled", 0.01, 10.0, {}, 3, 300, 0.0),
+        sigma_b_robust=math.sqrt(sb2),
+        sigma_b_log_mean=log_mean,
+        sigma_b_log_sd=log_sd,
+    )
+
+
+def _lognormal_spreads(
+    rng: np.random.Generator, n: int, s: int, log_sd: float, within: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each test's session-shift SD log-normal around 0.4 % (``log_sd`` on log sigma); the
+    variance of its ``s`` session levels, and the true sigma_t^2."""
+    sig2 = np.exp(2.0 * (math.log(0.004) + log_sd * rng.standard_normal(n)))
+    levels = rng.standard_normal((n, s)) * np.sqrt(sig2 + within)[:, None]
+    return np.var(levels, axis=1, ddof=1), sig2
+
+
+def test_tests_alike_in_session_noise_are_called_alike_at_about_the_level() -> None:
+    rng = np.random.default_rng(61)
+    ps = []
+    for _ in range(60):
+        spread, _ = _lognormal_spreads(rng, 300, 3, 0.0, 0.002**2)
+        mean, _, pv = spread_heterogeneity(spread, np.full(300, 0.002**2), np.full(300, 3.0))
+        ps.append(pv)
+        assert math.exp(mean / 2) == pytest.approx(0.004, rel=0.25)
+    assert sum(pv < 0.01 for pv in ps) <= 2  # hetero_alpha = 1 %: 0.6 expected of 60
+    assert sum(pv < 0.5 for pv in ps) >= 10  # p is not stuck at 1: the test can reject
+
+
+def test_tests_unlike_in_session_noise_are_found_and_their_spread_measured() -> None:
+    rng = np.random.default_rng(62)
+    spread, _ = _lognormal_spreads(rng, 3000, 3, 0.8, 0.002**2)
+    mean, sd, pv = spread_heterogeneity(spread, np.full(3000, 0.002**2), np.full(3000, 3.0))
+    assert pv < 1e-6
+    assert sd / 2 == pytest.approx(0.8, rel=0.2)  # on log sigma^2: twice the log-sigma SD
+    assert math.exp(mean / 2) == pytest.approx(0.004, rel=0.2)
+    # too few tests with two sessions: no verdict on the question
+    f_mean, f_sd, f_p = spread_heterogeneity(spread[:9], np.full(9, 1e-6), np.full(9, 3.0))
+    assert math.isnan(f_mean) and (f_sd, f_p) == (0.0, 1.0)
+
+
+def test_t_through_reaches_both_quantiles_and_no_further() -> None:
+    rng = np.random.default_rng(63)
+    levels = (0.05, 0.05 / 300)
+    s2 = rng.uniform(0.5, 2.0, 200)
+    df = np.exp(rng.uniform(0.5, 8.0, 200))
+    q1 = np.sqrt(s2) * st.t.ppf(1 - levels[0], df) * rng.uniform(0.8, 1.2, 200)
+    q2 = np.sqrt(s2) * st.t.ppf(1 - levels[1], df) * rng.uniform(0.8, 1.2, 200)
+    got_s2, got_df = t_through(q1, q2, levels)
+    r1 = np.sqrt(got_s2) * st.t.ppf(1 - levels[0], got_df)
+    r2 = np.sqrt(got_s2) * st.t.ppf(1 - levels[1], got_df)
+    assert np.all(r1 >= q1 * (1 - 1e-9)) and np.all(r2 >= q2 * (1 - 1e-9))
+    # narrowest: it touches one of them at least (both, inside the df grid)
+    assert np.all(np.isclose(r1, q1, rtol=2e-3) | np.isclose(r2, q2, rtol=2e-3))
+    # a t's own quantiles give it back
+    exact1 = np.sqrt(s2) * st.t.ppf(1 - levels[0], df)
+    exact2 = np.sqrt(s2) * st.t.ppf(1 - levels[1], df)
+    back_s2, back_df = t_through(exact1, exact2, levels)
+    inside = df < 1e5
+    assert np.allclose(back_s2[inside], s2[inside], rtol=0.01)
+    assert np.allclose(np.log(back_df[inside]), np.log(df[inside]), atol=0.02)
+
+
+def test_mixture_quantile_matches_a_normal_and_a_monte_carlo_mixture() -> None:
+    sd = np.asarray([0.01, 0.03])
+    one = mixture_quantile(np.asarray([[1.0, 0.0]]), sd, 0.001)
+    assert one[0] == pytest.approx(0.01 * st.norm.ppf(0.999), rel=1e-6)
+    w = np.asarray([[0.9, 0.1]])
+    q = mixture_quantile(w, sd, 0.001)[0]
+    tail = 0.9 * st.norm.sf(q / 0.01) + 0.1 * st.norm.sf(q / 0.03)
+    assert tail == pytest.approx(0.001, rel=1e-4)
+    rng = np.random.default_rng(67)
+    x = rng.standard_normal(400_000) * np.where(rng.random(400_000) < 0.1, 0.03, 0.01)
+    assert float(np.mean(x > q)) == pytest.approx(0.001, rel=0.15)
+
+
+def test_where_tests_differ_each_gets_its_own_sigma_b_never_narrower_than_the_suites() -> None:
+    rng = np.random.default_rng(64)
+    within = 0.002**2
+    spread, sig2 = _lognormal_spreads(rng, 300, 3, 0.8, within)
+    mean, sd, _ = spread_heterogeneity(spread, np.full(300, within), np.full(300, 3.0))
+    sb2 = float(np.mean(np.maximum(spread - within, 0.0)))
+    prior = _flat_prior(sb2, mean, sd)
+    got, df = per_test_sigma_b2(sb2, prior, spread, np.full(300, within), np.full(300, 3.0), 600, P)
+    levels = (P.verdict.alpha, P.verdict.fdr_q / 300)
+    for p_ in levels:  # never narrower than the suite's pooled sigma_b at either level
+        q = np.sqrt(got) * st.t.ppf(1 - p_, df)
+        assert np.all(q >= math.sqrt(sb2) * st.t.ppf(1 - p_, 600) * (1 - 1e-3))
+    top = np.argsort(spread)[-30:]  # the tests whose sessions disagree most are widest
+    assert np.median(got[top]) > 2.0 * sb2
+    # at BH's smallest threshold a test's own interval covers its true sigma far more often
+    # than the pooled one does for the noisiest tenth of tests
+    noisy = sig2 > np.quantile(sig2, 0.9)
+    own_q = np.sqrt(got) * st.t.ppf(1 - levels[1], df)
+    pooled_q = math.sqrt(sb2) * st.t.ppf(1 - levels[1], 600)
+    true_q = np.sqrt(sig2) * st.norm.ppf(1 - levels[1])
+    assert np.mean(own_q[noisy] >= true_q[noisy]) > np.mean(pooled_q >= true_q[noisy]) + 0.2
+    off = replace(prior, sigma_b_log_sd=0.0)  # tests alike: the jumpy-session check instead
+    alike, _ = per_test_sigma_b2(sb2, off, spread, np.full(300, within), np.full(300, 3.0), 600, P)
+    assert np.mean(alike > sb2) < np.mean(got > 1.01 * sb2)
+
+
+def _unequal_suite(seed: int, drop: float) -> list[TestInput]:
+    """200 tests whose session-shift SD is log-normal (0.1-2 %); test 0 is the noisiest of
+    them (2 %), its stored sessions spread, and its candidate ``drop`` lower."""
+    rng = np.random.default_rng(seed)
+    sds = np.exp(rng.normal(math.log(0.004), 0.8, 200))
+    sds[0] = 0.02
+    out = []
+    for t in range(200):
+        offs = rng.normal(0.0, sds[t], 4)
+        if t == 0:
+            offs = np.asarray([0.02, -0.02, 0.0, 0.0])
+        runs = [
+            StoredRun(f"s{s}", list(50.0 * np.exp(offs[s] + rng.normal(0.0, 0.005, 20))))
+            for s in range(3)
+        ]
+        lvl = 50.0 * math.exp(offs[3] + (drop if t == 0 else 0.0))
+        out.append(TestInput(f"t{t}", runs, list(lvl * np.exp(rng.normal(0.0, 0.005, 20)))))
+    return out
+
+
+def test_a_noisy_test_in_a_suite_of_unlike_tests_is_not_failed_by_its_own_noise() -> None:
+    tests = _unequal_suite(65, -0.06)  # a 6 % drop: 3 of its own session SDs
+    prior = _prior(tests)
+    assert prior.sigma_b_log_sd > 0.0 and prior.sigma_b_spread_p < 0.01
+    dec = judge_suite(tests, prior, P)
+    c = dec.comparisons["t0"]
+    assert c.sigma_b_source == TEST_NOISE_SOURCE
+    assert c.verdict is not Verdict.REGRESSED
+    assert "the tests differ in how far their level moves between sessions" in dec.why
+    off = replace(P, hetero_alpha=1e-300, test_spread_alpha=1e-12)  # both checks off
+    c_off = judge_suite(tests, _prior(tests, off), off).comparisons["t0"]
+    assert c_off.verdict is Verdict.REGRESSED
+    big = _unequal_suite(65, -0.25)  # a real collapse is still caught
+    assert judge_suite(big, _prior(big), P).comparisons["t0"].verdict is Verdict.REGRESSED
+
+
+def test_a_suite_of_alike_tests_keeps_the_pooled_sigma_b() -> None:
+    tests = _suite(200, 66)
+    prior = _prior(tests)
+    assert prior.sigma_b_log_sd == 0.0
+    assert prior.sigma_b_spread_p >= P.hetero_alpha
+    assert "the tests differ" not in judge_suite(tests, prior, P).why
 
 
 def test_the_robust_sigma_b_ignores_a_few_jumpy_sessions() -> None:
