@@ -7,7 +7,8 @@ This script drives the same decision path (``stats_power.engine``: the prior, gr
 running shift, looks and Benjamini-Hochberg exactly as the scalar API; one run per scenario
 re-decided through ``suite.look`` / ``suite.judge_suite`` as a self-check) through noise the
 engine was not shaped on, and prints false REGRESSED per 300-test run (A/A), detection of 10
-tests at -8 % and 10 at -10 %, and the share of A/A runs whose run-wide shift was flagged:
+tests at -8 % and 10 at -10 %, mean rounds per test in A/A runs, and the share of A/A runs
+whose run-wide shift was flagged:
 
 * run-wide shift that drifts within the run (0 at the first test, -4 % at the last), as a
   runner that heats up over a long suite;
@@ -195,7 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     p = U.SuiteParams()
     nz = SP.Noise("stress")
     t0 = time.perf_counter()
-    rows = [("scenario", "false REG/run A/A", "det -8 %", "det -10 %", "A/A runs flagged")]
+    rows = [
+        (
+            "scenario",
+            "false REG/run A/A",
+            "det -8 %",
+            "det -10 %",
+            "mean rounds A/A",
+            "A/A runs flagged",
+        )
+    ]
     for (name, draw), sd in zip(
         SCENARIOS, np.random.SeedSequence(args.seed).spawn(len(SCENARIOS)), strict=True
     ):
@@ -221,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{aa.fail.sum(axis=1).mean():.3f}",
                 f"{reg.fail[:, sel[:10]].mean():.1%}",
                 f"{reg.fail[:, sel[10:]].mean():.1%}",
+                f"{aa.rounds.mean():.2f}",
                 f"{flagged:.1%}",
             )
         )
