@@ -256,7 +256,7 @@ def engine(
                 vwo = pick(dc_a, i, done, kk) + var_b[i, done]
                 dfd = pick(dfw_a, i, done, kk)
                 nzd = pick(nz_a, i, done, kk)
-                shift = U.shift_from_deltas(
+                shift = U.look_shift_from_deltas(
                     delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
                 )
                 shift_var = U.shift_variance(shift, prior)

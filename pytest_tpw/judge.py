@@ -239,10 +239,11 @@ class Judge:
         return self.prior is not None
 
     def shift(self) -> suite.RunShift | None:
-        """The run-wide shift from the tests finished so far (None without baselines)."""
+        """The shift the next test's looks are judged against, from the tests finished so far
+        (:func:`pytest_tpw.suite.look_shift`; None without baselines)."""
         if self.prior is None:
             return None
-        return suite.shift_from_changes(list(self._changes.values()), self.prior, self.suite_params)
+        return suite.look_shift(list(self._changes.values()), self.prior, self.suite_params)
 
     def test_input(self, m: Measurement, test: TestSettings) -> suite.TestInput:
         return suite.TestInput(

@@ -13,7 +13,7 @@ standard error). docs/verdicts.md derives it. How the judge calls it::
     prior = suite_prior({key: stored_runs, ...}, params)          # once per session
     changes = []
     for test in session order:
-        shift = shift_from_changes(changes, prior, params)       # = running_shift(done)
+        shift = look_shift(changes, prior, params)               # = running_shift(done)
         for j, k in enumerate(params.verdict.looks):             # after k windows
             stop, cmp = look(test_with_k_windows, prior, shift, params, j, n_looks)
             if stop: break                                       # cmp is provisional
@@ -32,8 +32,9 @@ Tests of different hardware keys are separate suites (one prior and one decision
   window) and the lag-1 autocorrelation of windows; priors cover few stored sessions (see
   :class:`SuiteParams`).
 * :func:`running_shift` the run shift so far (Huber-then-biweight location of per-test
-  changes, or of the canaries when the suite is small, or none) used by :func:`look`;
-  :func:`change_of` + :func:`shift_from_changes` give the same incrementally.
+  changes, or of the canaries when the suite is small, or none; the last tests' shift in a
+  run whose shift changed with time) used by :func:`look`; :func:`change_of` +
+  :func:`look_shift` give the same incrementally.
 * :func:`look` one interim or final decision for one test: stops as soon as the interval lies
   inside one verdict region (REGRESSED, MINOR_REGRESSION, UNCHANGED or IMPROVED) or when it
   is too noisy to be decided by the last look (:func:`hopeless`), every look at Pocock's level
@@ -1161,11 +1162,50 @@ def shift_from_deltas(
     return RunShift(0.0, prior.run_sd, n, 0, ShiftMethod.NONE, noise_scale=scale)
 
 
+def look_shift(
+    changes: Sequence[TestChange | None], prior: SuitePrior, params: SuiteParams | None = None
+) -> RunShift:
+    """The shift the next test's looks are judged against, from :func:`change_of` results of
+    the tests finished so far, in run order (None entries are skipped).
+
+    The run shift (:func:`shift_from_changes`), except in a run whose tests disagree because
+    its shift changed with time (:func:`local_shift` applies): then the shift of the last
+    ``local_width`` finished tests, so that a runner that stepped or drifts does not keep
+    every later test looking until the last window.
+    """
+    p = params if params is not None else SuiteParams()
+    a = _ChangeArrays.of([c for c in changes if c is not None])
+    return look_shift_from_deltas(
+        a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise
+    )
+
+
+def look_shift_from_deltas(
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    canary: np.ndarray,
+    prior: SuitePrior,
+    params: SuiteParams,
+    df: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+) -> RunShift:
+    """Vectorised core of :func:`look_shift` (arguments as :func:`shift_from_deltas`)."""
+    shift = shift_from_deltas(delta, var_wo, n_sessions, canary, prior, params, df, noise)
+    got = local_shift(delta, var_wo, n_sessions, df, shift, prior, params)
+    if got is None:
+        return shift
+    loc, se, judged = got
+    return replace(judged, shift=float(loc[-1]), se=float(se[-1]))
+
+
 def running_shift(
     done: Sequence[TestInput], prior: SuitePrior, params: SuiteParams | None = None
 ) -> RunShift:
-    """Run-wide shift from the tests finished so far (all tests, or canaries, or none)."""
-    return shift_from_changes([change_of(t, prior, params) for t in done], prior, params)
+    """The shift for the next test's looks from the tests finished so far, in run order
+    (:func:`look_shift`: the run shift from all tests, or canaries, or none; or the recent
+    tests' shift in a run whose shift changed)."""
+    return look_shift([change_of(t, prior, params) for t in done], prior, params)
 
 
 def local_shift(

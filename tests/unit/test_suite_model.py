@@ -35,6 +35,7 @@ from pytest_tpw.suite import (
     huber_shift,
     judge_suite,
     look,
+    look_shift,
     mixture_quantile,
     noise_ratio,
     noise_scale,
@@ -444,10 +445,50 @@ def test_incremental_changes_give_the_running_shift() -> None:
     changes = [change_of(t, prior, P) for t in tests]
     assert changes[-1] is None
     assert changes[0] is not None and changes[0].key == "t0"
-    a = shift_from_changes(changes, prior, P)
+    a = look_shift(changes, prior, P)
     b = running_shift(tests, prior, P)
     assert a == b
+    assert a == shift_from_changes(changes, prior, P)  # a steady run: the run shift itself
     assert a.shift == pytest.approx(math.log(0.97), abs=0.004)
+
+
+def _stepped_suite(n: int, seed: int) -> list[TestInput]:
+    """``n`` tests; the runner steps to -4 % after the first half of the run."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n):
+        lvl = 50.0 * (1.0 + 0.01 * t)
+        runs = [
+            StoredRun(f"s{q}", list(lvl * np.exp(rng.normal(0.0, 0.005) + rng.normal(0, 0.01, 20))))
+            for q in range(3)
+        ]
+        now = lvl * (0.96 if t >= n // 2 else 1.0) * math.exp(rng.normal(0.0, 0.005))
+        out.append(TestInput(f"t{t}", runs, list(now * np.exp(rng.normal(0.0, 0.01, 20)))))
+    return out
+
+
+def test_after_a_step_the_looks_follow_the_recent_tests_shift() -> None:
+    tests = _stepped_suite(160, 71)
+    prior = _prior(tests)
+    done = tests[:150]  # 80 tests before the step, 70 after
+    changes = [change_of(t, prior, P) for t in done]
+    whole = shift_from_changes(changes, prior, P)
+    recent = look_shift(changes, prior, P)
+    assert recent == running_shift(done, prior, P)
+    assert recent.shift == pytest.approx(math.log(0.96), abs=0.006)
+    assert abs(whole.shift - math.log(0.96)) > 0.01  # one shift for the run sits in between
+    # the next test, after the step and unchanged, can stop early against the recent shift
+    nxt = replace(tests[150], candidate=list(tests[150].candidate[:5]))
+    stop_recent, c_recent = look(nxt, prior, recent, P, 0, 4)
+    stop_whole, _ = look(nxt, prior, whole, P, 0, 4)
+    assert stop_recent and c_recent.verdict is Verdict.UNCHANGED
+    assert not stop_whole
+    # a steady run of the same size keeps one shift
+    steady = _suite(160, 72)
+    st_changes = [change_of(t, _prior(steady), P) for t in steady[:150]]
+    assert look_shift(st_changes, _prior(steady), P) == shift_from_changes(
+        st_changes, _prior(steady), P
+    )
 
 
 # --- levels of the looks, df of autocorrelated windows, tests too noisy to decide ----------
