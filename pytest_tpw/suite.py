@@ -213,7 +213,11 @@ class SuitePrior:
     (warm-up, thermal trend), subtracted from every stored and candidate window i (empty:
     none, fewer than ``SuiteParams.min_profile_series`` stored series of one length);
     ``sigma_b_robust`` a median-based sigma_b that a few jumpy sessions do not inflate, the
-    reference against which one test's stored sessions are judged (NaN: no test has two).
+    reference against which one test's stored sessions are judged (NaN: no test has two);
+    ``sigma_b_log_mean``/``sigma_b_log_sd`` the log-normal of the tests' sigma_b^2 when they
+    differ in session noise (sd 0: they are alike, or the likelihood-ratio test with p-value
+    ``sigma_b_spread_p`` did not reject at ``SuiteParams.hetero_alpha``; see
+    :func:`spread_heterogeneity`).
     """
 
     sigma_b: float
@@ -564,9 +568,6 @@ def spread_heterogeneity(
     return mean, sd, 0.5 * float(_st.chi2.sf(stat, 1))
 
 
-_ENV_DF = np.geomspace(1.0, 1e6, 2401)
-
-
 def mixture_quantile(weights: np.ndarray, sd: np.ndarray, level: float) -> np.ndarray:
     """Upper ``level`` quantile of each row's scale mixture of normals: ``sum_j weights[:, j]
     N(0, sd[j]^2)`` (bisection on log x)."""
@@ -579,6 +580,9 @@ def mixture_quantile(weights: np.ndarray, sd: np.ndarray, level: float) -> np.nd
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)
     return np.asarray(np.exp(0.5 * (lo + hi)), dtype=float)
+
+
+_ENV_DF = np.geomspace(1.0, 1e6, 2401)  # t_through's df grid
 
 
 @functools.lru_cache(maxsize=64)
@@ -620,11 +624,15 @@ def per_test_sigma_b2(
     ``within``: their mean squared standard error.
 
     * Tests that differ in session noise (``prior.sigma_b_log_sd`` > 0, see
-      :func:`spread_heterogeneity`): each test's sigma_b^2 is its posterior under the suite's
-      log-normal, given its own ``spread`` (a test with one stored session gets the suite's
-      distribution), moment-matched to a scaled inverse chi2: scale ``E (nu - 2) / nu`` and
-      ``nu = 4 + 2 E^2 / Var`` df. ``sb2 / prior.sigma_b^2`` above 1 (this run's tests
-      disagree more than the stored runs', see ``_sb2``) widens every test alike.
+      :func:`spread_heterogeneity`): a test's next session shift is a scale mixture of
+      normals over the suite's log-normal sigma^2, weighted by how well each explains its own
+      ``spread`` (a test with one stored session gets the suite's distribution). Returned is
+      the narrowest scaled t (:func:`t_through`) reaching the upper quantiles of both that
+      mixture and the suite's ``t(sb2, sb_df)`` at the verdict's ``alpha`` and at
+      Benjamini-Hochberg's smallest threshold ``fdr_q / n_tests``: never narrower than the
+      suite's, and heavy-tailed where the test's few sessions leave a large sigma open.
+      ``sb2 / prior.sigma_b^2`` above 1 (this run's tests disagree more than the stored
+      runs', see ``_sb2``) widens every test's mixture alike.
     * Otherwise a test with S >= 2 sessions whose ``spread`` exceeds ``F(1 -
       test_spread_alpha; S - 1, sb_df)`` times ``sigma_b_robust^2 + within`` has a session
       unlike the others (a jump the suite's Gaussian sigma_b does not expect); its own
