@@ -256,9 +256,10 @@ def engine(
                 vwo = pick(dc_a, i, done, kk) + var_b[i, done]
                 dfd = pick(dfw_a, i, done, kk)
                 nzd = pick(nz_a, i, done, kk)
-                shift = U.look_shift_from_deltas(
+                shift = U.shift_from_deltas(
                     delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
                 )
+                shift = U.recent_shift(shift, delta, vwo, n_sess[done], dfd, prior, p)
                 shift_var = U.shift_variance(shift, prior)
             sb2, sb_df, _ = U._sb2(prior, shift, p)
             if oracle is None:  # tests whose stored sessions disagree

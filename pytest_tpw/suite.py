@@ -1183,23 +1183,22 @@ def look_shift(
     """
     p = params if params is not None else SuiteParams()
     a = _ChangeArrays.of([c for c in changes if c is not None])
-    return look_shift_from_deltas(
-        a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise
-    )
+    shift = shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
+    return recent_shift(shift, a.delta, a.var_wo, a.n_sessions, a.df, prior, p)
 
 
-def look_shift_from_deltas(
+def recent_shift(
+    shift: RunShift,
     delta: np.ndarray,
     var_wo: np.ndarray,
     n_sessions: np.ndarray,
-    canary: np.ndarray,
+    df: np.ndarray | None,
     prior: SuitePrior,
     params: SuiteParams,
-    df: np.ndarray | None = None,
-    noise: np.ndarray | None = None,
 ) -> RunShift:
-    """Vectorised core of :func:`look_shift` (arguments as :func:`shift_from_deltas`)."""
-    shift = shift_from_deltas(delta, var_wo, n_sessions, canary, prior, params, df, noise)
+    """Vectorised core of :func:`look_shift`: ``shift`` (the run shift from these changes,
+    :func:`shift_from_deltas`), or the local shift of the last ``local_width`` of them when
+    :func:`local_shift` applies."""
     got = local_shift(delta, var_wo, n_sessions, df, shift, prior, params)
     if got is None:
         return shift
