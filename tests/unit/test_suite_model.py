@@ -468,9 +468,9 @@ def _stepped_suite(n: int, seed: int) -> list[TestInput]:
 
 
 def test_after_a_step_the_looks_follow_the_recent_tests_shift() -> None:
-    tests = _stepped_suite(160, 71)
+    tests = _stepped_suite(100, 71)
     prior = _prior(tests)
-    done = tests[:150]  # 80 tests before the step, 70 after
+    done = tests[:90]  # 50 tests before the step, 40 after
     changes = [change_of(t, prior, P) for t in done]
     whole = shift_from_changes(changes, prior, P)
     recent = look_shift(changes, prior, P)
@@ -478,17 +478,16 @@ def test_after_a_step_the_looks_follow_the_recent_tests_shift() -> None:
     assert recent.shift == pytest.approx(math.log(0.96), abs=0.006)
     assert abs(whole.shift - math.log(0.96)) > 0.01  # one shift for the run sits in between
     # the next test, after the step and unchanged, can stop early against the recent shift
-    nxt = replace(tests[150], candidate=list(tests[150].candidate[:5]))
+    nxt = replace(tests[90], candidate=list(tests[90].candidate[:5]))
     stop_recent, c_recent = look(nxt, prior, recent, P, 0, 4)
     stop_whole, _ = look(nxt, prior, whole, P, 0, 4)
     assert stop_recent and c_recent.verdict is Verdict.UNCHANGED
     assert not stop_whole
     # a steady run of the same size keeps one shift
-    steady = _suite(160, 72)
-    st_changes = [change_of(t, _prior(steady), P) for t in steady[:150]]
-    assert look_shift(st_changes, _prior(steady), P) == shift_from_changes(
-        st_changes, _prior(steady), P
-    )
+    steady = _suite(100, 72)
+    st_prior = _prior(steady)
+    st_changes = [change_of(t, st_prior, P) for t in steady[:90]]
+    assert look_shift(st_changes, st_prior, P) == shift_from_changes(st_changes, st_prior, P)
 
 
 # --- levels of the looks, df of autocorrelated windows, tests too noisy to decide ----------
