@@ -234,6 +234,7 @@ def run_wide_lines(doc: dict[str, Any]) -> list[str]:
             )
         prefix = f"B {f['hardware_key']} " if len(findings) > 1 and f.get("hardware_key") else "B "
         lines.append(f"{prefix}{text} [{f.get('verdict', '?')}]")
+        lines += [f"  {note}" for note in f.get("notes") or [] if isinstance(note, str)]
     return lines
 
 

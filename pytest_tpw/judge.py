@@ -145,6 +145,7 @@ class RunWide:
     suspects: tuple[str, ...] = ()
     why: str = ""
     fails: bool = False
+    notes: tuple[str, ...] = ()  # about this run's noise: a busy runner, tests that differ...
 
     @property
     def text(self) -> str:
@@ -177,6 +178,7 @@ class RunWide:
             "stack_changes": list(self.stack_changes),
             "suspects": list(self.suspects),
             "why": self.why,
+            "notes": list(self.notes),
             "fails": self.fails,
             "text": self.text,
         }
@@ -512,6 +514,7 @@ class Judge:
             tuple(suspects) if finding == "ENVIRONMENT_ANOMALY" else (),
             d.why,
             fails,
+            d.notes,
         )
 
     def stack_changes(self) -> list[str]:

@@ -265,6 +265,7 @@ def _run_wide(doc: Mapping[str, Any]) -> list[str]:
         suspects = [str(s) for s in f.get("suspects") or []]
         if suspects:
             lines.append("  - suspects: " + ", ".join(code(s) for s in suspects))
+        lines += [f"  - {note}" for note in f.get("notes") or [] if isinstance(note, str)]
     return [*lines, ""]
 
 

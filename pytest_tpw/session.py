@@ -303,6 +303,7 @@ class TpwSession:
             lines.append(
                 text.replace("run-wide:", f"run-wide ({share.key}):", 1) if several else text
             )
+            lines += [f"  {note}" for note in run_wide.notes]
             if run_wide.fails:
                 lines.append(
                     "the run FAILS on the run-wide stack regression (--tpw-strict or "

@@ -290,6 +290,7 @@ class SuiteDecision:
     run_z: float
     comparisons: Mapping[str, Comparison]
     why: str
+    notes: tuple[str, ...] = ()  # what the run-wide line adds about this run's noise
 
 
 # --------------------------------------------------------------------------------------------
@@ -1498,13 +1499,10 @@ def judge_suite(
                 why="canary: its drift measures the run, it never fails on its own",
             )
     verdict, ratio, ci, z, why = run_verdict(shift, prior, p, any(t.baseline for t in tests))
-    if moved is not None:
-        why += (
-            f"; the shift changed during the run (from {100 * moved[0]:+.1f} % to "
-            f"{100 * moved[1]:+.1f} %): each test is judged against its {p.local_width} "
-            "neighbours in run order"
-        )
-    return SuiteDecision(shift, verdict, ratio, ci, z, dict(zip(keys, comps, strict=True)), why)
+    notes = run_notes(shift, prior, p, moved) if math.isfinite(ratio) else ()
+    why = "; ".join((why, *notes))
+    comparisons = dict(zip(keys, comps, strict=True))
+    return SuiteDecision(shift, verdict, ratio, ci, z, comparisons, why, notes)
 
 
 def _local_shifts(
@@ -1570,17 +1568,36 @@ def run_verdict(
         f"run-wide shift {100 * (ratio - 1):+.2f} % ({src}), stored runs spread "
         f"{100 * prior.run_sd:.2f} % over {prior.n_sessions} run(s): {v.value}"
     )
+    return v, ratio, ci, z, why
+
+
+def run_notes(
+    shift: RunShift,
+    prior: SuitePrior,
+    params: SuiteParams,
+    moved: tuple[float, float] | None = None,
+) -> tuple[str, ...]:
+    """What the run-wide line should add about this run's noise, one sentence each: a busy
+    runner (windows noisier than the stored ones), tests that differ in session noise, a shift
+    that changed during the run (``moved``: the range of local shifts, ratio - 1)."""
+    notes = []
     if shift.noise_scale >= 1.5:
-        why += (
-            f"; this run's windows vary {math.sqrt(shift.noise_scale):.1f}x as much as the "
+        notes.append(
+            f"this run's windows vary {math.sqrt(shift.noise_scale):.1f}x as much as the "
             "stored runs' (a busy runner?): every interval is widened to match"
         )
     if prior.sigma_b_log_sd > 0.0:
         z80 = 1.2816 * prior.sigma_b_log_sd  # the middle 80 % of tests
         lo, hi = (100 * math.exp(0.5 * (prior.sigma_b_log_mean + d)) for d in (-z80, z80))
-        why += (
-            f"; the tests differ in how far their level moves between sessions (SD {lo:.2g}-"
+        notes.append(
+            f"the tests differ in how far their level moves between sessions (SD {lo:.2g}-"
             f"{hi:.2g} % for the middle 80 %): each is judged with its own spread, never "
             "narrower than the suite's"
         )
-    return v, ratio, ci, z, why
+    if moved is not None:
+        notes.append(
+            f"the shift changed during the run (from {100 * moved[0]:+.1f} % to "
+            f"{100 * moved[1]:+.1f} %): each test is judged against its {params.local_width} "
+            "neighbours in run order"
+        )
+    return tuple(notes)

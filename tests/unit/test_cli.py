@@ -160,14 +160,16 @@ def test_compare_prints_the_candidates_run_wide_finding(
                 "stack_changes": [],
                 "suspects": [],
                 "text": "run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch 2.12.0 -> 2.13.0",
+                "notes": ["this run's windows vary 2.0x as much as the stored runs'"],
             }
         ],
     )
     assert cli.main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
-    assert (
+    out = capsys.readouterr().out.splitlines()
+    at = out.index(
         "B run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch 2.12.0 -> 2.13.0 [STACK_REGRESSION]"
-    ) in out
+    )
+    assert out[at + 1] == "  this run's windows vary 2.0x as much as the stored runs'"
 
 
 @pytest.mark.parametrize("content", ["{ not json", '{"a": 1}', "[]"])

@@ -725,6 +725,21 @@ def test_suspects_are_named_only_for_an_environment_anomaly() -> None:
     assert judge.run_wide.suspects == ()
 
 
+def test_a_busy_runner_is_a_note_under_the_run_wide_line() -> None:
+    judge = Judge(ON, suite_baseline(SUITE, noise=0.01), KEY, software=BASE_SOFTWARE)
+    for i, nodeid in enumerate(SUITE):  # every test's windows four times as noisy as stored
+        judge_run(judge, LEVEL, seed=90 + i, nodeid=nodeid, noise=0.04)
+    judge.finish()
+    rw = judge.run_wide
+    assert rw is not None and rw.finding == "FINE"
+    assert len(rw.notes) == 1 and "a busy runner?" in rw.notes[0]
+    assert rw.to_json()["notes"] == list(rw.notes)
+    assert rw.notes[0] in rw.why
+    quiet = run_suite(ON, 1.0, BASE_SOFTWARE)
+    assert quiet.run_wide is not None and quiet.run_wide.notes == ()
+    assert quiet.run_wide.to_json()["notes"] == []
+
+
 NEW_TORCH = {**BASE_SOFTWARE, "torch": "2.4.0"}
 
 

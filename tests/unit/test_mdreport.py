@@ -94,6 +94,7 @@ RUN_WIDE = {
     "stack_changes": ["torch 2.12.0 -> 2.13.0"],
     "suspects": ["torch"],
     "text": "run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch 2.12.0 -> 2.13.0",
+    "notes": ["the tests differ in how far their level moves between sessions"],
 }
 
 
@@ -116,6 +117,7 @@ def test_sections_come_in_order_with_their_numbers() -> None:
     assert heads == sorted(heads)
     assert "STACK_REGRESSION" in text and "torch 2.12.0 -> 2.13.0" in text
     assert "0.969 [0.962, 0.976]" in text and "over 40 tests" in text
+    assert "  - the tests differ in how far their level moves between sessions" in text
     n_reg = sum(
         m["verdict"] in ("REGRESSED", "MINOR_REGRESSION") for m in doc["measurements"].values()
     )
