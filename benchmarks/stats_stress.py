@@ -161,6 +161,23 @@ def unequal_sensitivity(history: int) -> Draw:
     return draw
 
 
+def families(rng: np.random.Generator, n: int, effect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect)
+    fam = np.arange(T) // (T // 6)  # six families of 50 tests, each run together
+    sb = rng.normal(0.0, 0.01, (n, 6, S))[:, fam, :]
+    sc = rng.normal(0.0, 0.01, (n, 6))[:, fam]
+    return b + sb[..., None], c + sc[..., None]
+
+
+def heavy_session_tails(
+    rng: np.random.Generator, n: int, effect: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    b, c = _base(rng, n, effect, sigma_b=0.0)
+    scale = 0.005 / math.sqrt(3.0)  # t(3) has variance 3: SD 0.5 %
+    b = b + rng.standard_t(3, (n, T, S, 1)) * scale
+    return b, c + rng.standard_t(3, (n, T, 1)) * scale
+
+
 SCENARIOS: tuple[tuple[str, Draw], ...] = (
     ("run shift drifting 0 -> -4 % over the run", within_run_drift),
     ("clock -4 % x per-test sensitivity 0.5-1.5, 1 run in 3", uneven_clock),
@@ -173,6 +190,8 @@ SCENARIOS: tuple[tuple[str, Draw], ...] = (
     ("run shift wanders from test to test (SD 0.3 %/test)", wandering_run_shift),
     ("session-shift SD per test 0.1-2 % (log-normal), 3 stored", unequal_sensitivity(3)),
     ("session-shift SD per test 0.1-2 % (log-normal), 10 stored", unequal_sensitivity(10)),
+    ("6 families of 50 tests, family session shift SD 1 %", families),
+    ("session shifts t(3), SD 0.5 %", heavy_session_tails),
 )
 
 
