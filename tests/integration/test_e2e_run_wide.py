@@ -102,6 +102,21 @@ def test_aa_rerun_is_fine_and_one_changed_test_fails_alone(
     assert finding["n_tests"] == 9 and finding["method"] == "robust"
     assert finding["ratio"] == pytest.approx(1.0, abs=0.02)
     assert finding["text"] == lines[0]
+    assert finding["notes"] == []
+    at = result.outlines.index(lines[0])
+    assert not result.outlines[at + 1].startswith("  "), result.outlines[at + 1]
+
+    # a busy runner: every window five times as noisy as stored. Nothing fails, and a note
+    # under the run-wide line says why every interval is wide
+    result = tpwtester.runpytest("--tpw", "-o", "tpw_sim_noise=0.05", "--tpw-json", "busy.json")
+    result.assert_outcomes(passed=9)
+    assert result.ret == pytest.ExitCode.OK
+    lines = run_wide_lines(result)
+    assert len(lines) == 1, lines
+    note = result.outlines[result.outlines.index(lines[0]) + 1]
+    assert note.startswith("  this run's windows vary ") and "(a busy runner?)" in note, note
+    assert "REGRESSED" not in verdicts(result).values()
+    assert run_wide_json(tpwtester, "busy.json")["notes"] == [note.strip()]
 
     # one test changed among unchanged ones: it alone fails; the run-wide line stays FINE
     monkeypatch.setenv("TPW_CHANGED", "1")
