@@ -1249,13 +1249,24 @@ def local_shift(
     se = np.empty(n)
     for i in range(n):
         lo = min(max(i - w // 2, 0), n - w)
-        loc[i], se[i] = huber_shift(
-            delta[lo : lo + w], v[lo : lo + w], params.huber_c, params.biweight_c
+        loc[i], se[i] = _window_shift(
+            delta[lo : lo + w].tobytes(),
+            v[lo : lo + w].tobytes(),
+            params.huber_c,
+            params.biweight_c,
         )
     left = run_sigma_b(delta - loc, var_wo, n_sessions, df)
     if left**2 > sb2 * params.run_spread_ratio:
         return None
     return loc, se, replace(shift, sigma_b_run=left)
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_shift(delta: bytes, var: bytes, c: float, biweight: float) -> tuple[float, float]:
+    """:func:`huber_shift` of one window of :func:`local_shift`, remembered by its values: the
+    windows at either end repeat within a call, and every window but the last few repeats
+    when the judge asks again after each finished test (:func:`look_shift`)."""
+    return huber_shift(np.frombuffer(delta), np.frombuffer(var), c, biweight)
 
 
 def _tolerance(test: TestInput, p: SuiteParams) -> float:
