@@ -610,6 +610,12 @@ def t_through(
     return np.asarray(scale * scale, dtype=float), np.asarray(df, dtype=float)
 
 
+def _tail_levels(prior: SuitePrior, params: SuiteParams) -> tuple[float, float]:
+    """Where a test's session term must reach: the verdict's ``alpha`` and
+    Benjamini-Hochberg's smallest threshold ``fdr_q / n_tests``."""
+    return params.verdict.alpha, params.verdict.fdr_q / max(prior.n_tests, 1)
+
+
 def per_test_sigma_b2(
     sb2: float,
     prior: SuitePrior,
@@ -658,7 +664,7 @@ def per_test_sigma_b2(
         post /= np.sum(post, axis=1, keepdims=True)
         widen = max(float(sb2) / prior.sigma_b**2, 1.0) if prior.sigma_b > 0.0 else 1.0
         sd = np.sqrt(np.exp(log_s2) * widen)
-        levels = (params.verdict.alpha, params.verdict.fdr_q / max(prior.n_tests, 1))
+        levels = _tail_levels(prior, params)
         b_df = np.maximum(base_df, 1.0)
         q1, q2 = (
             np.maximum(mixture_quantile(post, sd, lv), np.sqrt(base) * _st.t.ppf(1.0 - lv, b_df))
@@ -1308,7 +1314,7 @@ def _compare_one(
         sb_df,
         p,
     )
-    eps = p.verdict.fdr_q / max(prior.n_tests, 1)  # BH's smallest threshold
+    eps = _tail_levels(prior, p)[1]  # BH's smallest threshold
     own_q = math.sqrt(float(sb2_a[0])) * float(_st.t.ppf(1.0 - eps, max(float(sb_df_a[0]), 1.0)))
     if own_q > 1.01 * math.sqrt(sb2) * float(_st.t.ppf(1.0 - eps, max(sb_df, 1.0))):
         src = TEST_NOISE_SOURCE if prior.sigma_b_log_sd > 0.0 else TEST_SPREAD_SOURCE
