@@ -102,9 +102,9 @@ def test_aa_rerun_is_fine_and_one_changed_test_fails_alone(
     assert finding["n_tests"] == 9 and finding["method"] == "robust"
     assert finding["ratio"] == pytest.approx(1.0, abs=0.02)
     assert finding["text"] == lines[0]
-    assert finding["notes"] == []
-    at = result.outlines.index(lines[0])
-    assert not result.outlines[at + 1].startswith("  "), result.outlines[at + 1]
+    # a loaded machine may rightly find this run's windows noisier than the recorded ones;
+    # nothing else can be noted about an A/A run
+    assert all("(a busy runner?)" in note for note in finding["notes"]), finding["notes"]
 
     # a busy runner: every window five times as noisy as stored. Nothing fails, and a note
     # under the run-wide line says why every interval is wide
