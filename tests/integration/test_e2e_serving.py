@@ -94,7 +94,10 @@ def test_idle_power_is_context_and_flags_work_too_small_to_measure(
     asleep = doc["measurements"]["test_idle.py::test_asleep"]["summary"]
     # gross tokens/J decides; net of idle is a diagnostic, larger when the work shows
     assert busy["net_tokens_per_joule"] > busy["tokens_per_joule"]
-    assert asleep["watts"] == pytest.approx(idle, rel=1e-3)
+    # the idle power, well inside the 5 % band flagged below; not to 0.1 %: the meter times a
+    # window around the sensor's own clock readings, and a loaded machine parts the two by
+    # a few hundred microseconds (50.10 W against 50.00 W seen in CI)
+    assert asleep["watts"] == pytest.approx(idle, rel=0.02)
     text = result.stdout.str()
     assert "test_asleep: its average power" in text and "within 5% of the idle power" in text
     assert "test_busy: its average power" not in text
