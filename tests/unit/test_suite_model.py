@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
+from pytest_tpw.session_noise import spread_heterogeneity
 from pytest_tpw.stats import (
     Verdict,
     ar1_df_factor,
@@ -36,7 +37,6 @@ from pytest_tpw.suite import (
     judge_suite,
     look,
     look_shift,
-    mixture_quantile,
     noise_ratio,
     noise_scale,
     per_test_sigma_b2,
@@ -44,10 +44,9 @@ from pytest_tpw.suite import (
     run_sigma_b,
     running_shift,
     shift_from_changes,
-    spread_heterogeneity,
     suite_prior,
-    t_through,
 )
+from tests.unit.test_session_noise import lognormal_spreads
 
 P = SuiteParams()
 
@@ -643,79 +642,10 @@ def _flat_prior(sb2: float, log_mean: float = math.nan, log_sd: float = 0.0) -> 
     )
 
 
-def _lognormal_spreads(
-    rng: np.random.Generator, n: int, s: int, log_sd: float, within: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each test's session-shift SD log-normal around 0.4 % (``log_sd`` on log sigma); the
-    variance of its ``s`` session levels, and the true sigma_t^2."""
-    sig2 = np.exp(2.0 * (math.log(0.004) + log_sd * rng.standard_normal(n)))
-    levels = rng.standard_normal((n, s)) * np.sqrt(sig2 + within)[:, None]
-    return np.var(levels, axis=1, ddof=1), sig2
-
-
-def test_tests_alike_in_session_noise_are_called_alike_at_about_the_level() -> None:
-    rng = np.random.default_rng(61)
-    ps = []
-    for _ in range(60):
-        spread, _ = _lognormal_spreads(rng, 300, 3, 0.0, 0.002**2)
-        mean, _, pv = spread_heterogeneity(spread, np.full(300, 0.002**2), np.full(300, 3.0))
-        ps.append(pv)
-        assert math.exp(mean / 2) == pytest.approx(0.004, rel=0.25)
-    assert sum(pv < 0.01 for pv in ps) <= 2  # hetero_alpha = 1 %: 0.6 expected of 60
-    assert sum(pv < 0.5 for pv in ps) >= 10  # p is not stuck at 1: the test can reject
-
-
-def test_tests_unlike_in_session_noise_are_found_and_their_spread_measured() -> None:
-    rng = np.random.default_rng(62)
-    spread, _ = _lognormal_spreads(rng, 3000, 3, 0.8, 0.002**2)
-    mean, sd, pv = spread_heterogeneity(spread, np.full(3000, 0.002**2), np.full(3000, 3.0))
-    assert pv < 1e-6
-    assert sd / 2 == pytest.approx(0.8, rel=0.2)  # on log sigma^2: twice the log-sigma SD
-    assert math.exp(mean / 2) == pytest.approx(0.004, rel=0.2)
-    # too few tests with two sessions: no verdict on the question
-    f_mean, f_sd, f_p = spread_heterogeneity(spread[:9], np.full(9, 1e-6), np.full(9, 3.0))
-    assert math.isnan(f_mean) and (f_sd, f_p) == (0.0, 1.0)
-
-
-def test_t_through_reaches_both_quantiles_and_no_further() -> None:
-    rng = np.random.default_rng(63)
-    levels = (0.05, 0.05 / 300)
-    s2 = rng.uniform(0.5, 2.0, 200)
-    df = np.exp(rng.uniform(0.5, 8.0, 200))
-    q1 = np.sqrt(s2) * st.t.ppf(1 - levels[0], df) * rng.uniform(0.8, 1.2, 200)
-    q2 = np.sqrt(s2) * st.t.ppf(1 - levels[1], df) * rng.uniform(0.8, 1.2, 200)
-    got_s2, got_df = t_through(q1, q2, levels)
-    r1 = np.sqrt(got_s2) * st.t.ppf(1 - levels[0], got_df)
-    r2 = np.sqrt(got_s2) * st.t.ppf(1 - levels[1], got_df)
-    assert np.all(r1 >= q1 * (1 - 1e-9)) and np.all(r2 >= q2 * (1 - 1e-9))
-    # narrowest: it touches one of them at least (both, inside the df grid)
-    assert np.all(np.isclose(r1, q1, rtol=2e-3) | np.isclose(r2, q2, rtol=2e-3))
-    # a t's own quantiles give it back
-    exact1 = np.sqrt(s2) * st.t.ppf(1 - levels[0], df)
-    exact2 = np.sqrt(s2) * st.t.ppf(1 - levels[1], df)
-    back_s2, back_df = t_through(exact1, exact2, levels)
-    inside = df < 1e5
-    assert np.allclose(back_s2[inside], s2[inside], rtol=0.01)
-    assert np.allclose(np.log(back_df[inside]), np.log(df[inside]), atol=0.02)
-
-
-def test_mixture_quantile_matches_a_normal_and_a_monte_carlo_mixture() -> None:
-    sd = np.asarray([0.01, 0.03])
-    one = mixture_quantile(np.asarray([[1.0, 0.0]]), sd, 0.001)
-    assert one[0] == pytest.approx(0.01 * st.norm.ppf(0.999), rel=1e-6)
-    w = np.asarray([[0.9, 0.1]])
-    q = mixture_quantile(w, sd, 0.001)[0]
-    tail = 0.9 * st.norm.sf(q / 0.01) + 0.1 * st.norm.sf(q / 0.03)
-    assert tail == pytest.approx(0.001, rel=1e-4)
-    rng = np.random.default_rng(67)
-    x = rng.standard_normal(400_000) * np.where(rng.random(400_000) < 0.1, 0.03, 0.01)
-    assert float(np.mean(x > q)) == pytest.approx(0.001, rel=0.15)
-
-
 def test_where_tests_differ_each_gets_its_own_sigma_b_never_narrower_than_the_suites() -> None:
     rng = np.random.default_rng(64)
     within = 0.002**2
-    spread, sig2 = _lognormal_spreads(rng, 300, 3, 0.8, within)
+    spread, sig2 = lognormal_spreads(rng, 300, 3, 0.8, within)
     mean, sd, _ = spread_heterogeneity(spread, np.full(300, within), np.full(300, 3.0))
     sb2 = float(np.mean(np.maximum(spread - within, 0.0)))
     prior = _flat_prior(sb2, mean, sd)
