@@ -294,7 +294,9 @@ def engine(
                     strong = dec.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
                     ok &= (dec.code != 0) | strong
                     if shift.method is not U.ShiftMethod.NONE:  # too noisy to decide
-                        ok |= (dec.code == 4) & U.hopeless(dec, k, looks[-1], a, vp.tolerance)
+                        ok |= (dec.code == 4) & U.hopeless(
+                            dec, k, looks[-1], a, vp.tolerance, p.min_gain
+                        )
                 st_now = active & ok & ~canary[sl]
                 stop_at[i, sl][st_now] = k
                 active &= ~st_now

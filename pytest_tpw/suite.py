@@ -119,6 +119,9 @@ class SuiteParams:
       is its own, shrunk toward the suite's log-normal (see :func:`per_test_sigma_b2`).
     * ``local_width``: tests in run order that give each test its own run shift at the end of
       a run whose tests disagree, when time explains it (see :func:`local_shift`).
+    * ``min_gain``: a test that cannot end UNCHANGED by the last look stops early, even with
+      a drop, when the windows left would narrow its interval by less than this share (see
+      :func:`hopeless`).
     """
 
     verdict: Params = field(default_factory=Params)
@@ -138,6 +141,7 @@ class SuiteParams:
     test_spread_df: float = 8.0
     hetero_alpha: float = 0.01
     local_width: int = 30
+    min_gain: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("sigma_b_prior", "run_sd_prior"):
@@ -170,6 +174,8 @@ class SuiteParams:
             )
         if not (math.isfinite(self.test_spread_df) and self.test_spread_df > 0.0):
             raise ValueError(f"SuiteParams.test_spread_df must be > 0, got {self.test_spread_df}")
+        if not 0.0 <= self.min_gain < 1.0:
+            raise ValueError(f"SuiteParams.min_gain must be in [0, 1), got {self.min_gain}")
         if self.local_width < 5:
             raise ValueError(f"SuiteParams.local_width must be >= 5, got {self.local_width}")
         if not self.run_spread_ratio >= 1.0:
@@ -485,17 +491,25 @@ def decide_arrays(
 
 
 def hopeless(
-    dec: ArrayDecision, n: int, n_last: int, alpha: float, tolerance: np.ndarray | float
+    dec: ArrayDecision,
+    n: int,
+    n_last: int,
+    alpha: float,
+    tolerance: np.ndarray | float,
+    min_gain: float = 0.0,
 ) -> np.ndarray:
-    """Tests that cannot end UNCHANGED by the last look and show no drop: stop measuring.
+    """Tests that cannot end UNCHANGED by the last look and gain nothing by going on: stop.
 
     The variance at the last look is projected optimistically: the candidate's part shrinks
     as ``n / n_last`` (the AR(1) factor and the df only grow it), the rest (stored level,
     session shifts, run shift) stays. When even then the interval's lower end, for an
     estimate at 0, lies at or below ``log(1 - tolerance)`` (a normal quantile at ``alpha``),
-    UNCHANGED is out of reach; a test whose estimate is not below 0 then has nothing to gain
-    from more windows but an IMPROVED it would show already, and a drop it does not show.
-    Tests with an estimate below 0 keep measuring (their drop may become a finding).
+    UNCHANGED is out of reach. Such a test stops when its estimate is not below 0 (more
+    windows could show nothing but an IMPROVED it would show already, and a drop it does not
+    show) or when the windows left would narrow its interval by less than ``min_gain`` (a
+    share: its noise is the stored sessions', not its windows', and its estimate would barely
+    move). Other tests with an estimate below 0 keep measuring (their drop may become a
+    finding).
     """
     var = np.square(dec.se)
     d_c = np.asarray(dec.d_c, dtype=float)
@@ -503,7 +517,8 @@ def hopeless(
     z = float(_st.norm.isf(alpha))
     reach = np.log(1.0 - np.asarray(tolerance, dtype=float))
     with np.errstate(invalid="ignore"):
-        out = (dec.est > 0.0) & (-z * proj <= reach) & np.isfinite(dec.se)
+        flat = proj >= (1.0 - min_gain) * dec.se
+        out = ((dec.est > 0.0) | flat) & (-z * proj <= reach) & np.isfinite(dec.se)
     return np.asarray(out, dtype=bool)
 
 
@@ -1345,13 +1360,19 @@ def look(
     ):
         n_last = p.verdict.looks[-1]
         tol = _tolerance(test, p)
-        if bool(hopeless(dec, cmp.n_candidate, n_last, a, tol)[0]):
+        if bool(hopeless(dec, cmp.n_candidate, n_last, a, tol, p.min_gain)[0]):
             decided = True
+            because = (
+                "its estimate shows no drop"
+                if float(dec.est[0]) > 0.0
+                else f"{n_last} windows would narrow it by less than {p.min_gain:.0%} "
+                "(its noise is its stored sessions', not its windows')"
+            )
             cmp = replace(
                 cmp,
                 why=f"too noisy to decide within {n_last} windows: even then its interval "
-                f"would reach below -{tol:.0%}, and its estimate shows no drop, so it "
-                f"stopped at {cmp.n_candidate}; give it a quieter runner or more stored runs",
+                f"would reach below -{tol:.0%}, and {because}, so it stopped at "
+                f"{cmp.n_candidate}; give it a quieter runner or more stored runs",
             )
     stop = last or (decided and not test.canary)
     return stop, replace(cmp, provisional=True, stopped_early=stop and not last)

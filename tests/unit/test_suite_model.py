@@ -24,6 +24,7 @@ from pytest_tpw.suite import (
     RUN_SPREAD_SOURCE,
     TEST_NOISE_SOURCE,
     TEST_SPREAD_SOURCE,
+    ArrayDecision,
     RunShift,
     RunVerdict,
     ShiftMethod,
@@ -33,6 +34,7 @@ from pytest_tpw.suite import (
     TestInput,
     candidate_stats,
     change_of,
+    hopeless,
     huber_shift,
     judge_suite,
     look,
@@ -559,6 +561,46 @@ def test_a_noisy_test_that_shows_a_drop_keeps_measuring() -> None:
     stop, cmp = look(noisy, prior, shift, P, 0, 4)
     assert cmp.verdict is Verdict.INCONCLUSIVE
     assert not stop
+
+
+def _session_noisy_test(drop: float) -> tuple[TestInput, list[TestInput]]:
+    """30 quiet tests and one with quiet windows whose stored sessions lie 6 % apart."""
+    tests = _suite(30, 23, sessions=3, cv=0.005)
+    rng = np.random.default_rng(25)
+    runs = [
+        StoredRun(f"s{s}", list(50.0 * np.exp(level + rng.normal(0.0, 0.005, 20))))
+        for s, level in enumerate((0.0, 0.06, -0.06))
+    ]
+    now = 50.0 * np.exp(drop + rng.normal(0.0, 0.005, 5))
+    return TestInput("jumpy", runs, list(now)), tests
+
+
+def test_a_drop_that_more_windows_cannot_sharpen_stops_at_the_first_look() -> None:
+    # its interval's width is its stored sessions' spread: 15 more quiet windows would narrow
+    # it by well under 10 %, so the drop is as decided now as it would be at the last look
+    noisy, tests = _session_noisy_test(-0.04)
+    prior = suite_prior({t.key: t.baseline for t in [*tests, noisy]}, P)
+    shift = running_shift(tests, prior, P)
+    stop, cmp = look(noisy, prior, shift, P, 0, 4)
+    assert cmp.verdict is Verdict.INCONCLUSIVE and cmp.ratio < 1.0
+    assert stop and cmp.stopped_early
+    assert cmp.why is not None and "would narrow it by less than 10%" in cmp.why
+    # without the rule the drop keeps measuring, as a drop in noisy windows does
+    stop, _ = look(noisy, prior, shift, replace(P, min_gain=0.0), 0, 4)
+    assert not stop
+
+
+def test_hopeless_projects_only_the_candidates_part_of_the_variance() -> None:
+    est, se = np.asarray([-0.04, -0.04, 0.02]), np.asarray([0.03, 0.03, 0.03])
+    d_c = np.asarray([0.0001, 0.0008, 0.0001])  # 11 % and 89 % of the variance
+    z = np.zeros(3)
+    dec = ArrayDecision(est, se, z + 50.0, z, z, z, z.astype(np.int8), d_c)
+    # at 5 of 20 windows: the first would narrow by 4 %, the second by 42 %; the third
+    # shows no drop
+    assert list(hopeless(dec, 5, 20, 0.0125, 0.05, 0.1)) == [True, False, True]
+    assert list(hopeless(dec, 5, 20, 0.0125, 0.05, 0.0)) == [False, False, True]
+    # a test that could still end UNCHANGED never stops on this rule
+    assert not hopeless(replace(dec, se=se / 10.0, d_c=d_c / 100.0), 5, 20, 0.0125, 0.05, 0.1)[0]
 
 
 def test_a_noisy_test_is_not_stopped_before_the_run_shift_is_known() -> None:
