@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +111,10 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
     ratio = (changed.get("comparison") or {}).get("ratio")
     run_wide = [f["text"] for f in doc.get("run_wide") or []]
     failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    levels = {k: m["summary"]["tokens_per_joule"] for k, m in doc.get("measurements", {}).items()}
     return {
+        "levels": levels,
+        "window_cv": [window_cv(m) for m in doc.get("measurements", {}).values()],
         "run": name,
         "exit": done.returncode,
         "failed": failed,
@@ -120,6 +125,29 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
         "sensor": doc.get("environment", {}).get("sensor", {}).get("name", "?"),
         "tail": done.stdout[-3000:] + done.stderr[-2000:],
     }
+
+
+def window_cv(measurement: dict[str, Any]) -> float:
+    """The coefficient of variation of one measurement's windows' tokens per joule."""
+    values = [w["tokens_per_joule"] for w in measurement.get("samples", [])]
+    return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else math.nan
+
+
+def noise_line(rows: list[dict[str, Any]], sessions: int) -> str:
+    """How noisy the machine was: the windows, and each test's stored sessions."""
+    cvs = [cv for r in rows for cv in r["window_cv"] if math.isfinite(cv)]
+    spans = []
+    for key in rows[0]["levels"]:
+        stored = [r["levels"][key] for r in rows[:sessions] if key in r["levels"]]
+        if len(stored) > 1:
+            spans.append(max(stored) / min(stored) - 1.0)
+    line = f"noise: windows' CV median {statistics.median(cvs):.1%}" if cvs else "noise: -"
+    if spans:
+        line += (
+            f"; a test's {sessions} stored sessions differ by {min(spans):.1%} to "
+            f"{max(spans):.1%} (highest over lowest tokens per joule)"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     reruns_ok = all(r["exit"] == 0 for r in rows[a.sessions : -1])
     caught = rows[-1]["failed"] == [CHANGED]
+    print(noise_line(rows, a.sessions))
     print(f"\nunchanged reruns without a failure: {reruns_ok}; change caught alone: {caught}")
     print(f"project: {project}")
     return 0 if reruns_ok and caught else 1
