@@ -104,17 +104,17 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     doc = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
+    measurements: dict[str, Any] = doc.get("measurements", {})
     verdicts: dict[str, int] = {}
-    for m in doc.get("measurements", {}).values():
+    for m in measurements.values():
         verdicts[m["verdict"]] = verdicts.get(m["verdict"], 0) + 1
-    changed = doc.get("measurements", {}).get(CHANGED, {})
+    changed = measurements.get(CHANGED, {})
     ratio = (changed.get("comparison") or {}).get("ratio")
     run_wide = [f["text"] for f in doc.get("run_wide") or []]
     failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
-    levels = {k: m["summary"]["tokens_per_joule"] for k, m in doc.get("measurements", {}).items()}
     return {
-        "levels": levels,
-        "window_cv": [window_cv(m) for m in doc.get("measurements", {}).values()],
+        "levels": {k: m["summary"]["tokens_per_joule"] for k, m in measurements.items()},
+        "window_cv": [window_cv(m) for m in measurements.values()],
         "run": name,
         "exit": done.returncode,
         "failed": failed,

@@ -496,7 +496,7 @@ def hopeless(
     n_last: int,
     alpha: float,
     tolerance: np.ndarray | float,
-    min_gain: float = 0.0,
+    min_gain: float,
 ) -> np.ndarray:
     """Tests that cannot end UNCHANGED by the last look and gain nothing by going on: stop.
 
