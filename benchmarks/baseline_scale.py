@@ -47,7 +47,7 @@ SOFTWARE = {
 
 
 def session(rng: random.Random, date: str, windows: int) -> object:
-    from pytest_tpw.baseline import StoredSession
+    from pytest_tpw.store.baseline import StoredSession
 
     samples = [(24000, rng.uniform(1000, 1100), rng.uniform(0.5, 0.6)) for _ in range(windows)]
     return StoredSession(
@@ -61,7 +61,7 @@ def session(rng: random.Random, date: str, windows: int) -> object:
 
 
 def build(path: Path, measurements: int, sessions: int, windows: int) -> None:
-    from pytest_tpw import baseline
+    from pytest_tpw.store import baseline
 
     rng = random.Random(1)
     data = baseline.BaselineFile(
@@ -89,7 +89,7 @@ def peak_rss_mib() -> float:
 
 def phase(name: str, path: Path, windows: int, few: int) -> dict[str, float]:
     """Run one operation; returns its seconds and peak memory growth (MiB)."""
-    from pytest_tpw import baseline
+    from pytest_tpw.store import baseline
 
     rng = random.Random(2)
     base = peak_rss_mib()

@@ -43,7 +43,7 @@ from scipy import stats as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_tpw import stats as S
-from pytest_tpw import suite as U
+from pytest_tpw.judging import suite as U
 
 N_TESTS = 300
 ROUNDS = 20

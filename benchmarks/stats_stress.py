@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stats_power as SP
 
-from pytest_tpw import suite as U
+from pytest_tpw.judging import suite as U
 
 T, S = SP.N_TESTS, 3
 T3_SCALE = 0.005 / math.sqrt(3.0)  # t(3) has variance 3: SD 0.5 %

@@ -95,7 +95,7 @@ class CacheWarner:
             return
         self.warned = True
         try:  # the typed warning lives with the plugin (it subclasses pytest's warnings)
-            from pytest_tpw.warning_types import TpwMeasurementWarning
+            from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
 
             category: type[Warning] = TpwMeasurementWarning
         except ImportError:  # pragma: no cover - pytest is absent

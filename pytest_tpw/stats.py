@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as _st
 
-from .verdict import Verdict as Verdict
+from pytest_tpw.verdict import Verdict as Verdict
 
 TRIM = 0.2
 

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .locks import DeviceLocks
-from .meter import FixedRounds, Meter, RoundPolicy
-from .sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
-from .window import Sync, WindowRunner
+from pytest_tpw.host.locks import DeviceLocks
+from pytest_tpw.measure.meter import FixedRounds, Meter, RoundPolicy
+from pytest_tpw.measure.window import Sync, WindowRunner
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
 
 
 class FakeClock:

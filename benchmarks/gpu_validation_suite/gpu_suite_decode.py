@@ -3,7 +3,7 @@
 Not collected by the repository's own ``pytest`` (the name matches neither ``test_*.py`` nor
 ``*_example.py``, and ``benchmarks/`` is outside ``testpaths``). The validation script copies
 this file into a scratch folder as ``test_decode_gpu.py`` and runs pytest on it with
-``-p pytest_tpw.plugin``; its worker process imports it by path for the same workload.
+``-p pytest_tpw.hooks.plugin``; its worker process imports it by path for the same workload.
 
 Workload: KV-cached greedy decoding of ``examples/tiny_llm.TinyLM`` with a seeded random batch
 of prompts. Environment variables:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from gpuval import Json, Plan
-from pytest_tpw.files import atomic_write_text
-from pytest_tpw.fingerprint import slug as fingerprint_slug
+from pytest_tpw.host.fingerprint import slug as fingerprint_slug
 from pytest_tpw.sensors.base import SensorOptions
 from pytest_tpw.sensors.nvml import NvmlSensor, _field_number, _import_pynvml, _trapezoid_joules
+from pytest_tpw.store.files import atomic_write_text
 
 SYNTHETIC_TRACE = "nvml_synthetic_h100.json"
 POWER_INSTANT_FIELD = 186  # NVML_FI_DEV_POWER_INSTANT in nvml.h, for bindings that lack it

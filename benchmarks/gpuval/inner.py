@@ -285,7 +285,7 @@ def inner_command(plan: Plan, work: Path, name: str, update: bool) -> list[str]:
         "-m",
         "pytest",
         "-p",
-        "pytest_tpw.plugin",
+        "pytest_tpw.hooks.plugin",
         "-p",
         "no:cacheprovider",
         "-q",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuval import Json
-from pytest_tpw.files import atomic_write_text
+from pytest_tpw.store.files import atomic_write_text
 
 # -- how numbers read ------------------------------------------------------------------------
 

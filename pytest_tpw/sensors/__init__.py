@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
-from ..errors import SensorUnavailable
-from .base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.errors import SensorUnavailable
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
 
 __all__ = [
     "AUTO_ORDER",

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import procstat
-from ..errors import SensorError, SensorUnavailable
-from .base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.host import procstat
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
 
 
 def cpu_model() -> str:

@@ -24,8 +24,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SensorError, SensorUnavailable
-from .base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
 
 COUNTER = "counter"
 INSTANT_FIELD = "instant-field"

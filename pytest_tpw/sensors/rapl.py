@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import procstat
-from ..errors import SensorError, SensorUnavailable
-from .base import Provenance, Sensor, SensorOptions, WindowEnergy
-from .cpu_estimate import cpu_model
+from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.host import procstat
+from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.sensors.cpu_estimate import cpu_model
 
 #: ``intel-rapl:N`` or ``intel-rapl:N:M``; ``intel-rapl`` itself is the control type, not a zone.
 _ZONE_DIR = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from .base import Provenance, Sensor, WindowEnergy
+from pytest_tpw.sensors.base import Provenance, Sensor, WindowEnergy
 
 
 class SimSensor(Sensor):

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import baseline
-from pytest_tpw.baseline import BaselineFile, StoredSession
+from pytest_tpw.store import baseline
+from pytest_tpw.store.baseline import BaselineFile, StoredSession
 from tests.inner_code import BUSY_WORK
 
-pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 
 # ~2 ms of busy work, one token per microsecond it really took (CPU contention cannot pass

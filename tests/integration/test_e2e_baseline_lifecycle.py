@@ -20,7 +20,7 @@ from tests.inner_code import BUSY_WORK
 
 # Sim noise can, rarely, make a comparison doubtful (untrimmed vs trimmed ratios): that is a
 # TpwMeasurementWarning, which the outer filterwarnings=error would turn into an inner error.
-pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 
 # ~2 ms of busy work per call (the meter repeats it to fill the sim sensor's 10 ms window),

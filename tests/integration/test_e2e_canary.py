@@ -10,7 +10,7 @@ import pytest
 
 from tests.inner_code import BUSY_WORK
 
-pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 
 # the canary is LAST in the file; each test logs when it starts. ~2 ms of busy work per call,

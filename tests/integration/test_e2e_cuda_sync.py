@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from pytest_tpw.window import cuda_sync
+from pytest_tpw.measure.window import cuda_sync
 
 
 def fake_torch(initialized: bool, device_count: int = 2) -> tuple[types.ModuleType, list[int]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw.locks import LOCK_DIR_ENV
+from pytest_tpw.host.locks import LOCK_DIR_ENV
 from tests.conftest import SIM_INI
 
 pytestmark = pytest.mark.skipif(

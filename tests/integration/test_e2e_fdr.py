@@ -16,7 +16,7 @@ import pytest
 
 from tests.inner_code import BUSY_WORK
 
-pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 
 # ~2 ms of busy work per call, one token per microsecond it really took (so CPU contention

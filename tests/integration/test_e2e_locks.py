@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw.locks import LOCK_DIR_ENV
-from pytest_tpw.samples import WAITED
+from pytest_tpw.host.locks import LOCK_DIR_ENV
+from pytest_tpw.measure.samples import WAITED
 from tests.conftest import SIM_INI
 
 # A sensor with the sim sensor's joules that logs each window (pid, begin, end) on the
@@ -191,7 +191,7 @@ def test_a_window_waits_only_for_its_own_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester
 ) -> None:
     """A lock held on another device id does not make this run wait."""
-    from pytest_tpw.locks import DeviceLocks
+    from pytest_tpw.host.locks import DeviceLocks
 
     monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
     other = DeviceLocks(["some-other-device"], tmp_path / "locks")
@@ -254,7 +254,7 @@ def pytest_tpw_sensor_factories():
 """
 
 
-@pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+@pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 def test_another_process_on_the_gpu_is_warned_and_kept_with_the_sample(
     tpwtester: pytest.Pytester,
 ) -> None:

@@ -8,9 +8,7 @@ import pytest
 
 # The outer suite runs with filterwarnings=error, and an in-process inner run inherits the
 # outer filters: let the inner run see the plugin's warning as a warning.
-show_tpw_warnings = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning"
-)
+show_tpw_warnings = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 # each window sleeps past the sim sensor's 10 ms minimum, so no short-window warning
 SLEEPY_WINDOWS = """

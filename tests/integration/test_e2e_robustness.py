@@ -173,7 +173,7 @@ def test_b(tpw):
         "--tpw-sensor=cpu-estimate",
         *FAST,
         "-W",
-        "always::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "always::pytest_tpw.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=2)
     text = result.stdout.str()

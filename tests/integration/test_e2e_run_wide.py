@@ -20,7 +20,7 @@ import pytest
 
 from tests.inner_code import BUSY_WORK
 
-pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 # test_changed makes 30 % fewer tokens from the same work when TPW_CHANGED is set: more
 # energy per token at constant (sim) power, that test alone

@@ -12,9 +12,7 @@ import pytest_tpw.sensors
 
 SENSORS_DIR = Path(pytest_tpw.sensors.__file__).parent
 
-show_tpw_warnings = pytest.mark.filterwarnings(
-    "always::pytest_tpw.warning_types.TpwMeasurementWarning"
-)
+show_tpw_warnings = pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning")
 
 #: An inner conftest registering fake sensors through ``pytest_tpw_sensor_factories``.
 FAKE_SENSORS = """

@@ -83,7 +83,7 @@ def test_idle_power_is_context_and_flags_work_too_small_to_measure(
         "-o",
         "tpw_idle_power=true",
         "-W",
-        "always::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "always::pytest_tpw.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["tpw: idle power * W (one window with nothing running*"])
@@ -166,7 +166,7 @@ def test_a_served_model_is_measured_from_its_client(
         "--tpw-json",
         "out.json",
         "-W",
-        "ignore::pytest_tpw.warning_types.TpwMeasurementWarning",
+        "ignore::pytest_tpw.TpwMeasurementWarning",
     )
     result.assert_outcomes(passed=1)
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))

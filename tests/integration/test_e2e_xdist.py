@@ -19,7 +19,7 @@ from tests.conftest import SIM_INI
 from tests.inner_code import BUSY_WORK
 
 pytestmark = [
-    pytest.mark.filterwarnings("always::pytest_tpw.warning_types.TpwMeasurementWarning"),
+    pytest.mark.filterwarnings("always::pytest_tpw.TpwMeasurementWarning"),
     pytest.mark.usefixtures("_not_a_worker"),
 ]
 

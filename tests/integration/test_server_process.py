@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-from pytest_tpw.server import ServerProcess, ServerStartError  # noqa: E402
+from pytest_tpw.serving.process import ServerProcess, ServerStartError  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openai_server.py"
 STARTUP_S = 120.0  # importing torch on a loaded shared host can be slow

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import baseline
-from pytest_tpw.baseline import BaselineError, BaselineFile, StoredSession
-from pytest_tpw.files import OutputWriteError
+from pytest_tpw.store import baseline
+from pytest_tpw.store.baseline import BaselineError, BaselineFile, StoredSession
+from pytest_tpw.store.files import OutputWriteError
 
 KEY = "sim-x1"
 HARDWARE = {"models": ["sim"], "provenance": "simulated", "sensor": "sim"}
@@ -705,7 +705,7 @@ def test_a_real_killed_writer_leaves_a_temp_that_the_next_write_removes(tmp_path
     baseline.write(path, sample_file())
     # a writer killed after creating its temp file, before the replace
     code = (
-        "import os, sys, pytest_tpw.files as f\n"
+        "import os, sys, pytest_tpw.store.files as f\n"
         "def stop(*a):\n    print('temp written', flush=True); os.kill(os.getpid(), 9)\n"
         "os.replace = stop\n"
         "f.atomic_write_text(__import__('pathlib').Path(sys.argv[1]), 'x' * 1000)\n"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import baseline, cli
+from pytest_tpw.cli import main as cli
+from pytest_tpw.store import baseline
 
 
 def result_file(

@@ -25,7 +25,7 @@ from pytest_tpw.count import (
     vllm_cached_prompt_tokens,
 )
 from pytest_tpw.errors import TpwError
-from pytest_tpw.warning_types import TpwMeasurementWarning
+from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
 
 # ---------------------------------------------------------------------------------------------
 # transformers: a tiny random Llama, rows forced to stop at chosen steps

@@ -8,39 +8,39 @@ import sys
 import pytest
 
 CORE = [
-    "meter",
-    "session",
-    "judge",
+    "measure.meter",
+    "run.session",
+    "judging.judge",
     "stats",
-    "baseline",
-    "report",
-    "fingerprint",
-    "files",
-    "locks",
-    "pinning",
-    "distributed",
-    "cli",
-    "settings",
+    "store.baseline",
+    "present.report",
+    "host.fingerprint",
+    "store.files",
+    "host.locks",
+    "host.pinning",
+    "host.distributed",
+    "cli.main",
+    "config.settings",
     "sensors",
     "sensors.nvml",
     "sensors.rapl",
     "sensors.sim",
     "sensors.cpu_estimate",
-    "samples",
-    "window",
+    "measure.samples",
+    "measure.window",
     "verdict",
-    "options",
-    "suite",
+    "config.options",
+    "judging.suite",
     "testing",
     "count",
     "prefill_decode",
-    "procstat",
-    "server",
-    "serving",
-    "exports",
-    "mdreport",
-    "plots",
-    "progress",
+    "host.procstat",
+    "serving.process",
+    "serving.servers",
+    "present.exports",
+    "present.mdreport",
+    "present.plots",
+    "present.progress",
 ]
 
 
@@ -57,10 +57,10 @@ def test_core_module_imports_without_pytest(module: str) -> None:
 
 def test_plugin_off_mode_does_not_load_the_measuring_modules() -> None:
     code = (
-        "import sys, pytest, pytest_tpw.plugin; "
-        "heavy = [m for m in ('numpy', 'scipy', 'pytest_tpw.meter', 'pytest_tpw.stats', "
-        "'pytest_tpw.session', 'pytest_tpw.settings', 'pytest_tpw.suite', "
-        "'pytest_tpw.window') if m in sys.modules]; print(','.join(heavy))"
+        "import sys, pytest, pytest_tpw.hooks.plugin; "
+        "heavy = [m for m in ('numpy', 'scipy', 'pytest_tpw.measure.meter', 'pytest_tpw.stats', "
+        "'pytest_tpw.run.session', 'pytest_tpw.config.settings', 'pytest_tpw.judging.suite', "
+        "'pytest_tpw.measure.window') if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import distributed
+from pytest_tpw.host import distributed
 
 # torch is only ever imported in subprocesses: this suite's own process stays without it
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
@@ -31,7 +31,7 @@ def free_port() -> int:
 def test_current_is_none_without_torch_and_never_imports_it() -> None:
     code = (
         "import sys\n"
-        "from pytest_tpw import distributed\n"
+        "from pytest_tpw.host import distributed\n"
         "assert distributed.current() is None\n"
         "assert 'torch' not in sys.modules, 'current() imported torch'\n"
     )
@@ -53,7 +53,7 @@ def test_current_is_none_without_a_group_of_several_ranks(tmp_path: Path) -> Non
     code = (
         "import datetime, sys\n"
         "import torch, torch.distributed as dist\n"
-        "from pytest_tpw import distributed\n"
+        "from pytest_tpw.host import distributed\n"
         "assert not dist.is_initialized()\n"
         "assert distributed.current() is None\n"
         "store = dist.FileStore(sys.argv[1], 1)\n"
@@ -97,7 +97,7 @@ def test_env_rank_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 RANK_SCRIPT = r"""
 import datetime, json, os, sys
 import torch.distributed as dist
-from pytest_tpw import distributed
+from pytest_tpw.host import distributed
 from pytest_tpw.testing import FakeClock, FakeSensor, make_meter
 
 rank = int(os.environ["RANK"])
@@ -239,7 +239,7 @@ def test_a_window_invalid_on_one_rank_is_discarded_on_every_rank(
 def test_host_wide_joules_are_counted_once_per_host(
     host_wide: bool, local_rank: str | None, expected: float
 ) -> None:
-    from pytest_tpw.distributed import counted_joules
+    from pytest_tpw.host.distributed import counted_joules
 
     env = {} if local_rank is None else {"LOCAL_RANK": local_rank}
     assert counted_joules(12.5, host_wide, env) == expected

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import cli, exports
+from pytest_tpw.cli import main as cli
+from pytest_tpw.present import exports
 
 
 def results_doc(n: int = 300, seed: int = 0) -> dict[str, Any]:

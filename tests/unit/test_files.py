@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import files
 from pytest_tpw.errors import TpwError
-from pytest_tpw.files import OutputWriteError, append_text, atomic_write_text, dump_json
+from pytest_tpw.store import files
+from pytest_tpw.store.files import OutputWriteError, append_text, atomic_write_text, dump_json
 
 
 def test_atomic_write_creates_parents(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_failed_replace_keeps_old_file_and_no_temp(
         assert Path(src).read_text(encoding="utf-8") == "new\n"  # the temp was complete
         raise OSError("disk on fire")
 
-    monkeypatch.setattr("pytest_tpw.files.os.replace", boom)
+    monkeypatch.setattr("pytest_tpw.store.files.os.replace", boom)
     with pytest.raises(OutputWriteError, match=r"disk on fire") as info:
         atomic_write_text(target, "new\n")
     assert isinstance(info.value, OSError)  # callers catching OSError keep working
@@ -70,7 +70,7 @@ def test_interrupted_write_keeps_old_file_and_no_temp(
     def interrupt(fd: int) -> None:
         raise KeyboardInterrupt  # Ctrl-C while writing
 
-    monkeypatch.setattr("pytest_tpw.files.os.fsync", interrupt)
+    monkeypatch.setattr("pytest_tpw.store.files.os.fsync", interrupt)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_text(target, "new\n")
     monkeypatch.undo()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import fingerprint
-from pytest_tpw.fingerprint import git_commit, hardware_key, slug, software_stack
+from pytest_tpw.host import fingerprint
+from pytest_tpw.host.fingerprint import git_commit, hardware_key, slug, software_stack
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_software_stack_keys() -> None:
 def test_software_stack_never_imports_torch() -> None:
     code = (
         "import json, sys\n"
-        "from pytest_tpw import fingerprint\n"
+        "from pytest_tpw.host import fingerprint\n"
         "before = 'torch' in sys.modules\n"
         "stack = fingerprint.software_stack()\n"
         "print(json.dumps([before, 'torch' in sys.modules, stack['cuda_runtime']]))\n"

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import pytest
 
 from pytest_tpw import stats
-from pytest_tpw.baseline import BaselineFile, StoredSession
-from pytest_tpw.judge import BaselinePolicy, Judge, Judgement
-from pytest_tpw.samples import Measurement, Sample
-from pytest_tpw.settings import MarkerArgs, Settings, TestSettings
+from pytest_tpw.config.settings import MarkerArgs, Settings, TestSettings
+from pytest_tpw.judging.judge import BaselinePolicy, Judge, Judgement
+from pytest_tpw.measure.samples import Measurement, Sample
+from pytest_tpw.store.baseline import BaselineFile, StoredSession
 from pytest_tpw.verdict import Verdict
 
 KEY = "sim-x1"
@@ -975,7 +975,7 @@ def test_regression_text_mentions_the_run_wide_shift() -> None:
 
 
 def test_a_test_stopped_as_too_noisy_keeps_its_reason_in_the_final_verdict() -> None:
-    from pytest_tpw.judge import _keep_early_decision
+    from pytest_tpw.judging.judge import _keep_early_decision
 
     why = "too noisy to decide within 20 windows: ..."
     look = comparison(Verdict.INCONCLUSIVE, 0.4, 1.02, stopped_early=True, why=why)

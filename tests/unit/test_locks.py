@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import locks
 from pytest_tpw.errors import TpwError
-from pytest_tpw.locks import LOCK_DIR_ENV, DeviceLocks, LockError, default_dir
+from pytest_tpw.host import locks
+from pytest_tpw.host.locks import LOCK_DIR_ENV, DeviceLocks, LockError, default_dir
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("fcntl") is None, reason="flock needs fcntl (POSIX)"
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 HOLDER = """
 import sys, time
 from pathlib import Path
-from pytest_tpw.locks import DeviceLocks
+from pytest_tpw.host.locks import DeviceLocks
 
 locks = DeviceLocks([sys.argv[2]], Path(sys.argv[1]))
 waited, devices = locks.acquire(sys.argv[4] if len(sys.argv) > 4 else "")

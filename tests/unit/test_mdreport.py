@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import cli, mdreport
+from pytest_tpw.cli import main as cli
+from pytest_tpw.present import mdreport
 
 
 def verdict_for(ratio: float) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from pytest_tpw import testing
 from pytest_tpw.errors import MeasurementError
-from pytest_tpw.meter import Meter, OffMeter, TokensPerJoule
+from pytest_tpw.measure.meter import Meter, OffMeter, TokensPerJoule
 from pytest_tpw.sensors import Sensor, WindowEnergy
 from pytest_tpw.testing import FakeClock, FakeSensor
 

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from pytest_tpw.errors import MeasurementError
-from pytest_tpw.locks import DeviceLocks
-from pytest_tpw.meter import Meter, OffMeter, TokensPerJoule
+from pytest_tpw.host.locks import DeviceLocks
+from pytest_tpw.measure.meter import Meter, OffMeter, TokensPerJoule
 from pytest_tpw.testing import FakeClock, FakeSensor, make_meter
 
 NODE = "test_x.py::test_y"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_tpw.errors import TpwError
-from pytest_tpw.pinning import (
+from pytest_tpw.host.pinning import (
     PinningError,
     check_capacity,
     pin_this_worker,

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import baseline, cli, plots
+from pytest_tpw.cli import main as cli
+from pytest_tpw.present import plots
+from pytest_tpw.store import baseline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import procstat
-from pytest_tpw.procstat import CpuUsage, ProcessWatch
+from pytest_tpw.host import procstat
+from pytest_tpw.host.procstat import CpuUsage, ProcessWatch
 from tests.fakes.fake_proc import TICKS, FakeProc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pytest_tpw.progress import CLEAR_LINE, MAX_WIDTH, Progress
+from pytest_tpw.present.progress import CLEAR_LINE, MAX_WIDTH, Progress
 
 
 class FakeClock:

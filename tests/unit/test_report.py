@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from pytest_tpw import files
-from pytest_tpw.judge import Judgement
-from pytest_tpw.report import (
+from pytest_tpw.judging.judge import Judgement
+from pytest_tpw.measure.samples import Measurement, Result, Sample
+from pytest_tpw.present.report import (
     Row,
     SensorInfo,
     json_document,
@@ -20,7 +20,7 @@ from pytest_tpw.report import (
     terminal_lines,
     totals_line,
 )
-from pytest_tpw.samples import Measurement, Result, Sample
+from pytest_tpw.store import files
 from pytest_tpw.verdict import Verdict
 
 

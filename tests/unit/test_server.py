@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import server as server_module
 from pytest_tpw.errors import TpwError
-from pytest_tpw.server import ServerProcess, ServerStartError, free_port
+from pytest_tpw.serving import process as server_module
+from pytest_tpw.serving.process import ServerProcess, ServerStartError, free_port
 from tests.fakes.fake_nvml_processes import FakeNvmlWithProcesses
 from tests.fakes.fake_pynvml import NVML_ERROR_DRIVER_NOT_LOADED, Faults
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw import files
-from pytest_tpw.meter import OffMeter
-from pytest_tpw.report import Row, SensorInfo
+from pytest_tpw.config.settings import MarkerArgs, Settings
+from pytest_tpw.measure.meter import OffMeter
+from pytest_tpw.present.report import Row, SensorInfo
+from pytest_tpw.run.session import Controller, TpwSession, Worker
 from pytest_tpw.sensors.sim import SimSensor
-from pytest_tpw.session import Controller, TpwSession, Worker
-from pytest_tpw.settings import MarkerArgs, Settings
+from pytest_tpw.store import files
 from pytest_tpw.testing import FakeClock, FakeSensor
 from pytest_tpw.verdict import Verdict
 

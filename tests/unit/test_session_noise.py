@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from pytest_tpw.session_noise import (
+from pytest_tpw.judging.session_noise import (
     mixture_quantile,
     posterior_weights,
     spread_heterogeneity,

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw.errors import MarkerError
-from pytest_tpw.settings import (
+from pytest_tpw.config.settings import (
     BY_FIELD,
     MARKER_FIELDS,
     MARKER_HELP,
@@ -23,6 +22,7 @@ from pytest_tpw.settings import (
     parse_fraction,
     parse_marker,
 )
+from pytest_tpw.errors import MarkerError
 
 NODE = "tests/test_model.py::test_generate[batch-8]"
 ALLOWED = (

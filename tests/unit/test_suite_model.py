@@ -11,16 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
-from pytest_tpw.session_noise import spread_heterogeneity
-from pytest_tpw.stats import (
-    Verdict,
-    ar1_df_factor,
-    ar1_variance_factor,
-    lag1_autocorrelation,
-    lag1_expected,
-    look_level,
-)
-from pytest_tpw.suite import (
+from pytest_tpw.judging.session_noise import spread_heterogeneity
+from pytest_tpw.judging.suite import (
     RUN_SPREAD_SOURCE,
     TEST_NOISE_SOURCE,
     TEST_SPREAD_SOURCE,
@@ -47,6 +39,14 @@ from pytest_tpw.suite import (
     running_shift,
     shift_from_changes,
     suite_prior,
+)
+from pytest_tpw.stats import (
+    Verdict,
+    ar1_df_factor,
+    ar1_variance_factor,
+    lag1_autocorrelation,
+    lag1_expected,
+    look_level,
 )
 from tests.unit.test_session_noise import lognormal_spreads
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from pytest_tpw.errors import MeasurementError, SensorError
-from pytest_tpw.locks import DeviceLocks
-from pytest_tpw.samples import SHORT_WINDOW, WAITED, Measurement
+from pytest_tpw.host.locks import DeviceLocks
+from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement
+from pytest_tpw.measure.window import MAX_INVALID_WINDOWS, Closed, WindowRunner, cuda_sync
 from pytest_tpw.sensors.base import WindowEnergy
 from pytest_tpw.testing import FakeClock, FakeSensor, make_meter
-from pytest_tpw.window import MAX_INVALID_WINDOWS, Closed, WindowRunner, cuda_sync
 
 WHERE = "t.py::test_w (window 0)"
 
@@ -161,7 +161,7 @@ def held_elsewhere(directory: Path, device: str) -> bool:
     """Whether some open file description holds the device's lock now (never blocks)."""
     import fcntl  # POSIX only: the tests that call this are skipped elsewhere
 
-    from pytest_tpw.locks import _file_name
+    from pytest_tpw.host.locks import _file_name
 
     fd = os.open(directory / _file_name(device), os.O_RDWR | os.O_CREAT, 0o666)
     try:

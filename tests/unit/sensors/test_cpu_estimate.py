@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tpw import procstat
 from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.host import procstat
 from pytest_tpw.sensors import SensorOptions
 from pytest_tpw.sensors import cpu_estimate as cpu_module
 from pytest_tpw.sensors.cpu_estimate import CpuEstimateSensor

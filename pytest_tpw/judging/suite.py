@@ -61,7 +61,7 @@ from enum import Enum
 import numpy as np
 from scipy import stats as _st
 
-from pytest_tpw.session_noise import (
+from pytest_tpw.judging.session_noise import (
     mixture_quantile,
     posterior_weights,
     spread_heterogeneity,

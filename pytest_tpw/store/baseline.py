@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
-from .errors import TpwError
-from .files import (
+from pytest_tpw.errors import TpwError
+from pytest_tpw.store.files import (
     TEMP_SUFFIX,
     atomic_write_chunks,
     make_folder,

@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import baseline, stats
-from .errors import TpwError
+from pytest_tpw import stats
+from pytest_tpw.errors import TpwError
+from pytest_tpw.store import baseline
 
 SUFFIXES = (".png", ".svg")
 #: history panels drawn without a ``match``; more need one (a wall of panels is unreadable).

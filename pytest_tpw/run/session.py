@@ -21,19 +21,22 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import baseline, distributed, fingerprint, report, sensors
-from .errors import TpwError
-from .files import append_text, atomic_write_text, dump_json
-from .judge import Judge, Judgement
-from .locks import DeviceLocks
-from .meter import Meter
-from .samples import SHORT_WINDOW, WAITED, Measurement, Result
-from .settings import Settings, TestSettings
-from .verdict import Verdict
-from .window import WindowRunner
+from pytest_tpw import sensors
+from pytest_tpw.config.settings import Settings, TestSettings
+from pytest_tpw.errors import TpwError
+from pytest_tpw.host import distributed, fingerprint
+from pytest_tpw.host.locks import DeviceLocks
+from pytest_tpw.judging.judge import Judge, Judgement
+from pytest_tpw.measure.meter import Meter
+from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
+from pytest_tpw.measure.window import WindowRunner
+from pytest_tpw.present import report
+from pytest_tpw.store import baseline
+from pytest_tpw.store.files import append_text, atomic_write_text, dump_json
+from pytest_tpw.verdict import Verdict
 
 if TYPE_CHECKING:
-    from .progress import Progress
+    from pytest_tpw.present.progress import Progress
 
 #: A measurement whose mean power is below this multiple of idle power gets a warning.
 IDLE_MARGIN = 1.05
@@ -543,7 +546,7 @@ class TpwSession:
     def write_outputs(self, interrupted: bool, environment_hook: Callable[[], None]) -> bool:
         """Write baselines, ``--tpw-json``, exports, the Markdown report and the step
         summary; each write fails alone, with a note. False if any write failed."""
-        from . import exports, mdreport
+        from pytest_tpw.present import exports, mdreport
 
         s = self.settings
         ok = True

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .outcomes import add_properties, fail_report
-from .pinning import PinningError, check_capacity, visible_devices
-from .session import Worker
+from pytest_tpw.hooks.outcomes import add_properties, fail_report
+from pytest_tpw.host.pinning import PinningError, check_capacity, visible_devices
+from pytest_tpw.run.session import Worker
 
 if TYPE_CHECKING:
-    from .session import TpwSession
+    from pytest_tpw.run.session import TpwSession
 
 
 #: The teardown report property that carries one test's results from a worker.

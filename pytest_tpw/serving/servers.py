@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import TpwError
-from .sensors.base import Sensor
-from .server import ServerProcess
+from pytest_tpw.errors import TpwError
+from pytest_tpw.sensors.base import Sensor
+from pytest_tpw.serving.process import ServerProcess
 
 
 class ServedModel:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-from . import distributed
-from .errors import MeasurementError, SensorError
-from .locks import DeviceLocks
-from .samples import SHORT_WINDOW, WAITED, Sample
-from .sensors.base import Sensor
+from pytest_tpw.errors import MeasurementError, SensorError
+from pytest_tpw.host import distributed
+from pytest_tpw.host.locks import DeviceLocks
+from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Sample
+from pytest_tpw.sensors.base import Sensor
 
 #: Longest run of invalid windows (counter reset...) tolerated before giving up.
 MAX_INVALID_WINDOWS = 3

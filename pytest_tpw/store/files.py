@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import TpwError
+from pytest_tpw.errors import TpwError
 
 #: How the temp file of a write to ``NAME`` is named: ``.NAME.<8 random chars>.tmp``.
 TEMP_SUFFIX = ".tmp"

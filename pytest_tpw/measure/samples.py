@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sensors.base import Provenance
-from .verdict import Verdict
+from pytest_tpw.sensors.base import Provenance
+from pytest_tpw.verdict import Verdict
 
 #: Starts a sample's note that its window waited for a device lock ("...<seconds> s for <ids>").
 WAITED = "waited for the device lock: "
@@ -127,7 +127,7 @@ class Measurement:
 
     def summarize(self, confidence: float, verdict: Verdict) -> Result:
         """The summary of the samples, with the verdict the judge gave them."""
-        from .stats import summarize  # numpy/scipy only once something is measured
+        from pytest_tpw.stats import summarize  # numpy/scipy only once something is measured
 
         summary = summarize(self.values(), confidence)
         ci = None

@@ -13,7 +13,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 
-from .errors import TpwError
+from pytest_tpw.errors import TpwError
 
 
 class PinningError(TpwError):

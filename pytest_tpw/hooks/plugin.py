@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from . import hookspecs
-from .options import MARKER_HELP, add_options
+from pytest_tpw.config.options import MARKER_HELP, add_options
+from pytest_tpw.hooks import hookspecs
 
 if TYPE_CHECKING:  # the stash keys below name these in strings: imported for mypy only
-    from .meter import Meter, TokensPerJoule  # noqa: F401
-    from .outcomes import Deferrals  # noqa: F401
-    from .progress import TerminalStream
-    from .serving import ServedModel
-    from .session import TpwSession
-    from .settings import MarkerArgs, Settings, TestSettings  # noqa: F401
-    from .xdist import HeldWorkerReports
+    from pytest_tpw.config.settings import MarkerArgs, Settings, TestSettings  # noqa: F401
+    from pytest_tpw.hooks.outcomes import Deferrals  # noqa: F401
+    from pytest_tpw.hooks.xdist import HeldWorkerReports
+    from pytest_tpw.measure.meter import Meter, TokensPerJoule  # noqa: F401
+    from pytest_tpw.present.progress import TerminalStream
+    from pytest_tpw.run.session import TpwSession
+    from pytest_tpw.serving.servers import ServedModel
 
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 SESSION_KEY = pytest.StashKey["TpwSession"]()
@@ -53,7 +53,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     )
     if not per_worker or "PYTEST_XDIST_WORKER" not in os.environ:
         return
-    from .pinning import PinningError, pin_this_worker
+    from pytest_tpw.host.pinning import PinningError, pin_this_worker
 
     try:
         pin_this_worker(os.environ, int(per_worker))
@@ -65,11 +65,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     if not _measuring(config):
         return  # a plain run parses nothing more: the off mode stays cheap
-    from .settings import from_config
+    from pytest_tpw.config.settings import from_config
 
     settings = config.stash[SETTINGS_KEY] = from_config(config)
     if settings.gpus_per_worker and not _is_xdist_worker(config):
-        from .xdist import check_gpus_per_worker
+        from pytest_tpw.hooks.xdist import check_gpus_per_worker
 
         check_gpus_per_worker(config, settings.gpus_per_worker)
 
@@ -89,7 +89,7 @@ def _measuring(config: pytest.Config) -> bool:
 
 def _asks(ini: str) -> bool:
     """An ini value that asks for something; a bad one counts, so that parsing names it."""
-    from .options import parse_bool
+    from pytest_tpw.config.options import parse_bool
 
     try:
         return parse_bool(ini)
@@ -122,9 +122,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return
-    from .errors import SensorUnavailable, TpwError
-    from .outcomes import Deferrals
-    from .session import TpwSession
+    from pytest_tpw.errors import SensorUnavailable, TpwError
+    from pytest_tpw.hooks.outcomes import Deferrals
+    from pytest_tpw.run.session import TpwSession
 
     extra: dict[str, object] = {}
     for found in config.hook.pytest_tpw_sensor_factories():
@@ -147,14 +147,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     hooks = MeasuringHooks(tpw_session)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None and tpw_session.role.reports():
-        from .progress import Progress, TerminalStream
+        from pytest_tpw.present.progress import Progress, TerminalStream
 
         capture = config.pluginmanager.get_plugin("capturemanager")
         hooks.line = TerminalStream(terminal, capture)
         tpw_session.progress = Progress(hooks.line, tty=bool(terminal.isatty))
     dsession = config.pluginmanager.get_plugin("dsession")
     if dsession is not None and not _is_xdist_worker(config):
-        from .xdist import HeldWorkerReports
+        from pytest_tpw.hooks.xdist import HeldWorkerReports
 
         # the controller decides the workers' comparisons with the whole run
         hooks.held = HeldWorkerReports(dsession, tpw_session)
@@ -201,8 +201,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("tpw")
         if marker is None:
             continue
-        from .errors import MarkerError
-        from .settings import parse_marker
+        from pytest_tpw.config.settings import parse_marker
+        from pytest_tpw.errors import MarkerError
 
         try:
             item.stash[MARKER_KEY] = parse_marker(item.nodeid, marker.args, marker.kwargs)
@@ -255,7 +255,7 @@ def tpw(request: pytest.FixtureRequest) -> Generator[TokensPerJoule, None, None]
     tpw_session = _session(request.config)
     failed_before = request.session.testsfailed
     if tpw_session is None:
-        from .meter import OffMeter
+        from pytest_tpw.measure.meter import OffMeter
 
         off = OffMeter(item.nodeid)
         yield off
@@ -266,8 +266,8 @@ def tpw(request: pytest.FixtureRequest) -> Generator[TokensPerJoule, None, None]
     meter = tpw_session.meter_for(item.nodeid, test)
     item.stash[METER_KEY] = meter
     yield meter
-    from .outcomes import JUDGEMENTS_KEY, RESULTS_KEY
-    from .warning_types import TpwMeasurementWarning
+    from pytest_tpw.hooks.outcomes import JUDGEMENTS_KEY, RESULTS_KEY
+    from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
 
     kept = tpw_session.record(meter)
     item.stash[RESULTS_KEY] = [(m.name, result) for m, result in kept]
@@ -300,8 +300,8 @@ def tpw_server(
     server stops at the end of the test, pass or fail; its log tail goes to the report.
     Without ``--tpw`` the server runs and nothing is measured.
     """
-    from .serving import Servers
-    from .warning_types import TpwMeasurementWarning
+    from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
+    from pytest_tpw.serving.servers import Servers
 
     tpw_session = _session(request.config)
     servers = Servers(tpw_session.sensor if tpw_session else None, tmp_path)
@@ -334,7 +334,7 @@ class MeasuringHooks:
             and report.user_properties
             and not self.session.role.sends_results
         ):
-            from .xdist import take_streamed
+            from pytest_tpw.hooks.xdist import take_streamed
 
             take_streamed(self.session, report)
         progress = self.session.progress
@@ -362,7 +362,7 @@ class MeasuringHooks:
         meter = item.stash.get(METER_KEY, None)
         if meter is None:
             return report
-        from . import outcomes
+        from pytest_tpw.hooks import outcomes
 
         if call.when == "teardown":
             if not outcomes.pending(item):
@@ -371,7 +371,7 @@ class MeasuringHooks:
                 # streamed to the controller with the report: the controller decides a
                 # pending verdict, and a worker killed later loses only the measurement it
                 # was taking then
-                from .xdist import PAYLOAD_PROPERTY
+                from pytest_tpw.hooks.xdist import PAYLOAD_PROPERTY
 
                 report.user_properties.append((PAYLOAD_PROPERTY, self.session.payload(item.nodeid)))
         if call.when != "call":
@@ -455,7 +455,7 @@ def pytest_testnodedown(node: object, error: object) -> None:
     """pytest-xdist, on the controller: take a finished worker's measurements."""
     tpw_session = _session(node.config)  # type: ignore[attr-defined]
     if tpw_session is not None:
-        from .xdist import merge_worker_output
+        from pytest_tpw.hooks.xdist import merge_worker_output
 
         merge_worker_output(tpw_session, node)
 

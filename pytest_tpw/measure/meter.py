@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from .errors import MeasurementError
-from .samples import SHORT_WINDOW, Measurement, Result
-from .sensors.base import Sensor
-from .verdict import Verdict
-from .window import Closed, OpenWindow, WindowRunner
+from pytest_tpw.errors import MeasurementError
+from pytest_tpw.measure.samples import SHORT_WINDOW, Measurement, Result
+from pytest_tpw.measure.window import Closed, OpenWindow, WindowRunner
+from pytest_tpw.sensors.base import Sensor
+from pytest_tpw.verdict import Verdict
 
 R = TypeVar("R")
 TokenSpec = int | Callable[[Any], Any]

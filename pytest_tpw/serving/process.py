@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from . import procstat
-from .errors import TpwError
+from pytest_tpw.errors import TpwError
+from pytest_tpw.host import procstat
 
 __all__ = ["LOOPBACK_HOSTS", "ServerProcess", "ServerStartError", "free_port"]
 
@@ -361,7 +361,7 @@ def gpu_processes(nvml: Any = None) -> dict[str, list[int]]:
     """
     if nvml is None:
         try:
-            from .sensors.nvml import _import_pynvml
+            from pytest_tpw.sensors.nvml import _import_pynvml
 
             nvml = _import_pynvml()
         except TpwError:

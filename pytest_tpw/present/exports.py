@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .errors import TpwError
+from pytest_tpw.errors import TpwError
 
 BENCHER = "bencher"
 GITHUB_ACTION_BENCHMARK = "github-action-benchmark"

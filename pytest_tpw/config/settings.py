@@ -17,22 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MarkerError, SettingError
-from .options import BUDGETS as BUDGETS
-from .options import BY_FIELD as BY_FIELD
-from .options import MARKER_FIELDS as MARKER_FIELDS
-from .options import MARKER_HELP as MARKER_HELP
-from .options import MARKER_ORDER as MARKER_ORDER
-from .options import OPTIONS as OPTIONS
-from .options import Option as Option
-from .options import _parse_ini_bool
-from .options import add_options as add_options
-from .options import parse_bool as parse_bool
-from .options import parse_confidence as parse_confidence
-from .options import parse_devices as parse_devices
-from .options import parse_exports as parse_exports
-from .options import parse_fraction as parse_fraction
-from .options import parse_positive_fraction as parse_positive_fraction
+from pytest_tpw.config.options import BUDGETS as BUDGETS
+from pytest_tpw.config.options import BY_FIELD as BY_FIELD
+from pytest_tpw.config.options import MARKER_FIELDS as MARKER_FIELDS
+from pytest_tpw.config.options import MARKER_HELP as MARKER_HELP
+from pytest_tpw.config.options import MARKER_ORDER as MARKER_ORDER
+from pytest_tpw.config.options import OPTIONS as OPTIONS
+from pytest_tpw.config.options import Option as Option
+from pytest_tpw.config.options import _parse_ini_bool
+from pytest_tpw.config.options import add_options as add_options
+from pytest_tpw.config.options import parse_bool as parse_bool
+from pytest_tpw.config.options import parse_confidence as parse_confidence
+from pytest_tpw.config.options import parse_devices as parse_devices
+from pytest_tpw.config.options import parse_exports as parse_exports
+from pytest_tpw.config.options import parse_fraction as parse_fraction
+from pytest_tpw.config.options import parse_positive_fraction as parse_positive_fraction
+from pytest_tpw.errors import MarkerError, SettingError
 
 if TYPE_CHECKING:  # pytest only where the plugin calls in, so judge/session/cli stay pure
     import pytest

@@ -25,11 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import stats, suite
-from .baseline import BaselineFile, StoredSession, pooled, stack_changes
-from .samples import Measurement, Result
-from .settings import Settings, TestSettings
-from .verdict import Verdict
+from pytest_tpw import stats
+from pytest_tpw.config.settings import Settings, TestSettings
+from pytest_tpw.judging import suite
+from pytest_tpw.measure.samples import Measurement, Result
+from pytest_tpw.store.baseline import BaselineFile, StoredSession, pooled, stack_changes
+from pytest_tpw.verdict import Verdict
 
 #: Software-stack entries worth naming in a regression message, in this order.
 STACK_KEYS = (

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .report import num
+from pytest_tpw.present.report import num
 
 #: GitHub's largest pull-request (issue) comment body, in characters.
 COMMENT_LIMIT = 65_536

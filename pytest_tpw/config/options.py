@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SettingError
+from pytest_tpw.errors import SettingError
 
 if TYPE_CHECKING:
     import pytest
@@ -110,7 +110,7 @@ def parse_path(text: str) -> Path:
 
 def parse_exports(text: str) -> tuple[tuple[str, Path], ...]:
     """``"bencher=out/bmf.json,github-action-benchmark=gab.json"`` -> ((format, path), ...)."""
-    from .exports import FORMATS
+    from pytest_tpw.present.exports import FORMATS
 
     out = []
     for part in (p.strip() for p in text.split(",")):

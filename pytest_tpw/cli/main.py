@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import baseline, exports, mdreport, plots, stats
-from .files import atomic_write_text
-from .report import num
-from .settings import parse_confidence, parse_fraction, parse_positive_fraction
+from pytest_tpw import stats
+from pytest_tpw.config.settings import parse_confidence, parse_fraction, parse_positive_fraction
+from pytest_tpw.present import exports, mdreport, plots
+from pytest_tpw.present.report import num
+from pytest_tpw.store import baseline
+from pytest_tpw.store.files import atomic_write_text
 
 
 class InputError(Exception):
@@ -508,7 +510,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `pytest-tpw show | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import TpwError
+from pytest_tpw.errors import TpwError
 
 try:
     import fcntl

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .samples import Measurement, Result
-from .verdict import Verdict
+from pytest_tpw.measure.samples import Measurement, Result
+from pytest_tpw.verdict import Verdict
 
 if TYPE_CHECKING:
-    from .judge import Judgement
+    from pytest_tpw.judging.judge import Judgement
 
 JSON_SCHEMA_VERSION = 1
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from .judge import Judgement
-from .report import SensorInfo, junit_properties
-from .samples import Result
+from pytest_tpw.judging.judge import Judgement
+from pytest_tpw.measure.samples import Result
+from pytest_tpw.present.report import SensorInfo, junit_properties
 
 JUDGEMENTS_KEY = pytest.StashKey[dict[str, Judgement]]()
 #: A test's finished measurements: (name, summary), attached as JUnit properties.

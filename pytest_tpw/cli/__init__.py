@@ -1,0 +1,1 @@
+"""The pytest-tpw command: compare, show, plot, export, report."""

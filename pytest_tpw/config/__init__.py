@@ -1,0 +1,1 @@
+"""Settings: the table of flags, ini keys and marker arguments, and the settings built from it."""

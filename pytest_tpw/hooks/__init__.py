@@ -1,0 +1,1 @@
+"""The pytest layer: hooks, fixtures, held reports, xdist; the one room that imports pytest."""

@@ -1,0 +1,1 @@
+"""This machine: process trees, CPU time, hardware key, software stack, locks, ranks, pinning."""

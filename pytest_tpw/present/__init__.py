@@ -1,0 +1,1 @@
+"""What users read: the terminal table, JSON, Markdown, exports, plots, the live line."""

@@ -1,0 +1,1 @@
+"""One measuring session: sensor, baselines, judge and meters, its role, its outputs."""

@@ -1,0 +1,1 @@
+"""Files: the baseline store, results documents, atomic writes."""
