@@ -1,14 +1,14 @@
 """False alarms, power and rounds of pytest-tpw's two-level verdict engine on simulated CI runs.
 
-Each simulated suite run has 300 measured tests; the engine is ``pytest_tpw.suite`` (run-wide shift
-+ per-test change, sigma_b pooled across the suite, autocorrelation and sensor resolution in the
-standard error, looks 5/10/15/20 at Pocock's level stopping inside any verdict region or when too
-noisy to decide, BH at q = 0.05), driven through its vectorised kernels exactly as the scalar API
-does: the prior from the stored runs (``suite_prior`` = ``prior_from_table``), per look the running
-shift from the tests already finished (``running_shift`` = ``shift_from_deltas``; tests are taken
-in 10 groups of 30, each group seeing the shift of the groups before it, the first group none), the
-per-test decision (``look`` = ``decide_arrays``), and at the end ``judge_suite``. The first suite
-run of every scenario is re-decided through the scalar API as a self-check.
+Each simulated suite run has 300 measured tests; the engine is ``pytest_tpw.judging`` (run-wide
+shift + per-test change, sigma_b pooled across the suite, autocorrelation and sensor resolution in
+the standard error, looks 5/10/15/20 at Pocock's level stopping inside any verdict region or when
+too noisy to decide, BH at q = 0.05), driven through its vectorised kernels exactly as the scalar
+API does: the prior from the stored runs (``suite_prior`` = ``prior_from_table``), per look the
+running shift from the tests already finished (``running_shift`` = ``shift_from_deltas``; tests are
+taken in 10 groups of 30, each group seeing the shift of the groups before it, the first group
+none), the per-test decision (``look`` = ``decide_arrays``), and at the end ``judge_suite``. The
+first suite run of every scenario is re-decided through the scalar API as a self-check.
 
 Run from the repository root::
 
@@ -43,7 +43,39 @@ from scipy import stats as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_tpw import stats as S
-from pytest_tpw.judging import suite as U
+from pytest_tpw.judging.decide import judge_suite, look, run_verdict
+from pytest_tpw.judging.kernels import (
+    candidate_stats,
+    decide_arrays,
+    floored_variance,
+    hopeless,
+    noise_ratio,
+    satterthwaite,
+)
+from pytest_tpw.judging.model import (
+    RunShift,
+    RunVerdict,
+    ShiftMethod,
+    StoredRun,
+    SuiteParams,
+    SuitePrior,
+    TestInput,
+)
+from pytest_tpw.judging.prior import (
+    per_test_sigma_b2,
+    position_profile,
+    prior_from_table,
+    suite_prior,
+    unprofile,
+)
+from pytest_tpw.judging.shift import (
+    local_shift,
+    recent_shift,
+    running_shift,
+    session_spread,
+    shift_from_deltas,
+    shift_variance,
+)
 
 N_TESTS = 300
 ROUNDS = 20
@@ -141,7 +173,7 @@ def draw(
 class Result:
     fail: np.ndarray  # (N, T) REGRESSED after BH
     rounds: np.ndarray  # (N, T)
-    run: list[U.RunVerdict]
+    run: list[RunVerdict]
     inconclusive: np.ndarray  # (N, T)
 
 
@@ -149,7 +181,7 @@ def engine(
     b: np.ndarray,
     c: np.ndarray,
     nz: Noise,
-    p: U.SuiteParams,
+    p: SuiteParams,
     oracle: tuple[np.ndarray, float, float] | None = None,
 ) -> Result:
     """The decision path of the judge, vectorised over suite runs and tests.
@@ -165,7 +197,7 @@ def engine(
     res = nz.quantum / 18.0
     canary = np.zeros(t, dtype=bool)
     canary[: nz.canaries] = True
-    priors: list[U.SuitePrior] = []
+    priors: list[SuitePrior] = []
     mu = np.empty((n_suites, t))
     var_b = np.empty((n_suites, t))
     df_b = np.empty((n_suites, t))
@@ -176,20 +208,20 @@ def engine(
     c = c.copy()
     for i in range(n_suites):
         if oracle is None:
-            prof = U.position_profile(b[i].reshape(-1, nb), p.min_profile_series)
+            prof = position_profile(b[i].reshape(-1, nb), p.min_profile_series)
         else:  # the true within-session trend, centred
             prof = np.linspace(0.0, math.log1p(-nz.trend), nb)
             prof = prof - prof.mean()
-        b[i] = U.unprofile(b[i], prof)
-        c[i] = U.unprofile(c[i], prof)
+        b[i] = unprofile(b[i], prof)
+        c[i] = unprofile(c[i], prof)
     for i in range(n_suites):
         if oracle is None:
             rho, _ = S.lag1_from_parts(*S.lag1_parts(b[i].reshape(-1, nb)))
             rho = min(max(rho, 0.0), p.rho_cap)
         else:
             rho = oracle[2]
-        m_ts, d_ts, h, df_ts, own = U.candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
-        prior, r_s = U.prior_from_table(m_ts, d_ts, p, rho)
+        m_ts, d_ts, h, df_ts, own = candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
+        prior, r_s = prior_from_table(m_ts, d_ts, p, rho)
         if oracle is not None:
             r_s = oracle[0][i, :s] - oracle[0][i, :s].mean()
             prior = replace(prior, sigma_b=oracle[1], sigma_b_df=1e6, sigma_b_source="oracle")
@@ -211,10 +243,10 @@ def engine(
         o_k = np.empty((n_suites, t))
         z_k = np.empty((n_suites, t))
         for i in range(n_suites):
-            m_k[i], d_k[i], kept[k], f_k[i], o_k[i] = U.candidate_stats(
+            m_k[i], d_k[i], kept[k], f_k[i], o_k[i] = candidate_stats(
                 c[i, :, :k], priors[i].rho, res, vp.trim, p.rho_cap, sw2_b[i], sw2_df[i]
             )
-            z_k[i] = U.noise_ratio(o_k[i], sw2_b[i], kept[k], sw2_df[i], priors[i].rho, p.rho_cap)
+            z_k[i] = noise_ratio(o_k[i], sw2_b[i], kept[k], sw2_df[i], priors[i].rho, p.rho_cap)
         mc[k], dc[k], dfc[k], own_c[k], noise_c[k] = m_k, d_k, f_k, o_k, z_k
 
     def refloor(i: int, idx: np.ndarray, k: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -222,12 +254,12 @@ def engine(
         if scale <= 1.0:
             return dc[k][i, idx], dfc[k][i, idx]
         fl = sw2_b[i, idx] * scale
-        return U.floored_variance(
+        return floored_variance(
             own_c[k][i, idx], k, kept[k], priors[i].rho, p.rho_cap, fl, sw2_df[i, idx]
         )
 
     # df of each change without the session-shift part (for the run's own sigma_b)
-    dfw = {k: U._satterthwaite([(dc[k], dfc[k]), (var_b, df_b)]) for k in looks}
+    dfw = {k: satterthwaite([(dc[k], dfc[k]), (var_b, df_b)]) for k in looks}
     look_arr = np.asarray(looks)
     mc_a, dc_a, dfc_a, dfw_a, nz_a = (
         np.stack([x[k] for k in looks]) for x in (mc, dc, dfc, dfw, noise_c)
@@ -247,7 +279,7 @@ def engine(
                 break
             if oracle is not None:
                 true = oracle[0][i, s] - oracle[0][i, :s].mean()
-                shift = U.RunShift(float(true), 0.0, sl.start, 0, U.ShiftMethod.ROBUST)
+                shift = RunShift(float(true), 0.0, sl.start, 0, ShiftMethod.ROBUST)
                 shift_var = 0.0
             else:
                 done = np.arange(sl.start)
@@ -256,21 +288,21 @@ def engine(
                 vwo = pick(dc_a, i, done, kk) + var_b[i, done]
                 dfd = pick(dfw_a, i, done, kk)
                 nzd = pick(nz_a, i, done, kk)
-                shift = U.shift_from_deltas(
+                shift = shift_from_deltas(
                     delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
                 )
-                shift = U.recent_shift(shift, delta, vwo, n_sess[done], dfd, prior, p)
-                shift_var = U.shift_variance(shift, prior)
-            sb2, sb_df, _ = U._sb2(prior, shift, p)
+                shift = recent_shift(shift, delta, vwo, n_sess[done], dfd, prior, p)
+                shift_var = shift_variance(shift, prior)
+            sb2, sb_df, _ = session_spread(prior, shift, p)
             if oracle is None:  # tests whose stored sessions disagree
-                sb2, sb_df = U.per_test_sigma_b2(
+                sb2, sb_df = per_test_sigma_b2(
                     sb2, prior, spread[i, sl], var_b[i, sl] * s, n_sess[sl], sb_df, p
                 )
             active = np.ones(sl.stop - sl.start, dtype=bool)
             idx_g = np.arange(sl.start, sl.stop)
             for j, k in enumerate(looks):
                 d_g, f_g = refloor(i, idx_g, k, shift.noise_scale)
-                dec = U.decide_arrays(
+                dec = decide_arrays(
                     mc[k][i, sl],
                     d_g,
                     f_g,
@@ -288,13 +320,13 @@ def engine(
                     a,
                 )
                 ok = dec.code != 4
-                if shift.method is U.ShiftMethod.NONE:
+                if shift.method is ShiftMethod.NONE:
                     ok &= (dec.code != 0) & (dec.code != 1)
                 if j < k_looks - 1:
                     strong = dec.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
                     ok &= (dec.code != 0) | strong
-                    if shift.method is not U.ShiftMethod.NONE:  # too noisy to decide
-                        ok |= (dec.code == 4) & U.hopeless(
+                    if shift.method is not ShiftMethod.NONE:  # too noisy to decide
+                        ok |= (dec.code == 4) & hopeless(
                             dec, k, looks[-1], a, vp.tolerance, p.min_gain
                         )
                 st_now = active & ok & ~canary[sl]
@@ -303,7 +335,7 @@ def engine(
     # final judgement
     fail = np.zeros((n_suites, t), dtype=bool)
     inconc = np.zeros((n_suites, t), dtype=bool)
-    run_v: list[U.RunVerdict] = []
+    run_v: list[RunVerdict] = []
     idx_t = np.arange(t)
     for i in range(n_suites):
         prior = priors[i]
@@ -311,17 +343,17 @@ def engine(
         m_f, d_f, f_f, w_f = (pick(x, i, idx_t, kk) for x in (mc_a, dc_a, dfc_a, dfw_a))
         if oracle is not None:
             true = oracle[0][i, s] - oracle[0][i, :s].mean()
-            shift = U.RunShift(float(true), 0.0, t, 0, U.ShiftMethod.ROBUST)
+            shift = RunShift(float(true), 0.0, t, 0, ShiftMethod.ROBUST)
             shift_var = 0.0
             local = None
         else:
             z_f = pick(nz_a, i, idx_t, kk)
-            shift = U.shift_from_deltas(
+            shift = shift_from_deltas(
                 m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f
             )
-            shift_var = U.shift_variance(shift, prior)
-            # each test's own run shift in a run whose shift changed (suite._local_shifts)
-            local = U.local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, shift, prior, p)
+            shift_var = shift_variance(shift, prior)
+            # each test's own run shift in a run whose shift changed (_local_shifts)
+            local = local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, shift, prior, p)
             if shift.noise_scale > 1.0:  # a noisier run: every candidate's floor is raised
                 d_f, f_f = d_f.copy(), f_f.copy()
                 for k in looks:
@@ -330,10 +362,10 @@ def engine(
         judged, loc_shift, loc_var = shift, shift.shift, shift_var
         if local is not None:
             judged, loc_shift, loc_var = local[2], local[0], local[1] ** 2
-        sb2, sb_df, _ = U._sb2(prior, judged, p)
+        sb2, sb_df, _ = session_spread(prior, judged, p)
         if oracle is None:
-            sb2, sb_df = U.per_test_sigma_b2(sb2, prior, spread[i], var_b[i] * s, n_sess, sb_df, p)
-        dec = U.decide_arrays(
+            sb2, sb_df = per_test_sigma_b2(sb2, prior, spread[i], var_b[i] * s, n_sess, sb_df, p)
+        dec = decide_arrays(
             m_f,
             d_f,
             f_f,
@@ -356,40 +388,40 @@ def engine(
         reg = (dec.code == 0) & fam
         fail[i] = reg & (adj <= vp.fdr_q)
         inconc[i] = (dec.code == 4) | (reg & ~fail[i]) | ((dec.code == 0) & canary)
-        run_v.append(U.run_verdict(shift, prior, p)[0])
+        run_v.append(run_verdict(shift, prior, p)[0])
     return Result(fail, stop_at, run_v, inconc)
 
 
-def self_check(b: np.ndarray, c: np.ndarray, nz: Noise, p: U.SuiteParams, got: Result) -> None:
+def self_check(b: np.ndarray, c: np.ndarray, nz: Noise, p: SuiteParams, got: Result) -> None:
     """Re-decide suite run 0 through the scalar API (group-wise running shift) and compare."""
     t, s = b.shape[1], b.shape[2]
     res = nz.quantum / 18.0
     tests_all = []
     for j in range(t):
-        runs = [U.StoredRun(f"s{q}", list(np.exp(b[0, j, q]))) for q in range(s)]
+        runs = [StoredRun(f"s{q}", list(np.exp(b[0, j, q]))) for q in range(s)]
         tests_all.append((f"t{j}", runs, np.exp(c[0, j])))
-    prior = U.suite_prior({k: r for k, r, _ in tests_all}, p, {k: res for k, _, _ in tests_all})
+    prior = suite_prior({k: r for k, r, _ in tests_all}, p, {k: res for k, _, _ in tests_all})
     gsize = math.ceil(t / GROUPS)
-    done: list[U.TestInput] = []
+    done: list[TestInput] = []
     looks = p.verdict.looks
     rounds = []
     for g in range(GROUPS):
         grp = tests_all[g * gsize : (g + 1) * gsize]
         if not grp:
             break
-        shift = U.running_shift(done, prior, p)
+        shift = running_shift(done, prior, p)
         new = []
         for j, (key, runs, cand) in enumerate(grp):
             canary = g * gsize + j < nz.canaries
             for li, k in enumerate(looks):
-                ti = U.TestInput(key, runs, list(cand[:k]), canary=canary, resolution=res)
-                stop, _ = U.look(ti, prior, shift, p, li, len(looks))
+                ti = TestInput(key, runs, list(cand[:k]), canary=canary, resolution=res)
+                stop, _ = look(ti, prior, shift, p, li, len(looks))
                 if stop:
                     break
             rounds.append(k)
             new.append(ti)
         done.extend(new)
-    dec = U.judge_suite(done, prior, p)
+    dec = judge_suite(done, prior, p)
     fails = np.array([c.verdict is S.Verdict.REGRESSED for c in dec.comparisons.values()])
     if not (np.array_equal(np.array(rounds), got.rounds[0]) and np.array_equal(fails, got.fail[0])):
         bad = np.flatnonzero(np.array(rounds) != got.rounds[0])
@@ -415,7 +447,7 @@ def effects(n_suites: int, t: int, kind: str) -> np.ndarray:
 
 
 def simulate(
-    nz: Noise, n_suites: int, seed: np.random.SeedSequence, p: U.SuiteParams, check: bool
+    nz: Noise, n_suites: int, seed: np.random.SeedSequence, p: SuiteParams, check: bool
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     rngs = [np.random.default_rng(x) for x in seed.spawn(3)]
@@ -438,9 +470,9 @@ def simulate(
             res = engine(b, c, nz, p, orc)
             if check and who == "tpw" and kind == "aa":
                 self_check(b, c, nz, p, res)
-            beyond_low = np.mean([v is U.RunVerdict.BEYOND_LOWER for v in res.run])
+            beyond_low = np.mean([v is RunVerdict.BEYOND_LOWER for v in res.run])
             beyond = np.mean(
-                [v in (U.RunVerdict.BEYOND_LOWER, U.RunVerdict.BEYOND_UPPER) for v in res.run]
+                [v in (RunVerdict.BEYOND_LOWER, RunVerdict.BEYOND_UPPER) for v in res.run]
             )
             if kind == "aa":
                 out[f"{who}.fa_aa"] = float(res.fail.sum(axis=1).mean())
@@ -478,7 +510,7 @@ SCENARIOS: tuple[Noise, ...] = (
 
 
 def small_suites(
-    n_suites: int, seed: np.random.SeedSequence, p: U.SuiteParams
+    n_suites: int, seed: np.random.SeedSequence, p: SuiteParams
 ) -> list[tuple[str, ...]]:
     """Suite sizes for a run shift estimated from all tests (clock noise, 3 stored runs, no
     canaries): a shared -5 % change plus one test changed by a further -10 %. Per size:
@@ -500,7 +532,7 @@ def small_suites(
                 str(n),
                 f"{res.fail[:, 1:].sum(axis=1).mean():.3f}",
                 f"{res.fail[:, 0].mean():.1%}",
-                f"{np.mean([v is U.RunVerdict.BEYOND_LOWER for v in res.run]):.1%}",
+                f"{np.mean([v is RunVerdict.BEYOND_LOWER for v in res.run]):.1%}",
             )
         )
     return rows
@@ -529,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         ["python", "benchmarks/stats_power.py", *(sys.argv[1:] if argv is None else argv)]
     )
     print(f"$ {cmd}")
-    p = U.SuiteParams()
+    p = SuiteParams()
     t0 = time.perf_counter()
     seeds = np.random.SeedSequence(args.seed).spawn(len(SCENARIOS) + 1)
     rows: list[tuple[str, ...]] = [

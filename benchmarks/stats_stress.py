@@ -5,7 +5,7 @@
 ``stats_power.py`` tunes and checks the engine on the noise models named in its scenarios.
 This script drives the same decision path (``stats_power.engine``: the prior, group-wise
 running shift, looks and Benjamini-Hochberg exactly as the scalar API; one run per scenario
-re-decided through ``suite.look`` / ``suite.judge_suite`` as a self-check) through noise the
+re-decided through ``look`` / ``judge_suite`` as a self-check) through noise the
 engine was not shaped on, and prints false REGRESSED per 300-test run (A/A), detection of 10
 tests at -8 % and 10 at -10 %, mean rounds per test in A/A runs, and the share of A/A runs
 whose run-wide shift was flagged:
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stats_power as SP
 
-from pytest_tpw.judging import suite as U
+from pytest_tpw.judging.model import RunVerdict, SuiteParams
 
 T, S = SP.N_TESTS, 3
 T3_SCALE = 0.005 / math.sqrt(3.0)  # t(3) has variance 3: SD 0.5 %
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         names = "; ".join(name for name, _ in SCENARIOS)
         ap.error(f"--only {args.only!r} matches no scenario; they are: {names}")
     print("$ " + shlex.join(["python", "benchmarks/stats_stress.py", *(argv or sys.argv[1:])]))
-    p = U.SuiteParams()
+    p = SuiteParams()
     nz = SP.Noise("stress")
     t0 = time.perf_counter()
     rows = [
@@ -243,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         eff[:, sel[10:]] = math.log(0.90)
         b, c = draw(r_reg, args.suites, eff)
         reg = SP.engine(b, c, nz, p)
-        flagged = np.mean(
-            [v in (U.RunVerdict.BEYOND_LOWER, U.RunVerdict.BEYOND_UPPER) for v in aa.run]
-        )
+        flagged = np.mean([v in (RunVerdict.BEYOND_LOWER, RunVerdict.BEYOND_UPPER) for v in aa.run])
         rows.append(
             (
                 name,

@@ -3,7 +3,7 @@
 Pure numpy/scipy (imported lazily by callers through this module), no pytest. The
 per-measurement procedure (docs/verdicts.md): 20 %-trimmed means of log(tokens/J), Yuen's
 trimmed Welch intervals, between-session variance, noise floor and tolerance. The suite-level
-model (run-wide shift, pooled sigma_b) is in :mod:`pytest_tpw.suite`, built on these.
+model (run-wide shift, pooled sigma_b) is in :mod:`pytest_tpw.judging`, built on these.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class Comparison:
         return self.ratio - 1.0
 
 
-# --- vectorised building blocks (also used by pytest_tpw.suite) ------------------------------
+# --- vectorised building blocks (also used by pytest_tpw.judging) ------------------------------
 
 
 def trimmed_stats(x: np.ndarray, trim: float = TRIM) -> tuple[np.ndarray, np.ndarray, int]:
@@ -396,7 +396,7 @@ def compare(
       number of baseline sessions: the candidate session's own shift plus the mean of S
       baseline shifts. For a one-session baseline this is ``2 sigma_b^2``; for a
       pooled S-session one, 2 sigma_b^2 would overstate the baseline's part (what-if table of
-      the per-test benchmark that preceded pytest_tpw.suite: -5 % detection 82 % with
+      the per-test benchmark that preceded the suite engine: -5 % detection 82 % with
       2 sigma_b^2, 88 % with (1 + 1/S)).
       The degrees of freedom stay the Welch-Satterthwaite (Yuen) df of the two within-session
       parts: ``sigma_b`` is treated as known. The reference vectors require this for a given
@@ -723,7 +723,7 @@ def environment_shifted(shift: float, params: Params | None = None) -> bool:
     return shift < math.log(1.0 - p.noise_floor) or shift > math.log(1.0 + p.noise_floor)
 
 
-# --- within-session dependence and sensor resolution (used by pytest_tpw.suite) ---------------
+# --- within-session dependence and sensor resolution (used by pytest_tpw.judging) ------------
 
 
 def ar1_variance_factor(rho: float, n: int | np.ndarray, cap: float | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Judging measurements: rounds, verdicts relative to the run-wide shift, budgets, messages.
 
-Pure Python over :mod:`pytest_tpw.suite` (the two-level statistics) and
+Pure Python over the two-level statistics (:mod:`pytest_tpw.judging.decide` and its parts) and
 :mod:`pytest_tpw.baseline`; no pytest. The order of decisions:
 
 1. At session start, :class:`Judge` builds the suite's prior from the stored baselines
@@ -27,7 +27,19 @@ from typing import Any
 
 from pytest_tpw import stats
 from pytest_tpw.config.settings import Settings, TestSettings
-from pytest_tpw.judging import suite
+from pytest_tpw.judging.decide import judge_suite, look
+from pytest_tpw.judging.model import (
+    RUN_SPREAD_SOURCE,
+    RunShift,
+    RunVerdict,
+    StoredRun,
+    SuiteDecision,
+    SuiteParams,
+    TestChange,
+    TestInput,
+)
+from pytest_tpw.judging.prior import suite_prior
+from pytest_tpw.judging.shift import change_of, look_shift
 from pytest_tpw.measure.samples import Measurement, Result
 from pytest_tpw.store.baseline import BaselineFile, StoredSession, pooled, stack_changes
 from pytest_tpw.verdict import Verdict
@@ -203,19 +215,19 @@ class Judge:
         self.software = dict(software or {})
         self.judgements: dict[str, Judgement] = {}
         looks = (settings.rounds,) if settings.rounds is not None else stats.DEFAULT_LOOKS
-        self.suite_params = suite.SuiteParams(verdict=self.params(looks=looks))
-        self.stored: dict[str, list[suite.StoredRun]] = {}
+        self.suite_params = SuiteParams(verdict=self.params(looks=looks))
+        self.stored: dict[str, list[StoredRun]] = {}
         if baseline is not None:
             self.stored = {
-                key: [suite.StoredRun(s.date, s.values()) for s in sessions]
+                key: [StoredRun(s.date, s.values()) for s in sessions]
                 for key, sessions in baseline.measurements.items()
                 if sessions
             }
-        self.prior = suite.suite_prior(self.stored, self.suite_params) if self.stored else None
+        self.prior = suite_prior(self.stored, self.suite_params) if self.stored else None
         #: This run's compared measurements, as the statistics see them.
-        self.inputs: dict[str, suite.TestInput] = {}
+        self.inputs: dict[str, TestInput] = {}
         #: Each finished measurement's contribution to the run-wide shift (a rerun replaces it).
-        self._changes: dict[str, suite.TestChange | None] = {}
+        self._changes: dict[str, TestChange | None] = {}
         self.run_wide: RunWide | None = None
         self._finished = False
 
@@ -241,15 +253,15 @@ class Judge:
         """True when measurements are compared against stored baselines this session."""
         return self.prior is not None
 
-    def shift(self) -> suite.RunShift | None:
+    def shift(self) -> RunShift | None:
         """The shift the next test's looks are judged against, from the tests finished so far
-        (:func:`pytest_tpw.suite.look_shift`; None without baselines)."""
+        (:func:`pytest_tpw.judging.shift.look_shift`; None without baselines)."""
         if self.prior is None:
             return None
-        return suite.look_shift(list(self._changes.values()), self.prior, self.suite_params)
+        return look_shift(list(self._changes.values()), self.prior, self.suite_params)
 
-    def test_input(self, m: Measurement, test: TestSettings) -> suite.TestInput:
-        return suite.TestInput(
+    def test_input(self, m: Measurement, test: TestSettings) -> TestInput:
+        return TestInput(
             m.key,
             self.stored.get(m.key, []),
             m.values(),
@@ -268,11 +280,11 @@ class Judge:
             return
         self.judgements[j.key] = j
         if j.pending and self.prior is not None and m.key in self.stored:
-            test = suite.TestInput(
+            test = TestInput(
                 m.key, self.stored[m.key], m.values(), tolerance=j.tolerance, canary=j.canary
             )
             self.inputs[m.key] = test
-            self._changes[m.key] = suite.change_of(test, self.prior, self.suite_params)
+            self._changes[m.key] = change_of(test, self.prior, self.suite_params)
         elif j.pending:  # nothing here to decide it with: its own last look decides
             self.settle_alone(j)
 
@@ -303,9 +315,7 @@ class Judge:
             j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
             self.inputs[m.key] = self.test_input(m, test)
             assert self.prior is not None
-            self._changes[m.key] = suite.change_of(
-                self.inputs[m.key], self.prior, self.suite_params
-            )
+            self._changes[m.key] = change_of(self.inputs[m.key], self.prior, self.suite_params)
             j.pending = True
         else:
             self._no_baseline(j)
@@ -401,7 +411,7 @@ class Judge:
             )
         from_history = not noisy_run and between > 0
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
-        if from_history and c.sigma_b_source == suite.RUN_SPREAD_SOURCE:
+        if from_history and c.sigma_b_source == RUN_SPREAD_SOURCE:
             side = (
                 f"this run's tests disagree with each other far more than the stored runs' "
                 f"did (SD {c.sigma_b:.1%} around the run-wide shift), so every interval of "
@@ -468,7 +478,7 @@ class Judge:
         if self.prior is None or not self.inputs or self._finished:
             return {}
         self._finished = True
-        decision = suite.judge_suite(list(self.inputs.values()), self.prior, self.suite_params)
+        decision = judge_suite(list(self.inputs.values()), self.prior, self.suite_params)
         self.run_wide = self._run_wide(decision, suspects)
         changed = {}
         for key, c in decision.comparisons.items():
@@ -481,21 +491,21 @@ class Judge:
             self._classify(j, _keep_early_decision(j.comparison, c))
         return changed
 
-    def _run_wide(self, d: suite.SuiteDecision, suspects: Sequence[str]) -> RunWide:
+    def _run_wide(self, d: SuiteDecision, suspects: Sequence[str]) -> RunWide:
         method = str(d.shift.method)
-        if d.run_verdict is suite.RunVerdict.NO_BASELINE:
+        if d.run_verdict is RunVerdict.NO_BASELINE:
             return RunWide(self.hardware_key, "NO_BASELINE", None, None, 0, method, why=d.why)
-        if d.run_verdict is suite.RunVerdict.TOO_FEW_TESTS:
+        if d.run_verdict is RunVerdict.TOO_FEW_TESTS:
             return RunWide(
                 self.hardware_key, "TOO_FEW_TESTS", None, None, d.shift.n_tests, method, why=d.why
             )
         changes = tuple(self.stack_changes())
-        if d.run_verdict is suite.RunVerdict.WITHIN_SPREAD:
+        if d.run_verdict is RunVerdict.WITHIN_SPREAD:
             finding = "FINE"
         elif changes:
             finding = (
                 "STACK_REGRESSION"
-                if d.run_verdict is suite.RunVerdict.BEYOND_LOWER
+                if d.run_verdict is RunVerdict.BEYOND_LOWER
                 else "STACK_IMPROVEMENT"
             )
         else:
@@ -576,7 +586,7 @@ class BaselinePolicy:
         self.judge = judge
         self.test = test
         self.comparisons: dict[str, stats.Comparison] = {}
-        self._shift: suite.RunShift | None = None
+        self._shift: RunShift | None = None
 
     def more(self, m: Measurement) -> bool:
         n = len(m.samples)
@@ -605,7 +615,7 @@ class BaselinePolicy:
         if self._shift is None:
             self._shift = judge.shift()
         assert self._shift is not None
-        stop, c = suite.look(
+        stop, c = look(
             judge.test_input(m, self.test),
             judge.prior,
             self._shift,

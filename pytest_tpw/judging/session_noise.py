@@ -1,9 +1,9 @@
 """How far each test moves between sessions: the suite's log-normal law of per-test session
 noise, each test's posterior under it, and the tail arithmetic that turns it into a verdict.
 
-Pure numpy/scipy on arrays (one entry per test). :mod:`pytest_tpw.suite` fits the law once
-per session from the stored runs (:func:`spread_heterogeneity`) and, where the tests differ,
-gives each test the narrowest scaled t (:func:`t_through`) that reaches the upper quantiles
+Pure numpy/scipy on arrays (one entry per test). :mod:`pytest_tpw.judging.prior` fits the
+law once per session from the stored runs (:func:`spread_heterogeneity`) and, where the tests
+differ, gives each test the narrowest scaled t (:func:`t_through`) that reaches the upper quantiles
 of its posterior mixture (:func:`posterior_weights`, :func:`mixture_quantile`).
 """
 

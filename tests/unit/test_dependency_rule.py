@@ -30,7 +30,11 @@ CORE = [
     "measure.window",
     "verdict",
     "config.options",
-    "judging.suite",
+    "judging.model",
+    "judging.kernels",
+    "judging.prior",
+    "judging.shift",
+    "judging.decide",
     "testing",
     "count",
     "prefill_decode",
@@ -59,7 +63,7 @@ def test_plugin_off_mode_does_not_load_the_measuring_modules() -> None:
     code = (
         "import sys, pytest, pytest_tpw.hooks.plugin; "
         "heavy = [m for m in ('numpy', 'scipy', 'pytest_tpw.measure.meter', 'pytest_tpw.stats', "
-        "'pytest_tpw.run.session', 'pytest_tpw.config.settings', 'pytest_tpw.judging.suite', "
+        "'pytest_tpw.run.session', 'pytest_tpw.config.settings', 'pytest_tpw.judging.decide', "
         "'pytest_tpw.measure.window') if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

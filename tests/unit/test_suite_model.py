@@ -1,4 +1,4 @@
-"""The two-level verdict engine (run-wide shift + per-test change), pytest_tpw.suite."""
+"""The two-level verdict engine (run-wide shift + per-test change), pytest_tpw.judging."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
-from pytest_tpw.judging.session_noise import spread_heterogeneity
-from pytest_tpw.judging.suite import (
+from pytest_tpw.judging.decide import judge_suite, look
+from pytest_tpw.judging.kernels import (
+    ArrayDecision,
+    candidate_stats,
+    hopeless,
+    huber_shift,
+    noise_ratio,
+    noise_scale,
+    run_sigma_b,
+)
+from pytest_tpw.judging.model import (
     RUN_SPREAD_SOURCE,
     TEST_NOISE_SOURCE,
     TEST_SPREAD_SOURCE,
-    ArrayDecision,
     RunShift,
     RunVerdict,
     ShiftMethod,
@@ -24,22 +32,10 @@ from pytest_tpw.judging.suite import (
     SuiteParams,
     SuitePrior,
     TestInput,
-    candidate_stats,
-    change_of,
-    hopeless,
-    huber_shift,
-    judge_suite,
-    look,
-    look_shift,
-    noise_ratio,
-    noise_scale,
-    per_test_sigma_b2,
-    prior_from_table,
-    run_sigma_b,
-    running_shift,
-    shift_from_changes,
-    suite_prior,
 )
+from pytest_tpw.judging.prior import per_test_sigma_b2, prior_from_table, suite_prior
+from pytest_tpw.judging.session_noise import spread_heterogeneity
+from pytest_tpw.judging.shift import change_of, look_shift, running_shift, shift_from_changes
 from pytest_tpw.stats import (
     Verdict,
     ar1_df_factor,

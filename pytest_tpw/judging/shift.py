@@ -1,0 +1,248 @@
+"""The run-wide shift: each finished test's change against its stored level, the robust
+location of those changes (or of the canaries), the shift the next test's looks use, and the
+local shifts of a run whose runner changed during the run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+from scipy import stats as _st
+
+from pytest_tpw.judging.kernels import (
+    candidate_stats,
+    huber_shift,
+    noise_ratio,
+    noise_scale,
+    run_sigma_b,
+    satterthwaite,
+)
+from pytest_tpw.judging.model import (
+    RUN_SPREAD_SOURCE,
+    ChangeArrays,
+    RunShift,
+    ShiftMethod,
+    SuiteParams,
+    SuitePrior,
+    TestChange,
+    TestInput,
+)
+from pytest_tpw.judging.prior import check_resolution, logs_of, stored_level, unprofile
+
+
+def session_spread(
+    prior: SuitePrior, shift: RunShift, params: SuiteParams
+) -> tuple[float, float, str]:
+    """sigma_b^2, its df and where it comes from, for this run's comparisons.
+
+    With a robust run shift, the run's own estimate (df ~ 0.4 x tests, the efficiency of a
+    median-based scale) is pooled with the prior when the stored sessions say little (prior
+    df < 30). With many, it replaces the stored estimate when it is at least
+    ``params.run_spread_ratio`` times larger and significantly so (one-sided F test at
+    ``params.run_spread_alpha``): this run's tests disagree with each other
+    more than the stored runs' did (a runner that drifts during the run, a clock state that
+    tests feel unequally), and that spread is noise of this run, not changes of its tests.
+    """
+    sb2, df, src = prior.sigma_b**2, prior.sigma_b_df, prior.sigma_b_source
+    if shift.method is not ShiftMethod.ROBUST:
+        return sb2, df, src
+    df_run = 0.4 * shift.n_tests
+    s2_run = shift.sigma_b_run**2
+    if prior.sigma_b_df < 30.0:
+        pooled = (df * sb2 + df_run * s2_run) / (df + df_run)
+        return pooled, df + df_run, f"{src} + this run's spread" if df_run > 0 else src
+    if df_run < 2.0 or s2_run <= sb2 * params.run_spread_ratio:
+        return sb2, df, src
+    if s2_run > sb2 * float(_st.f.ppf(1.0 - params.run_spread_alpha, df_run, df)):
+        return s2_run, df_run, RUN_SPREAD_SOURCE
+    return sb2, df, src
+
+
+def change_of(
+    test: TestInput, prior: SuitePrior, params: SuiteParams | None = None
+) -> TestChange | None:
+    """What a finished test tells about the run shift; None when it cannot be compared.
+
+    Cheap to keep: the judge may compute it once per finished test and pass the list to
+    :func:`shift_from_changes` instead of re-reading every test in :func:`running_shift`.
+    """
+    p = params if params is not None else SuiteParams()
+    check_resolution(test)
+    b = stored_level(test, prior, p)
+    c = unprofile(logs_of(test.candidate, f"{test.key} (this run)"), prior.profile)
+    if b.n_sessions == 0 or c.size < 2:
+        return None
+    m, d, h, df, own = candidate_stats(
+        c, prior.rho, test.resolution, p.verdict.trim, p.rho_cap, b.sw2, b.sw2_df
+    )
+    if h < 2:
+        return None
+    noise = noise_ratio(own, b.sw2, h, b.sw2_df, prior.rho, p.rho_cap)
+    df_wo = satterthwaite(
+        [(np.asarray(float(d)), np.asarray(float(df))), (np.asarray(b.var_b), np.asarray(b.df_b))]
+    )
+    return TestChange(
+        test.key,
+        float(m) - b.mu,
+        float(d) + b.var_b,
+        b.n_sessions,
+        float(df_wo),
+        bool(test.canary),
+        float(noise),
+    )
+
+
+def shift_from_changes(
+    changes: Sequence[TestChange | None], prior: SuitePrior, params: SuiteParams | None = None
+) -> RunShift:
+    """Run shift from :func:`change_of` results (None entries are skipped)."""
+    p = params if params is not None else SuiteParams()
+    a = ChangeArrays.of([c for c in changes if c is not None])
+    return shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
+
+
+def shift_from_deltas(
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    canary: np.ndarray,
+    prior: SuitePrior,
+    params: SuiteParams,
+    df: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+) -> RunShift:
+    """Run shift from per-test changes ``delta`` (vectorised core of :func:`running_shift`).
+
+    ``var_wo`` are the changes' variances without the session-shift part, ``df`` their degrees
+    of freedom (for the run's own sigma_b; infinite when None), ``noise`` their
+    :func:`noise_ratio` (for the run's :func:`noise_scale`; 1 when None).
+    """
+    scale = 1.0 if noise is None else noise_scale(noise, params)
+    n = int(delta.size)
+    n_can = int(np.count_nonzero(canary))
+    if n >= params.min_tests_robust:
+        sb2 = prior.sigma_b**2
+        k = 1.0 + 1.0 / np.maximum(n_sessions, 1.0)
+        loc, se = huber_shift(delta, var_wo + k * sb2, params.huber_c, params.biweight_c)
+        sbr = run_sigma_b(delta - loc, var_wo, n_sessions, df)
+        out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr, scale)
+        sb2_run, _, _ = session_spread(prior, out, params)
+        if sb2_run != sb2:
+            loc, se = huber_shift(delta, var_wo + k * sb2_run, params.huber_c, params.biweight_c)
+            out = replace(out, shift=loc, se=se)
+        return out
+    if n_can > 0:
+        sel = np.asarray(canary, dtype=bool)
+        k = 1.0 + 1.0 / np.maximum(n_sessions[sel], 1.0)
+        loc, se = huber_shift(delta[sel], var_wo[sel] + k * prior.sigma_b**2, params.huber_c)
+        return RunShift(loc, se, n, n_can, ShiftMethod.CANARIES, noise_scale=scale)
+    return RunShift(0.0, prior.run_sd, n, 0, ShiftMethod.NONE, noise_scale=scale)
+
+
+def look_shift(
+    changes: Sequence[TestChange | None], prior: SuitePrior, params: SuiteParams | None = None
+) -> RunShift:
+    """The shift the next test's looks are judged against, from :func:`change_of` results of
+    the tests finished so far, in run order (None entries are skipped).
+
+    The run shift (:func:`shift_from_changes`), except in a run whose tests disagree because
+    its shift changed with time (:func:`local_shift` applies): then the shift of the last
+    ``local_width`` finished tests, so that a runner that stepped or drifts does not keep
+    every later test looking until the last window.
+    """
+    p = params if params is not None else SuiteParams()
+    a = ChangeArrays.of([c for c in changes if c is not None])
+    shift = shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
+    return recent_shift(shift, a.delta, a.var_wo, a.n_sessions, a.df, prior, p)
+
+
+def recent_shift(
+    shift: RunShift,
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    df: np.ndarray | None,
+    prior: SuitePrior,
+    params: SuiteParams,
+) -> RunShift:
+    """Vectorised core of :func:`look_shift`: ``shift`` (the run shift from these changes,
+    :func:`shift_from_deltas`), or the local shift of the last ``local_width`` of them when
+    :func:`local_shift` applies."""
+    got = local_shift(delta, var_wo, n_sessions, df, shift, prior, params)
+    if got is None:
+        return shift
+    loc, se, judged = got
+    return replace(judged, shift=float(loc[-1]), se=float(se[-1]))
+
+
+def running_shift(
+    done: Sequence[TestInput], prior: SuitePrior, params: SuiteParams | None = None
+) -> RunShift:
+    """The shift for the next test's looks from the tests finished so far, in run order
+    (:func:`look_shift`: the run shift from all tests, or canaries, or none; or the recent
+    tests' shift in a run whose shift changed)."""
+    return look_shift([change_of(t, prior, params) for t in done], prior, params)
+
+
+def local_shift(
+    delta: np.ndarray,
+    var_wo: np.ndarray,
+    n_sessions: np.ndarray,
+    df: np.ndarray | None,
+    shift: RunShift,
+    prior: SuitePrior,
+    params: SuiteParams,
+) -> tuple[np.ndarray, np.ndarray, RunShift] | None:
+    """Each test's run shift from its ``local_width`` neighbours in run order, when that
+    explains why the run's tests disagree; None when they do not disagree (``shift``, the
+    one run-wide shift, leaves a spread :func:`session_spread` accepts), when time does not
+    explain it, or with too few tests.
+
+    A runner whose state changes during the run (a clock step, a drift, a shift that wanders)
+    moves early and late tests by different amounts; one run-wide shift then leaves a spread
+    that :func:`session_spread` must treat as noise of every test. Here the shift of test i is the
+    Huber-biweight location of the changes of the ``local_width`` tests centred on it (the
+    window slides to fit at the ends); when the spread left around these local shifts
+    (:func:`run_sigma_b`) is within ``run_spread_ratio`` times the stored sigma_b^2, the local
+    shifts and their standard errors are returned with ``shift`` carrying that spread (what
+    :func:`session_spread` judges the comparisons' sigma_b from).
+    """
+    w = params.local_width
+    n = int(delta.size)
+    if n < 2 * w or session_spread(prior, shift, params)[2] != RUN_SPREAD_SOURCE:
+        return None
+    sb2 = prior.sigma_b**2
+    v = var_wo + (1.0 + 1.0 / np.maximum(n_sessions, 1.0)) * sb2
+    loc = np.empty(n)
+    se = np.empty(n)
+    for i in range(n):
+        lo = min(max(i - w // 2, 0), n - w)
+        loc[i], se[i] = _window_shift(
+            delta[lo : lo + w].tobytes(),
+            v[lo : lo + w].tobytes(),
+            params.huber_c,
+            params.biweight_c,
+        )
+    left = run_sigma_b(delta - loc, var_wo, n_sessions, df)
+    if left**2 > sb2 * params.run_spread_ratio:
+        return None
+    return loc, se, replace(shift, sigma_b_run=left)
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_shift(delta: bytes, var: bytes, c: float, biweight: float) -> tuple[float, float]:
+    """:func:`huber_shift` of one window of :func:`local_shift`, remembered by its values: the
+    windows at either end repeat within a call, and every window but the last few repeats
+    when the judge asks again after each finished test (:func:`look_shift`)."""
+    return huber_shift(np.frombuffer(delta), np.frombuffer(var), c, biweight)
+
+
+def shift_variance(shift: RunShift, prior: SuitePrior) -> float:
+    """Variance the run shift adds to a test's change: its own, or without an estimate
+    (method ``none``) the spread of a new run shift around the mean of S stored ones."""
+    if shift.method is ShiftMethod.NONE:
+        return shift.se**2 * (1.0 + 1.0 / max(prior.n_sessions, 1))
+    return shift.se**2
