@@ -1,85 +1,230 @@
 """Settings resolved once: the session's from flags and ini keys, each test's with its marker.
 
-Importable without pytest (the judge, the session and the CLI use its types); only
-``from_config``, called by the plugin when something is measured, touches pytest. The table
-of options, their parsers and defaults lives in :mod:`pytest_tpw.options`.
-
-Precedence: marker > flag > ini > default. Every parse error names where the bad value came
-from (``--tpw-tolerance``, ini ``tpw_tolerance``, or the test and marker argument) and what
-is allowed.
+The rows of :mod:`pytest_tpw.config.options` name their parsers; this module owns them, and
+uses the same parser for a flag, its ini twin and its marker argument, so that a value is
+accepted or refused by one rule wherever it is written. Precedence: marker > flag > ini >
+default. Every error names where the bad value came from (``--tpw-tolerance``, ini
+``tpw_tolerance``, or the test and its marker argument) and what is allowed. No pytest: the
+plugin hands raw values in (:func:`build`) and takes frozen settings out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from pytest_tpw.config.options import BUDGETS as BUDGETS
-from pytest_tpw.config.options import BY_FIELD as BY_FIELD
-from pytest_tpw.config.options import MARKER_FIELDS as MARKER_FIELDS
-from pytest_tpw.config.options import MARKER_HELP as MARKER_HELP
-from pytest_tpw.config.options import MARKER_ORDER as MARKER_ORDER
-from pytest_tpw.config.options import OPTIONS as OPTIONS
-from pytest_tpw.config.options import Option as Option
-from pytest_tpw.config.options import _parse_ini_bool
-from pytest_tpw.config.options import add_options as add_options
-from pytest_tpw.config.options import parse_bool as parse_bool
-from pytest_tpw.config.options import parse_confidence as parse_confidence
-from pytest_tpw.config.options import parse_devices as parse_devices
-from pytest_tpw.config.options import parse_exports as parse_exports
-from pytest_tpw.config.options import parse_fraction as parse_fraction
-from pytest_tpw.config.options import parse_positive_fraction as parse_positive_fraction
+from pytest_tpw.config.options import (
+    BASELINE_MODES,
+    DEFAULT,
+    EXPORT_FORMATS,
+    FIELD,
+    FLAG,
+    MARKER,
+    OPTIONS,
+    PARSER,
+    SCOPE,
+    ini_name,
+)
 from pytest_tpw.errors import MarkerError, SettingError
 
-if TYPE_CHECKING:  # pytest only where the plugin calls in, so judge/session/cli stay pure
-    import pytest
+#: How a session writes baselines: ``replace`` (``--tpw-update``: a measurement's history
+#: becomes this session), ``extend`` (``--tpw-record``: this session is added, the last
+#: ``--tpw-history`` kept), ``missing`` (``--tpw-update-missing``: only measurements that have
+#: none), or None: it writes none.
+BaselineMode = Literal["replace", "extend", "missing"]
+
+# -- value parsers: each takes the raw text and returns the value or raises ValueError --------
 
 
-def _default(field: str) -> Any:
+def parse_fraction(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05. A bare number of 1 or more is refused (write ``5%``)."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r} is not a percentage such as '5%' or a fraction such as 0.05"
+        ) from None
+    if not raw.endswith("%") and value >= 1.0:
+        raise ValueError(f"{raw!r} is ambiguous: write a percentage such as '{raw}%'")
+    if not 0.0 <= value < 1.0 or math.isnan(value):
+        raise ValueError(f"{raw!r} must lie between 0% and 100%")
+    return value
+
+
+def parse_positive_fraction(text: str) -> float:
+    value = parse_fraction(text)
+    if value <= 0:
+        raise ValueError(f"{text.strip()!r} must be above 0%")
+    return value
+
+
+def parse_confidence(text: str) -> float:
+    value = parse_fraction(text)
+    if not 0.5 <= value < 1.0:
+        raise ValueError(f"{text!r} must be at least 0.5 and below 1 (e.g. 0.90 or 90%)")
+    return value
+
+
+def _parse_int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{text.strip()!r} is not an integer >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"{text.strip()!r} must be an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def parse_positive_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a number") from None
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{text.strip()!r} must be a positive finite number")
+    return value
+
+
+def parse_nonnegative_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a number") from None
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{text.strip()!r} must be a finite number >= 0")
+    return value
+
+
+def parse_devices(text: str) -> tuple[int, ...] | None:
+    """``"0,1"`` -> (0, 1); ``"all"`` -> None (every visible device)."""
+    raw = text.strip()
+    if raw.lower() == "all":
+        return None
+    problem = f"{raw!r} must be 'all' or comma-separated GPU indices, e.g. 0,1"
+    try:
+        devices = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(problem) from None
+    if not devices or any(d < 0 for d in devices):
+        raise ValueError(problem)
+    return devices
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r}: expected true or false")
+
+
+def parse_str(text: str) -> str:
+    return text.strip()
+
+
+def parse_path(text: str) -> Path:
+    return Path(text.strip())
+
+
+def parse_exports(text: str) -> tuple[tuple[str, Path], ...]:
+    """``"bencher=out/bmf.json,github-action-benchmark=gab.json"`` -> ((format, path), ...)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        fmt, sep, path = part.partition("=")
+        if not sep or not path.strip() or fmt.strip() not in EXPORT_FORMATS:
+            choices = ", ".join(EXPORT_FORMATS)
+            raise ValueError(f"{part!r} must be FORMAT=PATH with FORMAT one of {choices}")
+        out.append((fmt.strip(), Path(path.strip())))
+    if not out:
+        raise ValueError(f"{text!r} names no export; write FORMAT=PATH")
+    return tuple(out)
+
+
+#: The parsers the table names.
+PARSERS: Mapping[str, Callable[[str], Any]] = {
+    "fraction": parse_fraction,
+    "positive_fraction": parse_positive_fraction,
+    "confidence": parse_confidence,
+    "int>=0": _parse_int(0),
+    "int>=1": _parse_int(1),
+    "int>=2": _parse_int(2),
+    "positive_float": parse_positive_float,
+    "nonnegative_float": parse_nonnegative_float,
+    "devices": parse_devices,
+    "bool": parse_bool,
+    "switch": parse_bool,
+    "str": parse_str,
+    "path": parse_path,
+    "exports": parse_exports,
+}
+
+#: Each field's row, the first for a field several flags feed (``baseline_mode``).
+ROWS = {row[FIELD]: row for row in reversed(OPTIONS)}
+
+
+def default(field: str) -> Any:
     """A setting's default, parsed from the table: each default is written once, there."""
-    opt = BY_FIELD[field]
-    return None if opt.default is None else opt.parse(opt.default)
+    row = ROWS[field]
+    if row[PARSER].startswith("mode="):
+        return None
+    if row[PARSER] == "switch":
+        return False
+    raw = row[DEFAULT]
+    return None if raw is None else PARSERS[row[PARSER]](raw)
+
+
+# -- the session's settings ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Session settings, frozen once built from flags, ini keys and the table's defaults."""
+    """Session settings, frozen once built from flags, ini keys and the table's defaults.
+
+    Its fields are the table's settings (a test checks that they agree); ``enabled`` is
+    ``--tpw`` itself, set too by anything that measures (``--tpw-update``...).
+    """
 
     enabled: bool = False
-    update: bool = False
-    record: bool = False
-    update_missing: bool = False
-    baseline_dir: Path = _default("baseline_dir")
-    strict: bool = False
-    fail_stack: bool = False
-    tolerance: float = _default("tolerance")
-    noise_floor: float = _default("noise_floor")
-    confidence: float = _default("confidence")
-    fdr: float = _default("fdr")
-    rounds: int | None = None
-    warmup: int = _default("warmup")
-    min_window: float | None = None
-    sensor: str = _default("sensor")
-    devices: tuple[int, ...] | None = None
-    json: Path | None = None
+    baseline_mode: BaselineMode | None = default("baseline_mode")
+    baseline_dir: Path = default("baseline_dir")
+    strict: bool = default("strict")
+    fail_stack: bool = default("fail_stack")
+    tolerance: float = default("tolerance")
+    noise_floor: float = default("noise_floor")
+    confidence: float = default("confidence")
+    fdr: float = default("fdr")
+    rounds: int | None = default("rounds")
+    warmup: int = default("warmup")
+    min_window: float | None = default("min_window")
+    sensor: str = default("sensor")
+    devices: tuple[int, ...] | None = default("devices")
+    json: Path | None = default("json")
     export: tuple[tuple[str, Path], ...] = ()
-    report: Path | None = None
-    history: int = _default("history")
-    lock_timeout: float | None = None
-    gpus_per_worker: int | None = None
-    sim_watts: float = _default("sim_watts")
-    sim_noise: float = _default("sim_noise")
-    cpu_watts_per_core: float = _default("cpu_watts_per_core")
-    max_delay: float = _default("max_delay")
-    idle_power: bool = _default("idle_power")
+    report: Path | None = default("report")
+    gpus_per_worker: int | None = default("gpus_per_worker")
+    lock_timeout: float | None = default("lock_timeout")
+    history: int = default("history")
+    sim_watts: float = default("sim_watts")
+    sim_noise: float = default("sim_noise")
+    cpu_watts_per_core: float = default("cpu_watts_per_core")
+    idle_power: bool = default("idle_power")
+    max_delay: float = default("max_delay")
 
     @property
     def writes_baselines(self) -> bool:
-        """True when this session writes baselines (update, record or update-missing)."""
-        return self.update or self.record or self.update_missing
+        """True when this session writes baselines (any baseline mode)."""
+        return self.baseline_mode is not None
 
     def for_test(self, marker: MarkerArgs | None) -> TestSettings:
         """A test's effective settings: its marker over the session's (marker > flag > ini >
@@ -125,67 +270,51 @@ class TestSettings:
     canary: bool = False
     budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
-    def fixed_rounds(self) -> int:
-        """Recorded windows when no comparison steers them: 20 when writing baselines, else 5."""
-        if self.rounds is not None:
-            return self.rounds
-        return 20 if self.writes_baselines else 5
+
+#: ``(raw text or None, where it came from)`` for one row: the flag, its ini twin or nothing.
+Lookup = Callable[[tuple[Any, ...]], tuple[str | None, str]]
 
 
-def _raw_value(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
-    """The raw text of one option and where it came from (flag, ini or default)."""
-    if opt.flag is not None:
-        given = config.getoption("tpw_" + opt.field)
-        if isinstance(given, list):
-            given = ",".join(given)
-        if given is not None:
-            return str(given), opt.flag
-    ini = config.getini(opt.ini)
-    if isinstance(ini, str) and ini.strip():
-        return ini, f"ini {opt.ini}"
-    return opt.default, "default"
-
-
-def from_config(config: pytest.Config) -> Settings:
-    """Build the session's settings; a bad value is a ``pytest.UsageError`` naming its source."""
-    import pytest
-
-    values: dict[str, Any] = {
-        "enabled": bool(config.getoption("tpw")) or bool(config.getini("tpw")),
-    }
-    for opt in OPTIONS:
-        if not opt.ini_key:
+def build(lookup: Lookup, enabled: bool) -> Settings:
+    """The session's settings from each row's raw value (:data:`Lookup`; the plugin reads
+    flags and ini keys). Raises :class:`SettingError` naming the flag or ini key and what
+    is allowed."""
+    values: dict[str, Any] = {"enabled": enabled}
+    modes: list[tuple[str, str]] = []
+    for row in OPTIONS:
+        if row[SCOPE] == "marker":
             continue
-        raw, where = _raw_value(config, opt)
+        raw, where = lookup(row)
+        name = row[PARSER]
         if raw is None:
             continue
         try:
-            if opt.switch:
-                values[opt.field] = raw == "True" or _parse_ini_bool(raw, where)
-            else:
-                values[opt.field] = opt.parse(raw)
-        except (ValueError, SettingError) as exc:
-            raise pytest.UsageError(f"pytest-tpw: {where} = {raw!r}: {exc}") from None
-    settings = Settings(**values)
-    modes = [
-        flag
-        for flag, on in (
-            ("--tpw-update", settings.update),
-            ("--tpw-record", settings.record),
-            ("--tpw-update-missing", settings.update_missing),
-        )
-        if on
-    ]
+            value = PARSERS["switch" if name.startswith("mode=") else name](raw)
+        except ValueError as exc:
+            raise SettingError(f"{where} = {raw!r}: {exc}") from None
+        if name.startswith("mode="):
+            if value:
+                modes.append((where, name.partition("=")[2]))
+            continue
+        values[row[FIELD]] = value
     if len(modes) > 1:
-        raise pytest.UsageError(f"pytest-tpw: {' and '.join(modes)} exclude each other; choose one")
+        raise SettingError(f"{' and '.join(w for w, _ in modes)} exclude each other; choose one")
+    if modes:
+        values["baseline_mode"] = modes[0][1]
+        values["enabled"] = True  # writing baselines measures
+    settings = Settings(**values)
     if settings.noise_floor >= settings.tolerance:
-        raise pytest.UsageError(
-            f"pytest-tpw: the noise floor ({settings.noise_floor:.1%}) must be below the "
-            f"tolerance ({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance"
+        raise SettingError(
+            f"the noise floor ({settings.noise_floor:.1%}) must be below the tolerance "
+            f"({settings.tolerance:.1%}); see --tpw-noise-floor and --tpw-tolerance"
         )
-    if settings.writes_baselines and not settings.enabled:
-        settings = dataclasses.replace(settings, enabled=True)
     return settings
+
+
+def flag_names(field: str) -> str:
+    """How a user writes a setting: ``--tpw-tolerance`` (or its ini key)."""
+    row = ROWS[field]
+    return row[FLAG] or f"ini {ini_name(row)}"
 
 
 # -- the marker ------------------------------------------------------------------------------
@@ -193,35 +322,82 @@ def from_config(config: pytest.Config) -> Settings:
 
 @dataclass(frozen=True)
 class MarkerArgs:
-    """The validated arguments of one test's ``@pytest.mark.tpw(...)``."""
+    """The validated arguments of one test's ``@pytest.mark.tpw(...)``.
 
-    min_tokens_per_joule: float | None = None
-    max_joules_per_token: float | None = None
-    max_watts: float | None = None
-    min_tokens_per_second: float | None = None
+    Its fields are the table's marker arguments, in the table's order (a test checks it).
+    """
+
     tolerance: float | None = None
     rounds: int | None = None
     warmup: int | None = None
     devices: tuple[int, ...] | None = None
-    canary: bool = False
-
-    def overrides(self) -> dict[str, Any]:
-        """The session settings this marker replaces for its test."""
-        return {
-            "tolerance": self.tolerance,
-            "rounds": self.rounds,
-            "warmup": self.warmup,
-            "devices": self.devices,
-        }
+    min_tokens_per_joule: float | None = None
+    max_joules_per_token: float | None = None
+    max_watts: float | None = None
+    min_tokens_per_second: float | None = None
+    canary: bool = default("canary")
 
     def budgets(self) -> dict[str, float]:
-        found = {n: getattr(self, n) for n in BUDGETS}
+        """The absolute budgets this marker sets (the table's marker-only numbers)."""
+        found = {r[FIELD]: getattr(self, r[FIELD]) for r in OPTIONS if r[MARKER] == "number"}
         return {n: v for n, v in found.items() if v is not None}
+
+    def check(self, nodeid: str, noise_floor: float) -> None:
+        """The rules that relate a marker argument to session settings: a tolerance must
+        lie above the noise floor, as ``--tpw-tolerance`` must. Raises :class:`MarkerError`
+        naming the test and the argument."""
+        if self.tolerance is not None and self.tolerance <= noise_floor:
+            raise MarkerError(
+                f"{nodeid}: @pytest.mark.tpw(tolerance={self.tolerance:g}): the tolerance "
+                f"({self.tolerance:.1%}) must be above the noise floor "
+                f"({noise_floor:.1%}, {flag_names('noise_floor')}): a drop smaller "
+                "than the floor is never reported, so nothing could fail. Raise the tolerance "
+                "or lower the noise floor"
+            )
+
+
+MARKER_FIELDS: tuple[str, ...] = tuple(r[FIELD] for r in OPTIONS if r[MARKER])
+
+
+#: What a marker argument accepts, by its parser, for the error message.
+ACCEPTS = {
+    "positive_fraction": "a percentage string such as '3%' or a fraction such as 0.03, above 0",
+    "int>=0": "an integer >= 0",
+    "int>=2": "an integer >= 2",
+    "devices": "a non-empty list of GPU indices such as [0] or [0, 1]",
+    "positive_float": "a positive number",
+    "bool": "True or False",
+}
+
+
+def _marker_text(shape: str, value: object) -> str:
+    """A marker value as the text its flag's parser reads; TypeError when its type is not
+    one the argument takes (the parser then applies the flag's rules to the text)."""
+    if shape == "bool":
+        if not isinstance(value, bool):
+            raise TypeError
+        return str(value)
+    if shape == "devices":
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        if not ok or not value:
+            raise TypeError
+        assert isinstance(value, (list, tuple))
+        return ",".join(str(v) for v in value)
+    if shape == "fraction" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError
+    if shape == "int" and not isinstance(value, int):
+        raise TypeError
+    return repr(value)
 
 
 def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, object]) -> MarkerArgs:
-    """Validate one test's marker; a :class:`MarkerError` names the test and the argument."""
-    allowed = ", ".join(MARKER_ORDER)
+    """Validate one test's marker with its flags' parsers; a :class:`MarkerError` names the
+    test, the argument and what is allowed."""
+    allowed = ", ".join(MARKER_FIELDS)
     if args:
         raise MarkerError(
             f"{nodeid}: @pytest.mark.tpw takes keyword arguments only, got "
@@ -229,19 +405,33 @@ def parse_marker(nodeid: str, args: Sequence[object], kwargs: Mapping[str, objec
         )
     parsed: dict[str, object] = {}
     for key, value in kwargs.items():
-        opt = BY_FIELD.get(key)
-        if opt is None or opt.marker is None:
+        row = ROWS.get(key)
+        if row is None or row[MARKER] is None:
             raise MarkerError(
                 f"{nodeid}: @pytest.mark.tpw got unknown argument {key!r}; allowed: {allowed}"
             )
+        where = f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected {ACCEPTS[row[PARSER]]}"
         try:
-            parsed[key] = opt.marker(value)
-        except (TypeError, ValueError):
-            raise MarkerError(
-                f"{nodeid}: @pytest.mark.tpw({key}={value!r}): expected {opt.expected}"
-            ) from None
+            parsed[key] = PARSERS[row[PARSER]](_marker_text(row[MARKER], value))
+        except TypeError:
+            raise MarkerError(where) from None
+        except ValueError as exc:
+            raise MarkerError(f"{where} ({exc})") from None
     return MarkerArgs(**parsed)  # type: ignore[arg-type]
 
 
-_MARKER_ARG_ORDER = tuple(f.name for f in dataclasses.fields(MarkerArgs))
-assert _MARKER_ARG_ORDER == MARKER_ORDER, "MarkerArgs and the options table disagree"
+__all__ = [
+    "BASELINE_MODES",
+    "MARKER_FIELDS",
+    "BaselineMode",
+    "MarkerArgs",
+    "Settings",
+    "TestSettings",
+    "build",
+    "default",
+    "parse_bool",
+    "parse_confidence",
+    "parse_fraction",
+    "parse_marker",
+    "parse_positive_fraction",
+]

@@ -17,6 +17,7 @@ reports are logged with their final outcome.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -25,26 +26,23 @@ import pytest
 
 from pytest_tpw.hooks.outcomes import add_properties, fail_report
 from pytest_tpw.host.pinning import PinningError, check_capacity, visible_devices
-from pytest_tpw.run.session import Worker
+from pytest_tpw.run.roles import Worker
 
 if TYPE_CHECKING:
     from pytest_tpw.run.session import TpwSession
 
 
-#: The teardown report property that carries one test's results from a worker.
-PAYLOAD_PROPERTY = "pytest_tpw.payload"
+def is_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker process: its session sends its results."""
+    return hasattr(config, "workerinput")
 
 
-def take_streamed(tpw_session: TpwSession, report: pytest.TestReport) -> None:
-    """On the controller: merge the results a worker streamed with a test's teardown report,
-    and take them off the report (they are not JUnit properties)."""
-    kept = []
-    for name, value in report.user_properties:
-        if name == PAYLOAD_PROPERTY and isinstance(value, dict):
-            tpw_session.merge(value)
-        else:
-            kept.append((name, value))
-    report.user_properties = kept
+def held_worker_reports(config: pytest.Config, tpw_session: TpwSession) -> HeldWorkerReports | None:
+    """On the controller of a distributed run: hold the workers' compared tests."""
+    dsession = config.pluginmanager.get_plugin("dsession")
+    if dsession is None or not tpw_session.role.holds_reports:
+        return None
+    return HeldWorkerReports(dsession, tpw_session)
 
 
 def merge_worker_output(tpw_session: TpwSession, node: Any) -> None:
@@ -54,10 +52,22 @@ def merge_worker_output(tpw_session: TpwSession, node: Any) -> None:
         tpw_session.merge(payload)
 
 
+def pin_worker(per_worker: str) -> None:
+    """On an xdist worker, before any conftest can initialise CUDA: its own GPUs."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    from pytest_tpw.host.pinning import pin_this_worker
+
+    try:
+        pin_this_worker(os.environ, int(per_worker))
+    except (PinningError, ValueError) as exc:
+        raise pytest.UsageError(f"pytest-tpw: {exc}") from None
+
+
 def check_gpus_per_worker(config: pytest.Config, per_worker: int) -> None:
     """On the controller: refuse more workers than GPU groups before any worker starts."""
-    import os
-
+    if is_worker(config):
+        return
     workers = getattr(config.option, "numprocesses", None)
     if not isinstance(workers, int) or workers <= 0:
         return  # not distributed: every GPU stays visible to the one process
@@ -107,7 +117,8 @@ class HeldWorkerReports:
         events = self.open.setdefault(where, [])
         events.append((name, kwargs))
         if name == "worker_testreport" and kwargs["rep"].when == "teardown":
-            take_streamed(self.session, kwargs["rep"])  # merged now: decided with the run
+            rep = kwargs["rep"]  # its results are merged now: decided with the run
+            rep.user_properties = self.session.role.take(rep.user_properties)
         if name != "worker_logfinish":
             return
         del self.open[where]

@@ -1,7 +1,7 @@
 """Judging measurements: rounds, verdicts relative to the run-wide shift, budgets, messages.
 
 Pure Python over the two-level statistics (:mod:`pytest_tpw.judging.decide` and its parts) and
-:mod:`pytest_tpw.baseline`; no pytest. The order of decisions:
+:mod:`pytest_tpw.store.baseline`; no pytest. The order of decisions:
 
 1. At session start, :class:`Judge` builds the suite's prior from the stored baselines
    (between-session spread pooled across tests, spread of run-wide shifts).
@@ -40,7 +40,7 @@ from pytest_tpw.judging.model import (
 )
 from pytest_tpw.judging.prior import suite_prior
 from pytest_tpw.judging.shift import change_of, look_shift
-from pytest_tpw.measure.samples import Measurement, Result
+from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
 from pytest_tpw.store.baseline import BaselineFile, StoredSession, pooled, stack_changes
 from pytest_tpw.verdict import Verdict
 
@@ -61,16 +61,6 @@ STACK_KEYS = (
     "cpu_governor",
     "python",
     "pytest-tpw",
-)
-
-#: What the run-wide shift means for the run (see :class:`RunWide`).
-RUN_FINDINGS = (
-    "FINE",
-    "STACK_REGRESSION",
-    "STACK_IMPROVEMENT",
-    "ENVIRONMENT_ANOMALY",
-    "TOO_FEW_TESTS",
-    "NO_BASELINE",
 )
 
 
@@ -96,6 +86,8 @@ class Judgement:
     ratio: float | None = None
     #: Decided per test, without the run-wide shift of the whole suite (pytest-xdist worker).
     without_suite: bool = False
+    #: The test's fixed number of recorded windows (marker or ``--tpw-rounds``), if any.
+    rounds: int | None = None
 
     @property
     def fails(self) -> bool:
@@ -115,6 +107,7 @@ class Judgement:
             "canary": self.canary,
             "ratio": self.ratio,
             "without_suite": self.without_suite,
+            "rounds": self.rounds,
             "pending": self.pending,
             "comparison": _comparison_dict(self.comparison),
         }
@@ -133,6 +126,7 @@ class Judgement:
             canary=bool(data["canary"]),
             ratio=data["ratio"],
             without_suite=bool(data.get("without_suite")),
+            rounds=data.get("rounds"),
             pending=bool(data.get("pending")),
             comparison=_comparison_from(data.get("comparison")),
         )
@@ -305,7 +299,13 @@ class Judge:
     ) -> Judgement:
         """Budgets at once; a comparison waits for the run (``pending``) unless updating."""
         j = Judgement(
-            m.key, m.nodeid, Verdict.NO_BASELINE, test.tolerance, comparison, canary=test.canary
+            m.key,
+            m.nodeid,
+            Verdict.NO_BASELINE,
+            test.tolerance,
+            comparison,
+            canary=test.canary,
+            rounds=test.rounds,
         )
         sessions = self.sessions(m.key)
         if sessions:
@@ -573,13 +573,46 @@ class Judge:
         return "\n".join(lines)
 
 
+@dataclass
+class HardwareShare:
+    """One hardware key's part of a run: its judge (baselines, run-wide shift), what its
+    devices are (as its baseline file records them), and the measurements taken on them.
+
+    A session has one, for its own sensor's hardware; pytest-xdist's controller, whose
+    workers may run on hosts of other kinds (``--tx ssh=...``), gains one per other key
+    that a worker reports, with a baseline file and a run-wide shift of its own.
+    """
+
+    judge: Judge
+    hardware: dict[str, Any]
+    measurements: dict[str, tuple[Measurement, Result]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.judge.hardware_key
+
+
+def suspects(measurements: Sequence[Measurement]) -> list[str]:
+    """What the recorded device state says about a run, for an environment anomaly: the
+    warnings its windows carried (throttling, clocks, heat, busy CPUs), most frequent first."""
+    counts: dict[str, int] = {}
+    for m in measurements:
+        for sample in m.samples:
+            for text in sample.warnings:
+                if not text.startswith(WAITED) and text != SHORT_WINDOW:
+                    kind = text.split(":", 1)[0] if ":" in text else text
+                    counts[kind[:120]] = counts.get(kind[:120], 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    return [f"{text} ({n} window(s))" for text, n in ranked]
+
+
 class BaselinePolicy:
     """How many windows one test records, and the comparison its last look made.
 
     With a baseline: looks at 5, 10, 15, 20 windows (or the fixed count of ``--tpw-rounds`` /
     marker ``rounds``), stopping as soon as the interval lies inside one verdict region,
-    relative to the run-wide shift so far. Without one: 5 windows (20 when recording), then
-    NO_BASELINE. Implements the meter's ``RoundPolicy``.
+    relative to the run-wide shift so far. Without one: the first look's count (the last's
+    when recording), then NO_BASELINE. Implements the meter's ``RoundPolicy``.
     """
 
     def __init__(self, judge: Judge, test: TestSettings) -> None:
@@ -588,40 +621,43 @@ class BaselinePolicy:
         self.comparisons: dict[str, stats.Comparison] = {}
         self._shift: RunShift | None = None
 
+    def _schedule(self) -> tuple[int, ...]:
+        """The window counts this test is looked at: its fixed rounds, or the last look
+        alone when recording (a baseline wants every window), else every look."""
+        looks = self.judge.suite_params.verdict.looks
+        if self.test.rounds is not None:
+            return (self.test.rounds,)
+        return (looks[-1],) if self.test.writes_baselines else looks
+
     def more(self, m: Measurement) -> bool:
         n = len(m.samples)
-        judge, test = self.judge, self.test
-        looks = judge.suite_params.verdict.looks
-        if judge.prior is None or m.key not in judge.stored:
-            return n < test.fixed_rounds()
-        if test.rounds is not None:
-            if n < test.rounds:
-                return True
-            self._look(m, len(looks) - 1, len(looks))
-            return False
-        if test.writes_baselines:
-            if n < looks[-1]:
-                return True
-            self._look(m, len(looks) - 1, len(looks))
-            return False
-        if n not in looks and n < looks[-1]:
+        schedule = self._schedule()
+        if self.judge.prior is None or m.key not in self.judge.stored:
+            # nothing to compare with: the first look's windows, or all a recording wants
+            return n < (schedule[0] if len(schedule) > 1 else schedule[-1])
+        if n < schedule[-1] and n not in schedule:
             return True
-        stop = self._look(m, looks.index(n) if n in looks else len(looks) - 1, len(looks))
-        return not stop
+        return not self.look(m)
 
-    def _look(self, m: Measurement, index: int, n_looks: int) -> bool:
+    def look(self, m: Measurement) -> bool:
+        """Judge the windows taken so far at the look their count makes: a count that has no
+        look of its own, or the only look of a fixed schedule, is the last. True: stop."""
         judge = self.judge
         assert judge.prior is not None
+        looks = judge.suite_params.verdict.looks
+        schedule = self._schedule()
+        n = len(m.samples)
+        index = schedule.index(n) if len(schedule) > 1 and n in schedule else len(looks) - 1
         if self._shift is None:
             self._shift = judge.shift()
-        assert self._shift is not None
+        assert self._shift is not None  # a judge with a prior always has a shift
         stop, c = look(
             judge.test_input(m, self.test),
             judge.prior,
             self._shift,
             judge.suite_params,
             index,
-            n_looks,
+            len(looks),
             family_size=max(len(judge.stored), 1),
         )
         self.comparisons[m.key] = c

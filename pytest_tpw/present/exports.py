@@ -22,12 +22,12 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pytest_tpw.config.options import EXPORT_FORMATS
 from pytest_tpw.errors import TpwError
 
-BENCHER = "bencher"
-GITHUB_ACTION_BENCHMARK = "github-action-benchmark"
 #: The export formats, as ``--format`` and ``--tpw-export FORMAT=PATH`` spell them.
-FORMATS: tuple[str, ...] = (BENCHER, GITHUB_ACTION_BENCHMARK)
+FORMATS: tuple[str, ...] = EXPORT_FORMATS
+BENCHER, GITHUB_ACTION_BENCHMARK = FORMATS
 
 #: BMF measure slugs (Bencher creates a measure the first time it sees its slug).
 TOKENS_PER_JOULE = "tokens-per-joule"

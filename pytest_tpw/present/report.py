@@ -1,22 +1,17 @@
-"""What a run shows: the terminal table, the JSON document, JUnit properties.
+"""The terminal's tokens-per-joule section and JUnit properties: how results look as text.
 
-Text and data only: this module decides how results look, never where they go.
+Text only: this module decides how results look, never where they go. The JSON document is
+:mod:`pytest_tpw.present.document`; what a session contributes to the section,
+:mod:`pytest_tpw.present.summary`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from pytest_tpw.measure.samples import Measurement, Result
 from pytest_tpw.verdict import Verdict
-
-if TYPE_CHECKING:
-    from pytest_tpw.judging.judge import Judgement
-
-JSON_SCHEMA_VERSION = 1
 
 PROVENANCE_TEXT = {
     "measured": "MEASURED",
@@ -181,88 +176,3 @@ def junit_properties(
     if result.ci is not None:
         props.append((f"{prefix}.ci", f"{result.ci[0]:.6g}..{result.ci[1]:.6g}"))
     return props
-
-
-def measurement_json(
-    m: Measurement, result: Result | None, judgement: Judgement | None = None
-) -> dict[str, Any]:
-    verdict = (
-        judgement.verdict
-        if judgement is not None
-        else (result.verdict if result is not None else Verdict.NO_BASELINE)
-    )
-    doc: dict[str, Any] = {
-        "nodeid": m.nodeid,
-        "name": m.name,
-        "sensor": m.sensor,
-        "provenance": m.provenance,
-        "warmup": m.warmup,
-        "verdict": verdict.value,
-        "warnings": list(m.warnings),
-        "samples": [s.to_dict() for s in m.samples],
-    }
-    if result is not None:
-        doc["summary"] = {
-            "tokens_per_joule": result.tokens_per_joule,
-            "joules_per_token": result.joules_per_token,
-            "watts": result.watts,
-            "tokens_per_second": result.tokens_per_second,
-            "n": result.n,
-            "ci": list(result.ci) if result.ci else None,
-        }
-    if judgement is not None:
-        doc["comparison"] = comparison_json(judgement)
-    return doc
-
-
-def json_document(
-    measurements: Mapping[str, tuple[Measurement, Result | None]],
-    judgements: Mapping[str, Judgement],
-    environment: Mapping[str, Any],
-    settings: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The ``--tpw-json`` document: every sample, each summary and verdict, the environment."""
-    return {
-        "schema": JSON_SCHEMA_VERSION,
-        "environment": dict(environment),
-        "settings": dict(settings),
-        "measurements": {
-            key: measurement_json(m, r, judgements.get(key)) for key, (m, r) in measurements.items()
-        },
-    }
-
-
-def _finite(x: float | None) -> float | None:
-    """NaN and infinities become null: JSON has no NaN."""
-    return x if x is not None and math.isfinite(x) else None
-
-
-def comparison_json(j: Judgement) -> dict[str, Any] | None:
-    """The verdict engine's figures for one measurement, for ``--tpw-json``."""
-    c = j.comparison
-    out: dict[str, Any] = {
-        "verdict": j.verdict.value,
-        "baseline_tokens_per_joule": j.baseline_level,
-        "tolerance": j.tolerance,
-        "failures": list(j.failures),
-        "notes": list(j.notes),
-    }
-    if c is None:
-        return out
-    out.update(
-        {
-            "ratio": _finite(c.ratio),
-            "ci": [c.ci_low, c.ci_high] if c.ci_low is not None else None,
-            "p_regression": _finite(c.p_regression),
-            "p_adjusted": c.p_adjusted,
-            "n_baseline": c.n_baseline,
-            "n_candidate": c.n_candidate,
-            "baseline_sessions": c.n_sessions,
-            "sigma_b": _finite(c.sigma_b),
-            "shift": c.shift,
-            "outliers": c.outliers,
-            "untrimmed_ratio": _finite(c.untrimmed_ratio),
-            "why": c.why,
-        }
-    )
-    return out

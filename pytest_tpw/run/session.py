@@ -1,23 +1,19 @@
-"""One measuring session: sensor, baselines, judge, the meters it hands out, its outputs.
+"""One measuring session: sensor, baselines, judge, the meters it hands out, their results.
 
 A :class:`TpwSession` is whole when it exists: :meth:`TpwSession.start` opens the sensor
-and reads the baselines first, so nothing in it is ever missing. Its :class:`Role` says what
-the process does at the end: the :class:`Controller` (a plain session, or pytest-xdist's
-controller) merges workers' results, prints the report and writes every output; a
-:class:`Worker` sends its results to the controller as plain data. No pytest import: the
-plugin hands settings in and takes plain data and text out.
+and reads the baselines first, so nothing in it is ever missing. It orchestrates and holds
+state; what it shows is :mod:`pytest_tpw.present`, what it writes
+:mod:`pytest_tpw.run.outputs`, and its :class:`~pytest_tpw.run.roles.Role` says what the
+process does at the end (the controller decides, reports and writes; a pytest-xdist worker
+sends its results). No pytest import: the plugin hands settings in and takes plain data out.
 """
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import datetime as dt
-import os
 import sys
 import time
-from collections.abc import Callable, Mapping, MutableMapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +22,13 @@ from pytest_tpw.config.settings import Settings, TestSettings
 from pytest_tpw.errors import TpwError
 from pytest_tpw.host import distributed, fingerprint
 from pytest_tpw.host.locks import DeviceLocks
-from pytest_tpw.judging.judge import Judge, Judgement
+from pytest_tpw.judging.judge import HardwareShare, Judge, Judgement, suspects
 from pytest_tpw.measure.meter import Meter
-from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
+from pytest_tpw.measure.samples import Measurement, Result
 from pytest_tpw.measure.window import WindowRunner
-from pytest_tpw.present import report
+from pytest_tpw.present.report import SensorInfo
+from pytest_tpw.run.roles import Controller, Role, Worker
 from pytest_tpw.store import baseline
-from pytest_tpw.store.files import append_text, atomic_write_text, dump_json
 from pytest_tpw.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -40,28 +36,6 @@ if TYPE_CHECKING:
 
 #: A measurement whose mean power is below this multiple of idle power gets a warning.
 IDLE_MARGIN = 1.05
-
-#: Where GitHub Actions reads a job summary from.
-STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-
-
-@dataclasses.dataclass
-class HardwareShare:
-    """One hardware key's part of a run: its judge (baselines, run-wide shift), what its
-    devices are (as its baseline file records them), and the measurements taken on them.
-
-    A session has one, for its own sensor's hardware; pytest-xdist's controller, whose
-    workers may run on hosts of other kinds (``--tx ssh=...``), gains one per other key
-    that a worker reports, with a baseline file and a run-wide shift of its own.
-    """
-
-    judge: Judge
-    hardware: dict[str, Any]
-    measurements: dict[str, tuple[Measurement, Result]] = dataclasses.field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return self.judge.hardware_key
 
 
 class TpwSession:
@@ -191,28 +165,13 @@ class TpwSession:
 
     @property
     def baseline_path(self) -> Path:
-        return self._baseline_path(self.hardware_key)
+        return self.baseline_path_of(self.hardware_key)
 
-    def _baseline_path(self, key: str) -> Path:
+    def baseline_path_of(self, key: str) -> Path:
         return baseline.path_for(self.rootdir / self.settings.baseline_dir, key)
 
-    def sensor_info(self) -> report.SensorInfo:
-        return report.SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
-
-    def header_lines(self) -> list[str]:
-        """What the run header says about the sensor and the baselines."""
-        sensor = self.sensor
-        lines = [f"tpw: sensor {sensor.name}, joules {sensor.provenance} ({sensor.method})"]
-        lines += [f"tpw: passed over {name}: {why}" for name, why in self.skipped.items()]
-        stored = self.judge.baseline
-        found = f"{len(stored.measurements)} measurement(s)" if stored else "none yet"
-        lines.append(f"tpw: baselines {self.baseline_path} ({found})")
-        if self.idle_watts is not None:
-            lines.append(
-                f"tpw: idle power {self.idle_watts:.4g} W (one window with nothing "
-                "running, at start; context only, verdicts use gross energy)"
-            )
-        return lines
+    def sensor_info(self) -> SensorInfo:
+        return SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
 
     # -- one test --------------------------------------------------------------------------
 
@@ -293,93 +252,17 @@ class TpwSession:
             "measured tests to sum windows over ranks"
         ]
 
-    def summary_notes(self) -> list[str]:
-        """Verdict counts, the canary shift, hardware notes, lock waits, files written."""
-        lines: list[str] = []
-        judge = self.judge
-        several = len(self.shares) > 1
-        for share in self.shares.values():
-            run_wide = share.judge.run_wide
-            if run_wide is None:
-                continue
-            text = run_wide.text
-            lines.append(
-                text.replace("run-wide:", f"run-wide ({share.key}):", 1) if several else text
-            )
-            lines += [f"  {note}" for note in run_wide.notes]
-            if run_wide.fails:
-                lines.append(
-                    "the run FAILS on the run-wide stack regression (--tpw-strict or "
-                    "--tpw-fail-stack); no test failed for it"
-                )
-        every = [j for share in self.shares.values() for j in share.judge.judgements.values()]
-        if every:
-            counts: dict[str, int] = {}
-            for j in every:
-                counts[j.verdict.value] = counts.get(j.verdict.value, 0) + 1
-            s = self.settings
-            lines.append(
-                "verdicts: "
-                + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-                + f" (tolerance {s.tolerance:.0%}, noise floor {s.noise_floor:.0%}, "
-                f"FDR q = {s.fdr:g})"
-            )
-            lines += [note for j in every for note in j.notes]
-            settled = sum(1 for j in every if j.without_suite)
-            if settled:
-                lines.append(
-                    f"{settled} comparison(s) decided per test, without the run-wide shift "
-                    "of the whole suite nor Benjamini-Hochberg across it: pytest-rerunfailures "
-                    "runs (and logs) those tests itself, so their verdicts cannot wait for "
-                    "the rest of the run"
-                )
-        if judge.other_hardware and judge.baseline is None and self.measurements:
-            lines.append(
-                f"no baseline for {self.hardware_key}; baselines exist for "
-                f"{', '.join(judge.other_hardware)} (not compared)"
-            )
-        waits = [(key, m.lock_waits()) for key, (m, _) in self._every_measurement()]
-        waits = [(key, w) for key, w in waits if w]
-        if waits:
-            windows = sum(len(w) for _, w in waits)
-            total = sum(sum(w) for _, w in waits)
-            lines.append(
-                f"{windows} window(s) of {len(waits)} measurement(s) waited for a device lock "
-                f"({total:.2f} s in all): another process was measuring the same device; the "
-                "waits were outside the windows"
-            )
-        return [*lines, *self._stray_rank_note(), *self.notes]
-
-    def _every_measurement(self) -> list[tuple[str, tuple[Measurement, Result]]]:
-        """Every share's measurements, by the key they have in outputs: a measurement taken
-        on another hardware key than this process's is ``<key>@<hardware key>``."""
-        own = self.hardware_key
-        return [
-            (key if share.key == own else f"{key}@{share.key}", entry)
-            for share in self.shares.values()
-            for key, entry in share.measurements.items()
-        ]
-
-    def suspects(self, share: HardwareShare | None = None) -> list[str]:
-        """What the recorded device state says about this run, for an environment anomaly:
-        the warnings its windows carried (throttling, clocks, heat, busy CPUs), most
-        frequent first."""
-        counts: dict[str, int] = {}
-        for m, _ in (share or self.shares[self.hardware_key]).measurements.values():
-            for sample in m.samples:
-                for text in sample.warnings:
-                    if not text.startswith(WAITED) and text != SHORT_WINDOW:
-                        kind = text.split(":", 1)[0] if ":" in text else text
-                        counts[kind[:120]] = counts.get(kind[:120], 0) + 1
-        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
-        return [f"{text} ({n} window(s))" for text, n in ranked]
+    def closing_notes(self) -> list[str]:
+        """What the session itself adds under the table: a stray ``RANK``, files written,
+        lost workers, outputs not written."""
+        return [*self._stray_rank_note(), *self.notes]
 
     def finish_run(self) -> None:
         """Once every test ran: the run-wide finding and the final verdicts (on the process
         that decides them: not on a pytest-xdist worker, whose controller decides)."""
-        if not self.role.sends_results:
+        if self.role.decides:
             for share in self.shares.values():
-                share.judge.finish(self.suspects(share))
+                share.judge.finish(suspects([m for m, _ in share.measurements.values()]))
 
     def pending(self, nodeid: str) -> bool:
         """True while a verdict of the test waits for the whole run."""
@@ -402,34 +285,6 @@ class TpwSession:
             if m.nodeid == nodeid
         ]
 
-    def rows(self) -> list[report.Row]:
-        rows = []
-        for share in self.shares.values():
-            judgements = share.judge.judgements
-            label = "" if share.key == self.hardware_key else f"@{share.key}"
-            for key, (m, result) in share.measurements.items():
-                j = judgements.get(key)
-                rows.append(
-                    report.Row(
-                        key + label,
-                        result,
-                        j.baseline_level if j else None,
-                        len(m.warnings),
-                        j.verdict if j else None,
-                        j.ratio if j else None,
-                    )
-                )
-        return rows
-
-    def terminal_lines(self) -> list[str]:
-        return report.terminal_lines(
-            self.rows(),
-            [m for _, (m, _) in self._every_measurement()],
-            self.sensor_info(),
-            self.settings.confidence,
-            self.summary_notes(),
-        )
-
     def environment(self) -> dict[str, Any]:
         described = dict(self.sensor.describe())
         env: dict[str, Any] = {
@@ -450,31 +305,6 @@ class TpwSession:
         }
         env.update(self.extra_environment)
         return env
-
-    def json_document(self) -> dict[str, Any]:
-        settings = {k: _plain(v) for k, v in dataclasses.asdict(self.settings).items()}
-        doc = report.json_document(
-            self.measurements, self.judge.judgements, self.environment(), settings
-        )
-        for share in self.shares.values():
-            if share.key == self.hardware_key:
-                continue
-            for key, (m, r) in share.measurements.items():
-                entry = report.measurement_json(m, r, share.judge.judgements.get(key))
-                doc["measurements"][f"{key}@{share.key}"] = {**entry, "hardware_key": share.key}
-        findings = [s.judge.run_wide.to_json() for s in self.shares.values() if s.judge.run_wide]
-        if findings:
-            doc["run_wide"] = findings
-        if len(self.shares) > 1:
-            doc["environment"]["hardware_keys"] = list(self.shares)
-        if self.idle_watts is not None:
-            for key, (m, _) in self.measurements.items():
-                net = m.joules - self.idle_watts * m.seconds
-                summary = doc["measurements"][key].get("summary")
-                if summary is not None:
-                    # a diagnostic: what the work cost above idle (None when it did not show)
-                    summary["net_tokens_per_joule"] = m.tokens / net if net > 0 else None
-        return doc
 
     # -- xdist: workers send plain data, the controller merges ------------------------------
 
@@ -541,88 +371,6 @@ class TpwSession:
         )
         return share
 
-    # -- outputs: each fails alone, with its path and cause, and the report still prints ----
-
-    def write_outputs(self, interrupted: bool, environment_hook: Callable[[], None]) -> bool:
-        """Write baselines, ``--tpw-json``, exports, the Markdown report and the step
-        summary; each write fails alone, with a note. False if any write failed."""
-        from pytest_tpw.present import exports, mdreport
-
-        s = self.settings
-        ok = True
-        environment_hook()
-        if s.writes_baselines:
-            for share in self.shares.values():
-                if share.measurements or share.key == self.hardware_key:
-                    path = self._baseline_path(share.key)
-                    ok &= self._output(
-                        "baselines", path, partial(self._write_baselines, share, interrupted)
-                    )
-        doc = self.json_document()
-        texts: list[tuple[str, Path, str]] = []
-        if s.json is not None:
-            texts.append(("--tpw-json", s.json, dump_json(doc)))
-        texts += [(f"--tpw-export {fmt}", to, exports.render(doc, fmt)) for fmt, to in s.export]
-        if s.report is not None:
-            texts.append(("--tpw-report", s.report, mdreport.render(doc)))
-        for what, target, text in texts:
-            path = self.invocation_dir / target  # absolute paths stay as they are
-            ok &= self._output(what, path, partial(atomic_write_text, path, text))
-        summary = os.environ.get(STEP_SUMMARY_ENV)
-        if summary and doc["measurements"]:
-            text = mdreport.render(doc, mdreport.STEP_SUMMARY_LIMIT)
-            ok &= self._output(
-                STEP_SUMMARY_ENV, Path(summary), partial(append_text, Path(summary), text)
-            )
-        return ok
-
-    def _output(self, what: str, path: Path, write: Callable[[], None]) -> bool:
-        try:
-            write()
-        except (OSError, TpwError) as exc:
-            self.notes.append(f"{what} NOT written to {path}: {exc}")
-            return False
-        return True
-
-    def _write_baselines(self, share: HardwareShare, interrupted: bool) -> None:
-        """One hardware key's samples into its baseline file; only complete measurements.
-
-        Merged into the file as it is on disk now: an interrupted session adds what it
-        finished and removes nothing.
-        """
-        date = self.started.replace(microsecond=0).isoformat()
-        commit = fingerprint.git_commit(self.rootdir)
-        software = {**share.judge.software, **self.extra_environment}
-        updates = {
-            key: baseline.StoredSession(
-                date=date,
-                commit=commit,
-                software=software,
-                sensor=m.sensor,
-                provenance=m.provenance,
-                samples=[(s.tokens, s.joules, s.seconds) for s in m.samples],
-            )
-            for key, (m, _) in share.measurements.items()
-            if m.finished and m.nodeid not in self.failed_tests
-        }
-        s = self.settings
-        mode: baseline.Mode = "replace" if s.update else "extend" if s.record else "missing"
-        path = self._baseline_path(share.key)
-        written = baseline.flush(path, share.key, share.hardware, updates, s.history, mode)
-        what = f"{len(written)} measurement(s) written to {path}"
-        if interrupted:
-            what += " (interrupted: only the measurements that finished; the rest untouched)"
-        self.notes.append(what)
-
-
-def _plain(value: Any) -> Any:
-    """A setting as JSON can hold it (paths as text, tuples as lists)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
 
 def _say_waiting(text: str) -> None:
     """A long wait for a device lock is said at once, past pytest's output capture."""
@@ -630,63 +378,3 @@ def _say_waiting(text: str) -> None:
     if stream is not None:
         stream.write(f"\npytest-tpw: {text}\n")
         stream.flush()
-
-
-class Role(abc.ABC):
-    """What this process does with its results at the end of the session."""
-
-    #: True for a process whose results travel to another one (a pytest-xdist worker).
-    sends_results = False
-
-    def __init__(self, session: TpwSession) -> None:
-        self.session = session
-
-    @abc.abstractmethod
-    def reports(self) -> bool:
-        """True when this process prints the ``tokens per joule`` section."""
-
-    @abc.abstractmethod
-    def finish(
-        self,
-        interrupted: bool,
-        sink: MutableMapping[str, Any],
-        environment_hook: Callable[[], None],
-    ) -> bool:
-        """Send or write the results; False when an output could not be written."""
-
-
-class Controller(Role):
-    """A plain session or pytest-xdist's controller: reports and writes every output."""
-
-    def reports(self) -> bool:
-        return not self.session.quiet
-
-    def finish(
-        self,
-        interrupted: bool,
-        sink: MutableMapping[str, Any],
-        environment_hook: Callable[[], None],
-    ) -> bool:
-        if self.session.quiet:
-            return True
-        return self.session.write_outputs(interrupted, environment_hook)
-
-
-class Worker(Role):
-    """A pytest-xdist worker: its results travel to the controller, which reports them."""
-
-    #: The key of this plugin's payload in xdist's ``workeroutput``.
-    PAYLOAD_KEY = "pytest_tpw"
-    sends_results = True
-
-    def reports(self) -> bool:
-        return False
-
-    def finish(
-        self,
-        interrupted: bool,
-        sink: MutableMapping[str, Any],
-        environment_hook: Callable[[], None],
-    ) -> bool:
-        sink[self.PAYLOAD_KEY] = self.session.payload()
-        return True

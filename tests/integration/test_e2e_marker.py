@@ -49,7 +49,7 @@ def test_bad_markers_are_usage_errors_listed_together(tpwtester: pytest.Pytester
             "*test_bad.py::test_rounds_str*rounds='3'*expected*integer*",
             "*test_bad.py::test_devices_int*devices=0*expected*GPU indices*",
             "*test_bad.py::test_canary_str*canary='yes'*expected*True or False*",
-            "*test_bad.py::test_max_watts_negative*max_watts=-1*expected*positive*",
+            "*test_bad.py::test_max_watts_negative*max_watts=-1*must be a positive*",
         ]
     )
     assert "test_fine" not in result.stderr.str()

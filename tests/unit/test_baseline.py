@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_tpw.config.settings import BaselineMode
 from pytest_tpw.store import baseline
 from pytest_tpw.store.baseline import BaselineError, BaselineFile, StoredSession
 from pytest_tpw.store.files import OutputWriteError
@@ -159,10 +160,10 @@ def test_merge_keeps_the_last_history_sessions() -> None:
     bf = BaselineFile(KEY)
     dates = [f"2025-01-0{i}T00:00:00+00:00" for i in range(1, 6)]
     for date in dates:
-        assert bf.merge({"k": session(date=date)}, history=3, only_missing=False) == ["k"]
+        assert bf.merge({"k": session(date=date)}, history=3, mode="extend") == ["k"]
     assert [s.date for s in bf.sessions("k")] == dates[-3:]
     # a smaller history later trims the older ones too
-    bf.merge({"k": session(date="2025-01-09T00:00:00+00:00")}, history=2, only_missing=False)
+    bf.merge({"k": session(date="2025-01-09T00:00:00+00:00")}, history=2, mode="extend")
     assert [s.date for s in bf.sessions("k")] == [dates[-1], "2025-01-09T00:00:00+00:00"]
 
 
@@ -172,7 +173,7 @@ def test_merge_only_missing_leaves_existing_measurements_alone() -> None:
     written = bf.merge(
         {"t.py::test_b": session(9.0), "t.py::test_new": session(7.0)},
         history=10,
-        only_missing=True,
+        mode="missing",
     )
     assert written == ["t.py::test_new"]
     assert bf.sessions("t.py::test_b") == before
@@ -184,7 +185,7 @@ def test_merge_without_only_missing_appends_everywhere() -> None:
     written = bf.merge(
         {"t.py::test_b": session(9.0), "t.py::test_new": session(7.0)},
         history=10,
-        only_missing=False,
+        mode="extend",
     )
     assert written == ["t.py::test_b", "t.py::test_new"]
     assert len(bf.sessions("t.py::test_b")) == 3
@@ -360,7 +361,7 @@ def test_malformed_hardware_field_is_a_baseline_error(tmp_path: Path, hardware: 
 
 def test_flush_creates_the_file_and_folder(tmp_path: Path) -> None:
     path = tmp_path / "perf" / "sim-x1.json"
-    written = baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, only_missing=False)
+    written = baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, mode="extend")
     assert written == ["k"]
     loaded = baseline.load(path, KEY)
     assert loaded is not None
@@ -376,10 +377,10 @@ def test_flush_rereads_the_file_at_write_time(tmp_path: Path) -> None:
     # someone else (another job, a merged branch) writes a measurement meanwhile
     theirs = baseline.load(path, KEY)
     assert theirs is not None
-    theirs.merge({"t.py::test_other": session(5.0)}, history=10, only_missing=False)
+    theirs.merge({"t.py::test_other": session(5.0)}, history=10, mode="extend")
     baseline.write(path, theirs)
     written = baseline.flush(
-        path, KEY, HARDWARE, {"t.py::test_b": session(8.0)}, history=10, only_missing=False
+        path, KEY, HARDWARE, {"t.py::test_b": session(8.0)}, history=10, mode="extend"
     )
     assert written == ["t.py::test_b"]
     after = baseline.load(path, KEY)
@@ -394,7 +395,7 @@ def test_flush_only_missing_writes_nothing_when_all_exist(tmp_path: Path) -> Non
     baseline.write(path, sample_file())
     before = path.read_bytes()
     written = baseline.flush(
-        path, KEY, HARDWARE, {"t.py::test_b": session(9.0)}, history=10, only_missing=True
+        path, KEY, HARDWARE, {"t.py::test_b": session(9.0)}, history=10, mode="missing"
     )
     assert written == []
     assert path.read_bytes() == before
@@ -413,7 +414,7 @@ def test_flush_refuses_to_overwrite_a_bad_file(tmp_path: Path, content: bytes) -
     path = tmp_path / "sim-x1.json"
     path.write_bytes(content)
     with pytest.raises(BaselineError, match=re.escape(str(path))):
-        baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, only_missing=False)
+        baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, mode="extend")
     assert path.read_bytes() == content
     assert sorted(os.listdir(tmp_path)) == ["sim-x1.json"]
 
@@ -421,7 +422,7 @@ def test_flush_refuses_to_overwrite_a_bad_file(tmp_path: Path, content: bytes) -
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "sim-x1.json"
     for i in range(3):
-        baseline.flush(path, KEY, HARDWARE, {f"k{i}": session()}, history=10, only_missing=False)
+        baseline.flush(path, KEY, HARDWARE, {f"k{i}": session()}, history=10, mode="extend")
     assert sorted(os.listdir(tmp_path)) == ["sim-x1.json"]
 
 
@@ -435,7 +436,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OutputWriteError, match=r"disk full"):
-        baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, only_missing=False)
+        baseline.flush(path, KEY, HARDWARE, {"k": session()}, history=10, mode="extend")
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["sim-x1.json"]
 
@@ -515,16 +516,8 @@ def test_missing_writes_only_measurements_without_sessions(tmp_path: Path) -> No
     assert after.sessions("t.py::test_new") == [session(7.0)]
 
 
-@pytest.mark.parametrize(("legacy", "mode"), [(True, "missing"), (False, "extend")])
-def test_the_old_only_missing_bool_still_works(legacy: bool, mode: str) -> None:
-    a, b = sample_file(), sample_file()
-    updates = {"t.py::test_b": session(9.0), "t.py::test_new": session(7.0)}
-    assert a.merge(updates, 10, legacy) == b.merge(updates, 10, mode=mode)  # type: ignore[arg-type]
-    assert a == b
-
-
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"replace, extend, missing"):
+    with pytest.raises(ValueError, match=r"'replace', 'extend', 'missing'"):
         sample_file().merge({"k": session()}, 10, mode="overwrite")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"'overwrite'"):
         baseline.flush(tmp_path / "x.json", KEY, HARDWARE, {"k": session()}, 10, "overwrite")  # type: ignore[arg-type]
@@ -534,7 +527,7 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("history", [1, 2, 3, 10])
 @pytest.mark.parametrize("mode", ["extend", "replace", "missing"])
 def test_merging_unparsed_entries_gives_the_same_bytes(
-    tmp_path: Path, history: int, mode: baseline.Mode
+    tmp_path: Path, history: int, mode: BaselineMode
 ) -> None:
     path = tmp_path / "sim-x1.json"
     baseline.write(path, sample_file())

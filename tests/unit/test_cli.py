@@ -214,7 +214,7 @@ def _baseline(
             provenance="measured",
             samples=samples,
         )
-        stored.merge({"t.py::test_a": session}, history=10, only_missing=False)
+        stored.merge({"t.py::test_a": session}, history=10, mode="extend")
     path = baseline.path_for(directory, key)
     baseline.write(path, stored)
     return path

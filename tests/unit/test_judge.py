@@ -225,7 +225,10 @@ def test_baseline_without_this_measurement_is_no_baseline() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [Settings(enabled=True, update=True), Settings(enabled=True, update_missing=True)],
+    [
+        Settings(enabled=True, baseline_mode="replace"),
+        Settings(enabled=True, baseline_mode="missing"),
+    ],
     ids=["update", "update-missing"],
 )
 @pytest.mark.parametrize("has_baseline", [False, True], ids=["new", "existing"])
@@ -253,7 +256,7 @@ def test_fixed_rounds_from_settings_and_marker(has_baseline: bool) -> None:
     run, _ = judge_run(judge, LEVEL, seed=3, marker=MarkerArgs(rounds=3))
     assert run.n == 3
     # fixed rounds also when updating: the marker/flag wins over the 20 of an update
-    judge = Judge(Settings(enabled=True, rounds=4, update=True), None, KEY)
+    judge = Judge(Settings(enabled=True, rounds=4, baseline_mode="replace"), None, KEY)
     assert judge_run(judge, LEVEL, seed=3)[0].n == 4
     if has_baseline:
         judge = Judge(Settings(enabled=True, rounds=7), baseline_for(NODE), KEY)
@@ -591,8 +594,8 @@ def test_strict_hardware_mismatch_fails_naming_both() -> None:
     "settings",
     [
         Settings(enabled=True),
-        Settings(enabled=True, update=True),
-        Settings(enabled=True, strict=True, update=True),
+        Settings(enabled=True, baseline_mode="replace"),
+        Settings(enabled=True, strict=True, baseline_mode="replace"),
     ],
     ids=["plain", "update", "strict-update"],
 )
@@ -608,8 +611,8 @@ def test_without_strict_none_of_these_fail(settings: Settings) -> None:
 @pytest.mark.parametrize(
     "settings",
     [
-        Settings(enabled=True, strict=True, update=True),
-        Settings(enabled=True, strict=True, update_missing=True),
+        Settings(enabled=True, strict=True, baseline_mode="replace"),
+        Settings(enabled=True, strict=True, baseline_mode="missing"),
     ],
     ids=["update", "update-missing"],
 )
@@ -632,7 +635,7 @@ BUDGETS = [
 
 
 def budget_judgement(name: str, limit: float, update: bool = False) -> Judgement:
-    judge = Judge(Settings(enabled=True, update=update), None, KEY)
+    judge = Judge(Settings(enabled=True, baseline_mode="replace" if update else None), None, KEY)
     m = measurement([6.5, 6.5 * 1.001, 6.5 * 0.999, 6.5])
     marker = MarkerArgs(**{name: limit})  # type: ignore[arg-type]
     return judge.judge(m, m.summarize(0.9, Verdict.NO_BASELINE), for_test(judge, marker), None)
@@ -749,7 +752,7 @@ NEW_TORCH = {**BASE_SOFTWARE, "torch": "2.4.0"}
         (ON, False),
         (Settings(enabled=True, fail_stack=True), True),
         (Settings(enabled=True, strict=True), True),
-        (Settings(enabled=True, fail_stack=True, record=True), False),
+        (Settings(enabled=True, fail_stack=True, baseline_mode="extend"), False),
     ],
     ids=["default", "fail-stack", "strict", "fail-stack-recording"],
 )

@@ -128,7 +128,7 @@ def baseline_file(
                 (tokens, joules * 0.99, 1.0),
             ],
         )
-        stored.merge(dict.fromkeys(measurements, session), history=10, only_missing=False)
+        stored.merge(dict.fromkeys(measurements, session), history=10, mode="extend")
     path = baseline.path_for(directory, key)
     baseline.write(path, stored)
     return path

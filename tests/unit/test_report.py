@@ -9,10 +9,10 @@ import pytest
 
 from pytest_tpw.judging.judge import Judgement
 from pytest_tpw.measure.samples import Measurement, Result, Sample
+from pytest_tpw.present.document import json_document
 from pytest_tpw.present.report import (
     Row,
     SensorInfo,
-    json_document,
     junit_properties,
     num,
     sensor_line,
@@ -327,9 +327,13 @@ def test_json_document_round_trips_through_dump_json() -> None:
         "verdict": "IMPROVED",
         "baseline_tokens_per_joule": 20.0,
         "tolerance": 0.05,
+        "rounds": None,
+        "canary": False,
         "failures": [],
         "notes": ["better"],
     }
+    # the run order, for judging the document again offline
+    assert [e["order"] for e in doc["measurements"].values()] == [0, 1, 2]
     assert doc["environment"] == {"hardware_key": "x-x1"}
     assert doc["settings"] == {"tolerance": 0.05}
     b = doc["measurements"]["tests/a.py::test_b::x"]

@@ -11,8 +11,12 @@ import pytest
 
 from pytest_tpw.config.settings import MarkerArgs, Settings
 from pytest_tpw.measure.meter import OffMeter
+from pytest_tpw.present.document import run_document
 from pytest_tpw.present.report import Row, SensorInfo
-from pytest_tpw.run.session import Controller, TpwSession, Worker
+from pytest_tpw.present.summary import header_lines, notes, rows
+from pytest_tpw.run.outputs import write_outputs
+from pytest_tpw.run.roles import Controller, Worker
+from pytest_tpw.run.session import TpwSession
 from pytest_tpw.sensors.sim import SimSensor
 from pytest_tpw.store import files
 from pytest_tpw.testing import FakeClock, FakeSensor
@@ -68,7 +72,8 @@ def test_extra_sensors_are_used(tmp_path: Path) -> None:
         extra_sensors={"mine": lambda options: _MineSensor(options=options)},
     )
     assert isinstance(s.sensor, _MineSensor)
-    assert s.header_lines()[0].startswith("tpw: sensor mine, joules simulated")
+    header = header_lines(s.sensor_info(), s.skipped, s.baseline_path, None, s.idle_watts)
+    assert header[0].startswith("tpw: sensor mine, joules simulated")
     s.close()
     assert s.sensor.closed  # close() closes the sensor
 
@@ -146,11 +151,11 @@ def test_record_then_rows(session: TpwSession) -> None:
         assert result.tokens_per_joule > 0
         assert result.verdict is Verdict.NO_BASELINE
     assert set(session.measurements) == {"t.py::test_a", "t.py::test_a::second"}
-    rows = session.rows()
-    assert [r.name for r in rows] == ["t.py::test_a", "t.py::test_a::second"]
-    assert all(isinstance(r, Row) and r.baseline is None and r.warnings == 0 for r in rows)
-    assert all(r.verdict is None for r in rows)  # not judged yet
-    assert rows[0].result is session.measurements["t.py::test_a"][1]
+    shown = rows(session)
+    assert [r.name for r in shown] == ["t.py::test_a", "t.py::test_a::second"]
+    assert all(isinstance(r, Row) and r.baseline is None and r.warnings == 0 for r in shown)
+    assert all(r.verdict is None for r in shown)  # not judged yet
+    assert shown[0].result is session.measurements["t.py::test_a"][1]
 
 
 def test_judge_meter_then_rows_carry_the_verdict(session: TpwSession) -> None:
@@ -160,9 +165,9 @@ def test_judge_meter_then_rows_carry_the_verdict(session: TpwSession) -> None:
     (j,) = session.judge_meter(meter, test)
     assert j.key == "t.py::test_j" and j.verdict is Verdict.NO_BASELINE
     session.record(meter)
-    (row,) = session.rows()
+    (row,) = rows(session)
     assert row.verdict is Verdict.NO_BASELINE and row.final_verdict is Verdict.NO_BASELINE
-    assert any(line.startswith("verdicts: 1 NO_BASELINE") for line in session.summary_notes())
+    assert any(line.startswith("verdicts: 1 NO_BASELINE") for line in notes(session))
 
 
 def test_rows_count_warnings(session: TpwSession) -> None:
@@ -171,7 +176,7 @@ def test_rows_count_warnings(session: TpwSession) -> None:
     (m,) = meter.measurements
     m.warnings.extend(["hot", "busy"])
     session.record(meter)
-    assert session.rows()[0].warnings == 2
+    assert rows(session)[0].warnings == 2
 
 
 def test_environment(session: TpwSession) -> None:
@@ -209,7 +214,7 @@ def test_json_document_is_serialisable(tmp_path: Path) -> None:
     next(z.rounds())  # started, never finished
     s.record(meter)
     s.record(z)
-    doc = s.json_document()
+    doc = run_document(s.shares, s.hardware_key, s.environment(), s.settings, s.idle_watts)
     text = files.dump_json(doc)
     assert json.loads(text) == doc
     st = doc["settings"]
@@ -262,29 +267,34 @@ def _run(
     for nodeid in nodeids:
         _measure(s, nodeid)
     s.failed_tests.update(failed)
-    assert s.write_outputs(False, lambda: None)
+    assert write_outputs(s, False, lambda: None)
     s.close()
     return s
 
 
 def test_record_extends_the_history_and_update_replaces_it(tmp_path: Path) -> None:
-    _run(tmp_path, ["t.py::test_a"], record=True)
-    _run(tmp_path, ["t.py::test_a"], record=True)
+    _run(tmp_path, ["t.py::test_a"], baseline_mode="extend")
+    _run(tmp_path, ["t.py::test_a"], baseline_mode="extend")
     assert _stored(tmp_path, "t.py::test_a") == [3, 3]  # --tpw-record: one session more
-    s = _run(tmp_path, ["t.py::test_a"], update=True)
+    s = _run(tmp_path, ["t.py::test_a"], baseline_mode="replace")
     assert _stored(tmp_path, "t.py::test_a") == [3]  # --tpw-update: this session only
     assert any("1 measurement(s) written" in n for n in s.notes)
 
 
 def test_update_missing_leaves_existing_histories(tmp_path: Path) -> None:
-    _run(tmp_path, ["t.py::test_a"], record=True)
-    _run(tmp_path, ["t.py::test_a", "t.py::test_b"], update_missing=True)
+    _run(tmp_path, ["t.py::test_a"], baseline_mode="extend")
+    _run(tmp_path, ["t.py::test_a", "t.py::test_b"], baseline_mode="missing")
     assert _stored(tmp_path, "t.py::test_a") == [3]
     assert _stored(tmp_path, "t.py::test_b") == [3]
 
 
 def test_a_failed_test_records_nothing(tmp_path: Path) -> None:
-    _run(tmp_path, ["t.py::test_a", "t.py::test_b"], failed=("t.py::test_b",), update=True)
+    _run(
+        tmp_path,
+        ["t.py::test_a", "t.py::test_b"],
+        failed=("t.py::test_b",),
+        baseline_mode="replace",
+    )
     assert _stored(tmp_path, "t.py::test_a") == [3]
     assert _stored(tmp_path, "t.py::test_b") == []  # its call failed: not a baseline
 

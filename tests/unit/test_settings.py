@@ -9,31 +9,42 @@ from typing import Any
 
 import pytest
 
-from pytest_tpw.config.settings import (
-    BY_FIELD,
-    MARKER_FIELDS,
-    MARKER_HELP,
+from pytest_tpw.config.options import (
+    FIELD,
+    FLAG,
     OPTIONS,
+    PARSER,
+    SCOPE,
+    TRAITS,
+    dest,
+    ini_name,
+    marker_help,
+)
+from pytest_tpw.config.settings import (
+    MARKER_FIELDS,
+    PARSERS,
     MarkerArgs,
     Settings,
     TestSettings,
+    build,
+    default,
     parse_confidence,
     parse_devices,
     parse_fraction,
     parse_marker,
 )
-from pytest_tpw.errors import MarkerError
+from pytest_tpw.errors import MarkerError, SettingError
 
 NODE = "tests/test_model.py::test_generate[batch-8]"
 ALLOWED = (
-    "min_tokens_per_joule",
-    "max_joules_per_token",
-    "max_watts",
-    "min_tokens_per_second",
     "tolerance",
     "rounds",
     "warmup",
     "devices",
+    "min_tokens_per_joule",
+    "max_joules_per_token",
+    "max_watts",
+    "min_tokens_per_second",
     "canary",
 )
 
@@ -195,7 +206,17 @@ def test_parse_marker_all_arguments_together() -> None:
             "canary": True,
         },
     )
-    assert args == MarkerArgs(40.0, 0.05, 650.0, 900.0, 0.03, 10, 2, (0,), True)  # "3%" = 3 / 100
+    assert args == MarkerArgs(  # "3%" = 3 / 100
+        tolerance=0.03,
+        rounds=10,
+        warmup=2,
+        devices=(0,),
+        min_tokens_per_joule=40.0,
+        max_joules_per_token=0.05,
+        max_watts=650.0,
+        min_tokens_per_second=900.0,
+        canary=True,
+    )
 
 
 # -- parse_marker: refused values -----------------------------------------------------------
@@ -271,8 +292,8 @@ def test_parse_marker_refuses_bad_value(name: str, value: object) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
     [
-        ("max_watts", True, "a positive number (watts)"),
-        ("max_watts", 0, "a positive number (watts)"),
+        ("max_watts", True, "a positive number"),
+        ("max_watts", 0, "'0' must be a positive finite number"),
         ("rounds", 1, "an integer >= 2"),
         ("rounds", True, "an integer >= 2"),
         ("warmup", -1, "an integer >= 0"),
@@ -335,7 +356,12 @@ def test_budgets_only_lists_given_budgets() -> None:
     assert MarkerArgs().budgets() == {}
     args = MarkerArgs(min_tokens_per_joule=40.0, max_watts=650.0, tolerance=0.03, rounds=3)
     assert args.budgets() == {"min_tokens_per_joule": 40.0, "max_watts": 650.0}
-    every = MarkerArgs(1.0, 2.0, 3.0, 4.0)
+    every = MarkerArgs(
+        min_tokens_per_joule=1.0,
+        max_joules_per_token=2.0,
+        max_watts=3.0,
+        min_tokens_per_second=4.0,
+    )
     assert every.budgets() == {
         "min_tokens_per_joule": 1.0,
         "max_joules_per_token": 2.0,
@@ -344,18 +370,32 @@ def test_budgets_only_lists_given_budgets() -> None:
     }
 
 
-def test_overrides_names_the_four_session_settings() -> None:
-    assert MarkerArgs().overrides() == {
-        "tolerance": None,
-        "rounds": None,
-        "warmup": None,
-        "devices": None,
-    }
-    args = MarkerArgs(max_watts=1.0, tolerance=0.03, rounds=4, warmup=0, devices=(1,), canary=True)
-    assert args.overrides() == {"tolerance": 0.03, "rounds": 4, "warmup": 0, "devices": (1,)}
+def test_marker_tolerance_must_lie_above_the_noise_floor() -> None:
+    args = parse_marker(NODE, (), {"tolerance": "1%"})
+    with pytest.raises(MarkerError) as info:
+        args.check(NODE, 0.01)
+    text = str(info.value)
+    assert NODE in text and "tolerance=0.01" in text
+    assert "noise floor (1.0%, --tpw-noise-floor)" in text
+    args.check(NODE, 0.005)  # above a lower floor: fine
+    MarkerArgs().check(NODE, 0.5)  # no tolerance of its own: nothing to check
 
 
-# -- Settings.for_test and TestSettings.fixed_rounds -----------------------------------------
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("tolerance", "3"), ("rounds", 1), ("warmup", -1), ("max_watts", -2.0)],
+)
+def test_a_marker_argument_follows_its_flags_rule(name: str, value: object) -> None:
+    """The marker's message carries the flag parser's own reason for the same value."""
+    row = next(r for r in OPTIONS if r[FIELD] == name)
+    with pytest.raises(ValueError) as flag:
+        PARSERS[row[PARSER]](str(value))
+    with pytest.raises(MarkerError) as marker:
+        parse_marker(NODE, (), {name: value})
+    assert str(flag.value) in str(marker.value)
+
+
+# -- Settings.for_test -----------------------------------------
 
 BASE = Settings(
     enabled=True,
@@ -426,7 +466,12 @@ def test_for_test_warmup_zero_is_an_override_not_missing() -> None:
 
 def test_for_test_carries_session_only_settings() -> None:
     s = Settings(
-        strict=True, record=True, min_window=0.5, max_delay=0.0, confidence=0.95, noise_floor=0.02
+        strict=True,
+        baseline_mode="extend",
+        min_window=0.5,
+        max_delay=0.0,
+        confidence=0.95,
+        noise_floor=0.02,
     )
     got = s.for_test(MarkerArgs(tolerance=0.03))
     assert (got.strict, got.writes_baselines, got.min_window, got.max_delay) == (
@@ -439,33 +484,13 @@ def test_for_test_carries_session_only_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "expected"),
-    [
-        (Settings(), 5),
-        (Settings(update=True), 20),
-        (Settings(record=True), 20),
-        (Settings(update_missing=True), 20),
-        (Settings(rounds=7), 7),
-        (Settings(rounds=3, update=True), 3),
-        (Settings(rounds=2, update_missing=True), 2),
-    ],
-)
-def test_fixed_rounds(settings: Settings, expected: int) -> None:
-    assert settings.for_test(None).fixed_rounds() == expected
-
-
-def test_marker_rounds_wins_over_update() -> None:
-    assert Settings(update=True).for_test(MarkerArgs(rounds=4)).fixed_rounds() == 4
-
-
-@pytest.mark.parametrize(
     ("settings", "writes"),
     [
         (Settings(), False),
         (Settings(enabled=True, strict=True), False),
-        (Settings(update=True), True),
-        (Settings(record=True), True),
-        (Settings(update_missing=True), True),
+        (Settings(baseline_mode="replace"), True),
+        (Settings(baseline_mode="extend"), True),
+        (Settings(baseline_mode="missing"), True),
     ],
 )
 def test_writes_baselines(settings: Settings, writes: bool) -> None:
@@ -476,56 +501,86 @@ def test_test_settings_is_not_collected_as_a_test_class() -> None:
     assert TestSettings.__test__ is False
 
 
-# -- the OPTIONS table -----------------------------------------------------------------------
+# -- the options table ------------------------------------------------------------------------
 
 
-def test_table_fields_are_unique_and_flags_follow_the_naming_rule() -> None:
-    fields = [o.field for o in OPTIONS]
-    assert len(fields) == len(set(fields))
-    for opt in OPTIONS:
-        if opt.flag is not None:
-            assert opt.flag == "--tpw-" + opt.field.replace("_", "-"), opt.field
-        assert opt.ini == "tpw_" + opt.field
-
-
-def test_every_ini_setting_is_a_settings_field_with_the_table_default() -> None:
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    for opt in OPTIONS:
-        if not opt.ini_key:
+def test_flags_follow_the_naming_rule_and_ini_twins_their_flag() -> None:
+    for row in OPTIONS:
+        flag = row[FLAG]
+        if flag is None:
+            assert ini_name(row) == ("tpw_" + row[FIELD] if row[SCOPE] == "ini" else None)
             continue
-        assert opt.field in fields, f"{opt.field} is in the table but not in Settings"
-        if opt.default is not None and not opt.switch:
-            assert fields[opt.field].default == opt.parse(opt.default), opt.field
+        assert ini_name(row) == dest(flag) == flag[2:].replace("-", "_")
+        if not row[PARSER].startswith("mode="):
+            assert flag == "--tpw-" + row[FIELD].replace("_", "-"), row[FIELD]
+    flags = [r[FLAG] for r in OPTIONS if r[FLAG]]
+    assert len(flags) == len(set(flags))
 
 
-def test_record_and_lock_timeout_are_in_the_table() -> None:
-    record = BY_FIELD["record"]
-    assert record.flag == "--tpw-record" and record.switch
-    assert "add" in record.help  # --tpw-record extends the history
-    update = BY_FIELD["update"]
-    assert "replaced" in update.help  # --tpw-update replaces the history
-    timeout = BY_FIELD["lock_timeout"]
-    assert timeout.flag == "--tpw-lock-timeout" and timeout.default is None
-    assert timeout.parse("2.5") == 2.5
-    with pytest.raises(ValueError):
-        timeout.parse("0")
-    assert Settings().record is False and Settings().lock_timeout is None
+def test_settings_fields_are_the_tables_settings_with_their_defaults() -> None:
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    table = {r[FIELD] for r in OPTIONS if r[SCOPE] != "marker"}
+    assert set(fields) == table | {"enabled"}
+    for field in table - {"export"}:
+        assert fields[field].default == default(field), field
+    assert default("tolerance") == 0.05 and default("history") == 10  # "5%", "10"
+    assert default("strict") is False and default("baseline_mode") is None
 
 
-def test_marker_fields_are_the_table_rows_with_a_marker_check() -> None:
-    assert set(MARKER_FIELDS) == set(ALLOWED)
-    assert {f.name for f in dataclasses.fields(MarkerArgs)} == set(ALLOWED)
-    for name in ALLOWED:
-        assert BY_FIELD[name].marker is not None and BY_FIELD[name].expected, name
+def test_the_three_ways_of_writing_baselines_are_one_setting() -> None:
+    modes = {r[FLAG]: r[PARSER] for r in OPTIONS if r[FIELD] == "baseline_mode"}
+    assert modes == {
+        "--tpw-update": "mode=replace",
+        "--tpw-record": "mode=extend",
+        "--tpw-update-missing": "mode=missing",
+    }
+    assert all("measures" in r[TRAITS] for r in OPTIONS if r[FIELD] == "baseline_mode")
+
+
+def _lookup(given: dict[str, str]) -> Any:
+    def raw(row: tuple[Any, ...]) -> tuple[str | None, str]:
+        name = ini_name(row)
+        if row[FLAG] in given:
+            return given[row[FLAG]], row[FLAG]
+        if name is not None and name in given:
+            return given[name], f"ini {name}"
+        return None, "default"
+
+    return raw
+
+
+def test_build_takes_each_value_from_its_row() -> None:
+    s = build(
+        _lookup({"--tpw-tolerance": "3%", "tpw_sim_watts": "250", "--tpw-record": "true"}), False
+    )
+    assert (s.tolerance, s.sim_watts, s.baseline_mode) == (0.03, 250.0, "extend")
+    assert s.enabled  # writing baselines measures
+    assert build(_lookup({}), False) == Settings()
+
+
+def test_build_refuses_two_baseline_modes_naming_both() -> None:
+    with pytest.raises(SettingError, match=r"--tpw-update and ini tpw_record exclude each other"):
+        build(_lookup({"--tpw-update": "true", "tpw_record": "yes"}), True)
+
+
+def test_build_names_where_a_bad_value_came_from() -> None:
+    with pytest.raises(SettingError, match=r"^ini tpw_history = 'many': 'many' is not an integer"):
+        build(_lookup({"tpw_history": "many"}), True)
+    with pytest.raises(SettingError, match=r"noise floor \(5\.0%\) must be below the tolerance"):
+        build(_lookup({"--tpw-noise-floor": "5%"}), True)
+
+
+def test_marker_fields_are_the_table_rows_with_a_marker_in_its_order() -> None:
+    assert MARKER_FIELDS == ALLOWED
+    assert tuple(f.name for f in dataclasses.fields(MarkerArgs)) == ALLOWED
+    assert MarkerArgs().canary is default("canary") is False
 
 
 def test_marker_help_lists_every_marker_argument_of_the_table() -> None:
-    # MARKER_HELP is generated from the table: each marker argument appears with its default
+    help_text = marker_help()
     for name in MARKER_FIELDS:
-        default = "False" if name == "canary" else "None"
-        assert f"{name}={default}" in MARKER_HELP, name
-    assert MARKER_HELP.startswith("tpw(") and "pytest-tpw" in MARKER_HELP
-    inside = MARKER_HELP[len("tpw(") : MARKER_HELP.index(")")]
-    assert [part.split("=")[0] for part in inside.split(", ")] == [
-        f.name for f in dataclasses.fields(MarkerArgs)
-    ]
+        value = "False" if name == "canary" else "None"
+        assert f"{name}={value}" in help_text, name
+    inside = help_text[len("tpw(") : help_text.index(")")]
+    assert [part.split("=")[0] for part in inside.split(", ")] == list(MARKER_FIELDS)
+    assert help_text.startswith("tpw(") and "pytest-tpw" in help_text

@@ -1,0 +1,49 @@
+"""A session's measurements into its baseline file: one stored session per measurement.
+
+Only complete measurements of tests that passed are written, merged into the file as it is
+on disk now (:func:`pytest_tpw.store.baseline.flush`): an interrupted session adds what it
+finished and removes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_tpw.config.settings import BaselineMode
+from pytest_tpw.store.baseline import StoredSession, flush
+
+
+def record(
+    path: Path,
+    hardware_key: str,
+    hardware: Mapping[str, Any],
+    measurements: Iterable[tuple[str, str, str, list[tuple[int, float, float]]]],
+    *,
+    date: str,
+    commit: str | None,
+    software: Mapping[str, Any],
+    history: int,
+    mode: BaselineMode,
+    interrupted: bool,
+) -> str:
+    """Write ``measurements`` — ``(key, sensor, provenance, samples)`` with samples as
+    ``(tokens, joules, seconds)`` per window — as this session of each; returns the note
+    the run prints."""
+    updates = {
+        key: StoredSession(
+            date=date,
+            commit=commit,
+            software=dict(software),
+            sensor=sensor,
+            provenance=provenance,
+            samples=samples,
+        )
+        for key, sensor, provenance, samples in measurements
+    }
+    written = flush(path, hardware_key, hardware, updates, history, mode)
+    what = f"{len(written)} measurement(s) written to {path}"
+    if interrupted:
+        what += " (interrupted: only the measurements that finished; the rest untouched)"
+    return what
