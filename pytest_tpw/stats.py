@@ -1,9 +1,11 @@
-"""Statistics of tokens-per-joule samples: summaries, intervals, verdicts, FDR.
+"""The statistics every part uses: robust levels of tokens/J samples and the engine's primitives.
 
-Pure numpy/scipy (imported lazily by callers through this module), no pytest. The
-per-measurement procedure (docs/verdicts.md): 20 %-trimmed means of log(tokens/J), Yuen's
-trimmed Welch intervals, between-session variance, noise floor and tolerance. The suite-level
-model (run-wide shift, pooled sigma_b) is in :mod:`pytest_tpw.judging`, built on these.
+Pure numpy/scipy, no pytest. A sample series' level and interval (20 %-trimmed mean of
+log(tokens/J) and Yuen's interval: :func:`summarize`, what ``tpw.result`` reports), the
+verdict vocabulary (:class:`Params`, :class:`Comparison`, :func:`classify_bounds`), trimmed
+means and Yuen's squared standard errors for many series at once, Pocock's level for
+repeated looks, Benjamini-Hochberg, and the AR(1) arithmetic of correlated windows. The
+verdict engine that combines them is :mod:`pytest_tpw.judging`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as _st
 
+from pytest_tpw.config.settings import default
 from pytest_tpw.verdict import Verdict as Verdict
 
 TRIM = 0.2
@@ -102,22 +105,19 @@ DEFAULT_LOOKS: tuple[int, ...] = (5, 10, 15, 20)
 
 @dataclass(frozen=True)
 class Params:
-    """Knobs of the verdict engine (the documented defaults).
+    """Knobs of the verdict engine; the user's four default to the options table's.
 
     ``confidence`` is the two-sided confidence of the interval ``[L, U]``; each side is tested at
     ``alpha = (1 - confidence) / 2``. ``looks`` are the candidate round counts at which the
-    sequential procedure decides. ``sigma_b_min_sessions`` is the number of usable baseline
-    sessions (each with at least 2 samples left after trimming) needed before ``sigma_b`` is
-    estimated from the baseline itself; with fewer, ``sigma_b`` is 0 unless given.
+    sequential procedure decides.
     """
 
-    tolerance: float = 0.05
-    noise_floor: float = 0.01
-    confidence: float = 0.90
+    tolerance: float = default("tolerance")
+    noise_floor: float = default("noise_floor")
+    confidence: float = default("confidence")
     trim: float = TRIM
     looks: tuple[int, ...] = DEFAULT_LOOKS
-    fdr_q: float = 0.05
-    sigma_b_min_sessions: int = 2
+    fdr_q: float = default("fdr")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tolerance < 1.0:
@@ -139,8 +139,6 @@ class Params:
             raise ValueError(f"looks must be increasing round counts >= 2, got {self.looks}")
         if not 0.0 < self.fdr_q < 1.0:
             raise ValueError(f"fdr_q must be in (0, 1), got {self.fdr_q}")
-        if self.sigma_b_min_sessions < 2:
-            raise ValueError("sigma_b_min_sessions must be >= 2")
 
     @property
     def alpha(self) -> float:
@@ -154,14 +152,12 @@ class Comparison:
 
     ``ratio`` is exp(difference of trimmed means of log tokens/J), after dividing out ``shift``.
     ``ci_low`` uses ``alpha_equiv`` (tolerance side), ``ci_high`` uses ``alpha`` (regression
-    side); both are None, with ``why`` saying so, when no interval exists. ``p_regression`` is the
-    one-sided p-value of H0: r >= 1 - noise_floor (1.0 when no interval exists). ``outliers`` and
-    ``outliers_baseline`` count log samples outside Tukey's fences (1.5 IQR). ``untrimmed_ratio``
-    and ``untrimmed_verdict`` come from the same rule without trimming (Welch on logs);
-    ``tail_regression`` is True when that verdict is REGRESSED while the trimmed one is not.
+    side); both are None, with ``why`` saying so, when no interval exists. ``p_regression`` is
+    the one-sided p-value of H0: r >= 1 - noise_floor (1.0 when no interval exists).
+    ``outliers`` and ``outliers_baseline`` count log samples outside Tukey's fences (1.5 IQR).
     ``provisional`` marks an interim look that did not stop (its verdict is not to be reported);
-    ``stopped_early`` an interim look that stopped on UNCHANGED/IMPROVED (enters FDR with p = 1).
-    ``p_adjusted`` is the Benjamini-Hochberg adjusted p once :func:`apply_fdr` ran.
+    ``stopped_early`` an interim look that stopped on UNCHANGED/IMPROVED (enters FDR with p =
+    1). ``p_adjusted`` is the Benjamini-Hochberg adjusted p once the whole run is judged.
     """
 
     verdict: Verdict
@@ -181,11 +177,7 @@ class Comparison:
     shift: float = 0.0
     outliers: int = 0
     outliers_baseline: int = 0
-    untrimmed_ratio: float = math.nan
-    untrimmed_verdict: Verdict | None = None
-    tail_regression: bool = False
     why: str | None = None
-    warnings: tuple[str, ...] = ()
     provisional: bool = False
     stopped_early: bool = False
     p_adjusted: float | None = None
@@ -225,28 +217,6 @@ def trimmed_stats(x: np.ndarray, trim: float = TRIM) -> tuple[np.ndarray, np.nda
     return m, d, h
 
 
-def welch_df(
-    d_b: np.ndarray | float,
-    d_c: np.ndarray | float,
-    h_b: np.ndarray | float,
-    h_c: np.ndarray | float,
-) -> np.ndarray:
-    """Welch-Satterthwaite (Yuen) degrees of freedom of ``d_b + d_c``; +inf when both are 0.
-
-    ``sigma_b`` does not enter: it is treated as a known constant (the reference vectors; see
-    :func:`compare`).
-    """
-    db = np.asarray(d_b, dtype=float)
-    dc = np.asarray(d_c, dtype=float)
-    num = (db + dc) ** 2
-    den = db**2 / (np.asarray(h_b, dtype=float) - 1.0) + dc**2 / (
-        np.asarray(h_c, dtype=float) - 1.0
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(den > 0.0, num / np.where(den > 0.0, den, 1.0), np.inf)
-    return np.asarray(df, dtype=float)
-
-
 def classify_bounds(
     low: np.ndarray | float,
     high: np.ndarray | float,
@@ -280,52 +250,6 @@ def classify_bounds(
     ).astype(np.int8)
 
 
-def log_interval(
-    est: np.ndarray | float,
-    se: np.ndarray | float,
-    df: np.ndarray | float,
-    alpha: float,
-    alpha_equiv: float,
-    noise_floor: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-scale bounds ``L`` (at ``alpha_equiv``), ``U`` (at ``alpha``) and ``p_regression``.
-
-    ``p_regression = T_df((est - log(1 - noise_floor)) / se)``, the one-sided p-value of
-    H0: r >= 1 - noise_floor. ``se`` must be > 0.
-    """
-    e = np.asarray(est, dtype=float)
-    s = np.asarray(se, dtype=float)
-    low = e - _st.t.ppf(1.0 - alpha_equiv, df) * s
-    high = e + _st.t.ppf(1.0 - alpha, df) * s
-    p = _st.t.cdf((e - math.log(1.0 - noise_floor)) / s, df)
-    return np.asarray(low), np.asarray(high), np.asarray(p)
-
-
-def estimate_sigma_b(
-    session_logs: Sequence[np.ndarray], trim: float = TRIM, min_sessions: int = 2
-) -> float | None:
-    """Between-session SD of the trimmed mean of log tokens/J, or None with too few sessions.
-
-    Method of moments: ``sigma_b^2 = var(m_s, ddof=1) -
-    mean(d_s)`` over the sessions ``s`` that keep at least 2 samples after trimming, where
-    ``m_s`` is the session's trimmed mean and ``d_s`` its Yuen squared standard error (the part
-    of the spread of session means that within-session noise already explains); floored at 0.
-    """
-    ms: list[float] = []
-    ds: list[float] = []
-    for logs in session_logs:
-        if logs.size == 0:
-            continue
-        m, d, h = trimmed_stats(logs, trim)
-        if h >= 2:
-            ms.append(float(m))
-            ds.append(float(d))
-    if len(ms) < min_sessions:
-        return None
-    between = float(np.var(np.asarray(ms), ddof=1)) - float(np.mean(ds))
-    return math.sqrt(between) if between > 0.0 else 0.0
-
-
 def tukey_outliers(logs: np.ndarray) -> int:
     """Number of values outside Tukey's fences ``[Q1 - 1.5 IQR, Q3 + 1.5 IQR]``."""
     if logs.size < 4:
@@ -343,208 +267,7 @@ def positive_logs(samples: Sequence[float], what: str) -> np.ndarray:
     return np.asarray(np.log(x), dtype=float)
 
 
-def _fmt_pct(r: float) -> str:
-    return f"{(r - 1.0) * 100:+.2f} %"
-
-
-def _untrimmed(
-    b: np.ndarray,
-    c: np.ndarray,
-    extra_var: float,
-    shift: float,
-    params: Params,
-    alpha: float,
-    alpha_equiv: float,
-) -> tuple[float, Verdict | None]:
-    est = float(np.mean(c) - np.mean(b)) - shift
-    ratio = math.exp(est)
-    if b.size < 2 or c.size < 2:
-        return ratio, None
-    d_b = float(np.var(b, ddof=1)) / b.size
-    d_c = float(np.var(c, ddof=1)) / c.size
-    se = math.sqrt(d_b + d_c + extra_var)
-    if se == 0.0:
-        code = int(classify_bounds(est, est, params.tolerance, params.noise_floor))
-        return ratio, VERDICT_CODES[code]
-    df = welch_df(d_b, d_c, b.size, c.size)
-    lo, hi, _ = log_interval(est, se, df, alpha, alpha_equiv, params.noise_floor)
-    code = int(classify_bounds(lo, hi, params.tolerance, params.noise_floor))
-    return ratio, VERDICT_CODES[code]
-
-
-def compare(
-    baseline_sessions: Sequence[Sequence[float]],
-    candidate: Sequence[float],
-    params: Params | None = None,
-    *,
-    alpha: float | None = None,
-    alpha_equiv: float | None = None,
-    sigma_b: float | None = None,
-    shift: float = 0.0,
-    shift_se: float = 0.0,
-) -> Comparison:
-    """Compare candidate tokens/J samples against baseline sessions (docs/verdicts.md).
-
-    * ``baseline_sessions``: one list of tokens/J samples per stored session; they are pooled for
-      the trimmed mean. ``candidate``: this session's samples.
-    * ``alpha`` (regression side, bound ``U``) defaults to ``params.alpha``; ``alpha_equiv``
-      (tolerance side, bound ``L``) defaults to ``alpha`` (fixed n; the sequential procedure
-      passes ``alpha / K``).
-    * ``sigma_b`` (log scale) overrides the between-session SD; otherwise it is estimated with
-      :func:`estimate_sigma_b` when at least ``params.sigma_b_min_sessions`` usable sessions
-      exist, else 0. ``(1 + 1/S) sigma_b^2`` is added to the variance of the estimate, S the
-      number of baseline sessions: the candidate session's own shift plus the mean of S
-      baseline shifts. For a one-session baseline this is ``2 sigma_b^2``; for a
-      pooled S-session one, 2 sigma_b^2 would overstate the baseline's part (what-if table of
-      the per-test benchmark that preceded the suite engine: -5 % detection 82 % with
-      2 sigma_b^2, 88 % with (1 + 1/S)).
-      The degrees of freedom stay the Welch-Satterthwaite (Yuen) df of the two within-session
-      parts: ``sigma_b`` is treated as known. The reference vectors require this for a given
-      ``sigma_b``; for an estimated one, counting its S - 1 df in a Satterthwaite sum collapses
-      df to ~2-5 with 3 sessions (that same benchmark: detection of -5 % fell from ~82 %
-      to 57 %, 15 % of unchanged tests INCONCLUSIVE, with false alarms already at 0), so the
-      plug-in is used.
-    * ``shift`` (log scale, e.g. :func:`canary_shift`) is subtracted from the estimate before
-      classification and ``shift_se**2`` added to its variance.
-
-    Degenerate inputs never raise: no baseline samples -> NO_BASELINE; a side with fewer than
-    2 samples left after trimming -> INCONCLUSIVE without interval; zero total variance (both
-    sides constant, no sigma_b, no shift_se) -> classified on the point estimate (L = U =
-    estimate, p_regression 0 or 1), with ``why`` saying so. Non-finite or non-positive samples
-    raise ValueError.
-    """
-    p = params if params is not None else Params()
-    a = p.alpha if alpha is None else float(alpha)
-    a_eq = a if alpha_equiv is None else float(alpha_equiv)
-    for name, val in (("alpha", a), ("alpha_equiv", a_eq)):
-        if not 0.0 < val < 0.5:
-            raise ValueError(f"{name} must be in (0, 0.5), got {val}")
-    if sigma_b is not None and not (math.isfinite(sigma_b) and sigma_b >= 0.0):
-        raise ValueError(f"sigma_b must be finite and >= 0, got {sigma_b}")
-    if not (math.isfinite(shift_se) and shift_se >= 0.0) or not math.isfinite(shift):
-        raise ValueError("shift must be finite and shift_se finite and >= 0")
-
-    sessions = [positive_logs(s, "baseline") for s in baseline_sessions]
-    sessions = [s for s in sessions if s.size > 0]
-    c = positive_logs(candidate, "candidate")
-    b = np.concatenate(sessions) if sessions else np.empty(0)
-    n_b, n_c = int(b.size), int(c.size)
-
-    if sigma_b is not None:
-        sb, sb_source = float(sigma_b), "given"
-    else:
-        est_sb = estimate_sigma_b(sessions, p.trim, p.sigma_b_min_sessions)
-        sb, sb_source = (0.0, "none") if est_sb is None else (est_sb, "estimated")
-
-    proto = Comparison(
-        verdict=Verdict.INCONCLUSIVE,
-        ratio=math.nan,
-        ci_low=None,
-        ci_high=None,
-        p_regression=1.0,
-        n_baseline=n_b,
-        n_candidate=n_c,
-        n_sessions=len(sessions),
-        sigma_b=sb,
-        sigma_b_source=sb_source,
-        df=math.nan,
-        se_log=math.nan,
-        alpha=a,
-        alpha_equiv=a_eq,
-        shift=float(shift),
-        outliers=tukey_outliers(c),
-        outliers_baseline=tukey_outliers(b),
-    )
-    if n_b == 0:
-        return replace(
-            proto,
-            verdict=Verdict.NO_BASELINE,
-            why="no baseline samples: nothing to compare against",
-        )
-    if n_c == 0:
-        return replace(proto, why="no candidate samples: nothing to compare")
-
-    m_b, d_b, h_b = trimmed_stats(b, p.trim)
-    m_c, d_c, h_c = trimmed_stats(c, p.trim)
-    est = float(m_c - m_b) - float(shift)
-    ratio = math.exp(est)
-    # between-session variance of (candidate mean - pooled baseline mean): the candidate's
-    # session shift (sigma_b^2) plus the mean of S baseline shifts (sigma_b^2 / S)
-    extra_var = (1.0 + 1.0 / max(len(sessions), 1)) * sb * sb + float(shift_se) ** 2
-    untrimmed_ratio, untrimmed_verdict = _untrimmed(b, c, extra_var, float(shift), p, a, a_eq)
-    proto = replace(
-        proto, ratio=ratio, untrimmed_ratio=untrimmed_ratio, untrimmed_verdict=untrimmed_verdict
-    )
-
-    if h_b < 2 or h_c < 2:
-        short = []
-        if h_b < 2:
-            short.append(f"baseline has {n_b} sample(s), {h_b} after trimming")
-        if h_c < 2:
-            short.append(f"candidate has {n_c} sample(s), {h_c} after trimming")
-        return replace(
-            proto,
-            why="no interval: "
-            + " and ".join(short)
-            + " (an interval needs at least 2 per side); verdict INCONCLUSIVE",
-        )
-
-    d_bf, d_cf = float(d_b), float(d_c)
-    se = math.sqrt(d_bf + d_cf + extra_var)
-    df = float(welch_df(d_bf, d_cf, h_b, h_c))
-    why: str | None = None
-    if se == 0.0:
-        code = int(classify_bounds(est, est, p.tolerance, p.noise_floor))
-        p_reg = 0.0 if est < math.log(1.0 - p.noise_floor) else 1.0
-        why = (
-            "no interval: both sides have zero spread after trimming (and no sigma_b), "
-            f"so the verdict compares point estimates ({_fmt_pct(ratio)})"
-        )
-        ci_low, ci_high = ratio, ratio
-    else:
-        lo_a, hi_a, p_a = log_interval(est, se, df, a, a_eq, p.noise_floor)
-        lo, hi, p_reg = float(lo_a), float(hi_a), float(p_a)
-        code = int(classify_bounds(lo, hi, p.tolerance, p.noise_floor))
-        ci_low, ci_high = math.exp(lo), math.exp(hi)
-    verdict = VERDICT_CODES[code]
-
-    warnings: list[str] = []
-    tail = untrimmed_verdict is Verdict.REGRESSED and verdict is not Verdict.REGRESSED
-    if tail:
-        warnings.append(
-            f"untrimmed ratio {_fmt_pct(untrimmed_ratio)} says REGRESSED while the trimmed "
-            f"ratio {_fmt_pct(ratio)} says {verdict.value}: more slow/throttled rounds "
-            f"({proto.outliers} candidate outlier(s) vs {proto.outliers_baseline} in the "
-            "baseline) are a real energy cost"
-        )
-    return replace(
-        proto,
-        verdict=verdict,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_regression=p_reg,
-        df=df,
-        se_log=se,
-        tail_regression=tail,
-        why=why,
-        warnings=tuple(warnings),
-    )
-
-
 # --- sequential looks ----------------------------------------------------------------------------
-
-
-def next_look(n_recorded: int, looks: Sequence[int] = DEFAULT_LOOKS) -> int | None:
-    """Round count of the next decision after ``n_recorded`` rounds were taken (and looked at).
-
-    The smallest look strictly greater than ``n_recorded``; None once the last look is reached.
-    ``next_look(0) == 5``, ``next_look(5) == 10``, ``next_look(7) == 10``, ``next_look(20)`` is
-    None with the default looks.
-    """
-    for k in sorted(looks):
-        if k > n_recorded:
-            return int(k)
-    return None
 
 
 def look_level(alpha: float, looks: Sequence[int]) -> float:
@@ -600,48 +323,6 @@ def _pocock_level(alpha: float, looks: tuple[int, ...]) -> float:
     return float(_st.norm.sf(hi))
 
 
-def sequential_decision(
-    baseline_sessions: Sequence[Sequence[float]],
-    candidate_so_far: Sequence[float],
-    params: Params | None,
-    look_index: int,
-    n_looks: int,
-    *,
-    sigma_b: float | None = None,
-    shift: float = 0.0,
-    shift_se: float = 0.0,
-) -> tuple[bool, Comparison]:
-    """Decide at look ``look_index`` (0-based) of ``n_looks``: returns ``(stop, comparison)``.
-
-    Every look uses ``alpha`` on the regression side and ``alpha / K`` (K = ``n_looks``) on the
-    tolerance side (Bonferroni over looks for the equivalence claim, the last look included;
-    this single-test API predates :func:`look_level`, which the suite engine uses). Before the
-    last look the run stops only on UNCHANGED or
-    IMPROVED (``stopped_early`` set; such a test enters FDR with p = 1); otherwise ``stop`` is
-    False and the comparison is ``provisional`` (its verdict, even REGRESSED, is not reported).
-    At the last look the comparison is final whatever it says: REGRESSED can only appear there.
-    """
-    if n_looks < 1 or not 0 <= look_index < n_looks:
-        raise ValueError(f"look_index must be in [0, {n_looks}), got {look_index}")
-    p = params if params is not None else Params()
-    a = p.alpha
-    cmp = compare(
-        baseline_sessions,
-        candidate_so_far,
-        p,
-        alpha=a,
-        alpha_equiv=a / n_looks,
-        sigma_b=sigma_b,
-        shift=shift,
-        shift_se=shift_se,
-    )
-    if look_index == n_looks - 1:
-        return True, cmp
-    if cmp.verdict in (Verdict.UNCHANGED, Verdict.IMPROVED):
-        return True, replace(cmp, stopped_early=True)
-    return False, replace(cmp, provisional=True)
-
-
 # --- suite level: false-discovery control --------------------------------------------------------
 
 
@@ -653,74 +334,6 @@ def bh_adjusted(p_values: Sequence[float]) -> list[float]:
     if np.any(~np.isfinite(ps)) or np.any((ps < 0) | (ps > 1)):
         raise ValueError("p-values must lie in [0, 1]")
     return [float(v) for v in _st.false_discovery_control(ps, method="bh")]
-
-
-def fdr_adjust(p_values: Sequence[float], q: float = 0.05) -> list[bool]:
-    """Which hypotheses Benjamini-Hochberg rejects at level ``q`` (adjusted p <= q)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"q must be in (0, 1), got {q}")
-    return [v <= q for v in bh_adjusted(p_values)]
-
-
-def apply_fdr(comparisons: Sequence[Comparison], q: float = 0.05) -> list[Comparison]:
-    """Benjamini-Hochberg over the session's comparisons; a REGRESSED that fails it -> INCONCLUSIVE.
-
-    All compared measurements enter (NO_BASELINE and provisional ones do not); a comparison that
-    stopped early on UNCHANGED/IMPROVED enters with p = 1. Every
-    entering comparison gets ``p_adjusted``; a demoted one says why in ``why``. Order is kept.
-    """
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"q must be in (0, 1), got {q}")
-    idx = [
-        i
-        for i, c in enumerate(comparisons)
-        if c.verdict is not Verdict.NO_BASELINE and not c.provisional
-    ]
-    ps = [
-        1.0
-        if comparisons[i].stopped_early or not math.isfinite(comparisons[i].p_regression)
-        else min(max(comparisons[i].p_regression, 0.0), 1.0)
-        for i in idx
-    ]
-    adj = bh_adjusted(ps)
-    out = list(comparisons)
-    m = len(idx)
-    for i, pa in zip(idx, adj, strict=True):
-        c = out[i]
-        if c.verdict is Verdict.REGRESSED and pa > q:
-            out[i] = replace(
-                c,
-                verdict=Verdict.INCONCLUSIVE,
-                p_adjusted=pa,
-                why=(
-                    f"REGRESSED on its own (p = {c.p_regression:.3g}) but not after "
-                    f"Benjamini-Hochberg over {m} comparisons (adjusted p = {pa:.3g} > "
-                    f"q = {q:g}): not enough evidence suite-wide"
-                ),
-            )
-        else:
-            out[i] = replace(c, p_adjusted=pa)
-    return out
-
-
-# --- canaries ------------------------------------------------------------------------------------
-
-
-def canary_shift(canary_log_ratios: Sequence[float]) -> float:
-    """Suite-wide shift in log units: the median of the canaries' log ratios (0.0 without any).
-
-    Pass it as ``shift=`` to :func:`compare` (or :func:`sequential_decision`) so that it is
-    divided out of every other ratio before classification.
-    """
-    x = np.asarray(canary_log_ratios, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else 0.0
-
-
-def environment_shifted(shift: float, params: Params | None = None) -> bool:
-    """True when the canary shift exceeds the noise floor either way ("ENVIRONMENT SHIFT")."""
-    p = params if params is not None else Params()
-    return shift < math.log(1.0 - p.noise_floor) or shift > math.log(1.0 + p.noise_floor)
 
 
 # --- within-session dependence and sensor resolution (used by pytest_tpw.judging) ------------

@@ -490,14 +490,29 @@ def session_noise(values: Sequence[float]) -> Json:
     }
 
 
+def between_session_sd(sessions: Sequence[np.ndarray]) -> float | None:
+    """SD of session levels (20 %-trimmed means of log tokens/J) beyond what their Yuen
+    squared standard errors explain, floored at 0; None with fewer than 2 usable sessions."""
+    levels, errors = [], []
+    for logs in sessions:
+        m, d, h = stats.trimmed_stats(np.asarray(logs, dtype=float))
+        if h >= 2:
+            levels.append(float(m))
+            errors.append(float(d))
+    if len(levels) < 2:
+        return None
+    between = statistics.variance(levels) - statistics.fmean(errors)
+    return math.sqrt(between) if between > 0.0 else 0.0
+
+
 def aa_noise(first: dict[str, list[float]], second: dict[str, list[float]]) -> Json:
     """Noise figures of the A/A sessions, per test and shared across the tests.
 
     Per test: each session's :func:`session_noise`, the within-session CV (mean of the two),
     the lag-1 autocorrelation pooled over both sessions, the shift ``level2 / level1 - 1``
-    and ``sigma_b`` (``stats.estimate_sigma_b``: the between-session SD of log tokens/J
-    beyond what within-session noise explains). Shared: the median of the tests' log shifts
-    (``stats.canary_shift``), and each test's shift with the shared one taken out.
+    and ``sigma_b`` (:func:`between_session_sd`: the between-session SD of log tokens/J
+    beyond what within-session noise explains). Shared: the median of the tests' log shifts,
+    and each test's shift with the shared one taken out.
     """
     tests: Json = {}
     logs: list[float] = []
@@ -510,7 +525,7 @@ def aa_noise(first: dict[str, list[float]], second: dict[str, list[float]]) -> J
         log_shift = math.log(s2["level"] / s1["level"])
         logs.append(log_shift)
         cvs = [s["cv"] for s in (s1, s2) if s.get("cv") is not None]
-        sigma_b = stats.estimate_sigma_b([np.log(np.asarray(a)), np.log(np.asarray(b))])
+        sigma_b = between_session_sd([np.log(np.asarray(a)), np.log(np.asarray(b))])
         tests[key] = {
             "sessions": [s1, s2],
             "within_cv": statistics.fmean(cvs) if cvs else None,
@@ -520,7 +535,7 @@ def aa_noise(first: dict[str, list[float]], second: dict[str, list[float]]) -> J
             "log_shift": log_shift,
             "sigma_b": sigma_b,
         }
-    shared = stats.canary_shift(logs) if logs else None
+    shared = statistics.median(logs) if logs else None
     for entry in tests.values():
         entry["shift_less_shared"] = (
             None if shared is None else math.expm1(entry["log_shift"] - shared)

@@ -346,7 +346,6 @@ class Judge:
         updating = s.writes_baselines
         j.comparison, j.verdict = c, c.verdict
         j.ratio = c.ratio if math.isfinite(c.ratio) else None
-        j.warnings.extend(f"{j.key}: {w}" for w in c.warnings if f"{j.key}: {w}" not in j.warnings)
         if j.canary:
             if c.verdict is not Verdict.UNCHANGED:
                 j.notes.append(
@@ -729,10 +728,7 @@ def _comparison_from(data: Mapping[str, Any] | None) -> stats.Comparison | None:
     if not data:
         return None
     values = dict(data)
-    for name in ("verdict", "untrimmed_verdict"):
-        if values.get(name) is not None:
-            values[name] = Verdict(values[name])
-    values["warnings"] = tuple(values.get("warnings", ()))
+    values["verdict"] = Verdict(values["verdict"])
     known = {f.name for f in dataclasses.fields(stats.Comparison)}
     return stats.Comparison(**{k: v for k, v in values.items() if k in known})
 

@@ -17,9 +17,8 @@ from typing import Any
 from pytest_tpw.config.settings import Settings
 from pytest_tpw.judging.judge import HardwareShare, Judgement
 from pytest_tpw.measure.samples import Measurement, Result
+from pytest_tpw.store.results import RESULTS_SCHEMA
 from pytest_tpw.verdict import Verdict
-
-JSON_SCHEMA_VERSION = 1
 
 
 def measurement_json(
@@ -62,7 +61,7 @@ def json_document(
 ) -> dict[str, Any]:
     """The ``--tpw-json`` document: every sample, each summary and verdict, the environment."""
     return {
-        "schema": JSON_SCHEMA_VERSION,
+        "schema": RESULTS_SCHEMA,
         "environment": dict(environment),
         "settings": dict(settings),
         "measurements": {
@@ -103,7 +102,6 @@ def comparison_json(j: Judgement) -> dict[str, Any] | None:
             "sigma_b": _finite(c.sigma_b),
             "shift": c.shift,
             "outliers": c.outliers,
-            "untrimmed_ratio": _finite(c.untrimmed_ratio),
             "why": c.why,
         }
     )

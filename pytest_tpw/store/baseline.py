@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 from pytest_tpw.config.options import BASELINE_MODES
 from pytest_tpw.config.settings import BaselineMode
+from pytest_tpw.store import reading
 from pytest_tpw.store.files import (
     TEMP_SUFFIX,
     atomic_write_chunks,
@@ -156,86 +156,16 @@ def path_for(directory: Path, hardware_key: str) -> Path:
 
 # -- reading ------------------------------------------------------------------------------------
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
-
-def _not_regular(path: Path, mode: int) -> BaselineError:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    return BaselineError(
-        f"{path}: the baseline file is {kind}, not a regular file; it was "
-        "not opened. Remove it, or point --tpw-baseline-dir at another "
-        "folder"
+def _kind(path: Path) -> reading.Kind:
+    """How a baseline file is named, and fixed, when it cannot be read."""
+    return reading.Kind(
+        "baseline file",
+        BaselineError,
+        "Remove it, or point --tpw-baseline-dir at another folder",
+        f"Restore it from version control (git checkout -- {path}) or delete it and record "
+        "again with --tpw-update. The file was left as it is",
     )
-
-
-def _too_big(path: Path, size: int, max_bytes: int) -> BaselineError:
-    return BaselineError(
-        f"{path}: the baseline file is {size} bytes, more than the limit of {max_bytes}; it "
-        "was not read. A baseline this size is damaged or not ours: restore it from version "
-        f"control (git checkout -- {path}) or delete it and record again with --tpw-update"
-    )
-
-
-def _read(path: Path, max_bytes: int) -> bytes | None:
-    """The file's bytes; None when missing. Never opens a special file, never reads more
-    than ``max_bytes``."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline file: {exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(path, st.st_mode)
-    if st.st_size > max_bytes:
-        raise _too_big(path, st.st_size, max_bytes)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline file: {exc}") from None
-    try:
-        st = os.fstat(fd)  # it may have been swapped since the stat
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, st.st_mode)
-        chunks = []
-        total = 0
-        want = min(st.st_size, max_bytes) + 1  # one read, one buffer: no copy to join
-        while True:
-            chunk = os.read(fd, min(max_bytes + 1 - total, want))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                raise _too_big(path, total, max_bytes)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline file: {exc}") from None
-    finally:
-        os.close(fd)
-
-
-def _check_utf8(path: Path, data: bytes) -> None:
-    if data.isascii():
-        return
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise BaselineError(
-            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, offset "
-            f"{exc.start}); a baseline file is UTF-8 JSON. Restore it from version control "
-            f"(git checkout -- {path}) or delete it and record again with --tpw-update. The "
-            "file was left as it is"
-        ) from None
 
 
 def _check_header(path: Path, header: Header, hardware_key: str) -> None:
@@ -291,10 +221,10 @@ def load(
     truncation or damage between entries) is always checked at load.
     """
     path = Path(path)
-    data = _read(path, max_bytes)
+    data = reading.read_bytes(path, max_bytes, _kind(path))
     if data is None:
         return None
-    _check_utf8(path, data)
+    reading.check_utf8(path, data, _kind(path))
     scanned = scan(data)
     if scanned is not None:
         header, raw = scanned

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,25 @@ def verdicts(result: pytest.RunResult) -> dict[str, str]:
     return out
 
 
+def compared(pytester: pytest.Pytester, name: str) -> tuple[dict[str, str], list[str]]:
+    """``pytest-tpw compare .tpw/sim-x1.json NAME``, as a user runs it on the run's files:
+    its verdict per measurement and its run-wide line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_tpw.cli", "compare", str(baseline_file(pytester)), name],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    found = {}
+    for line in out.stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] in KEYS:
+            found[cells[0]] = cells[-1]
+    return found, [line for line in out.stdout.splitlines() if line.startswith("run-wide: ")]
+
+
 def run_wide_json(pytester: pytest.Pytester, name: str) -> dict[str, Any]:
     doc = json.loads((pytester.path / name).read_text(encoding="utf-8"))
     findings = doc["run_wide"]
@@ -96,6 +117,7 @@ def test_aa_rerun_is_fine_and_one_changed_test_fails_alone(
     found = verdicts(result)
     assert set(found) == KEYS
     assert "REGRESSED" not in found.values(), found
+    assert compared(tpwtester, "aa.json") == (found, lines)  # compare judges as the run did
     finding = run_wide_json(tpwtester, "aa.json")
     assert finding["verdict"] == "FINE"
     assert finding["fails"] is False
@@ -136,6 +158,7 @@ def test_aa_rerun_is_fine_and_one_changed_test_fails_alone(
     assert float(ratio[1]) == pytest.approx(0.7, abs=0.03)
     lines = run_wide_lines(result)
     assert len(lines) == 1 and lines[0].endswith(" FINE"), lines
+    assert compared(tpwtester, "one.json") == (found, lines)
     finding = run_wide_json(tpwtester, "one.json")
     assert finding["verdict"] == "FINE"
     assert finding["ratio"] == pytest.approx(1.0, abs=0.02)  # the changed test did not pull it
@@ -156,6 +179,8 @@ def test_shared_drop_with_the_stack_unchanged_is_one_environment_anomaly(
     assert "ENVIRONMENT_ANOMALY" in lines[0] and "rerun" in lines[0]
     assert "stack unchanged" in lines[0]
     result.stdout.no_fnmatch_line("*the run FAILS*")
+    # by hand on the same files, the shared drop is the same one finding, and no test fails
+    assert compared(tpwtester, "out.json") == (found, lines)
     finding = run_wide_json(tpwtester, "out.json")
     assert finding["verdict"] == "ENVIRONMENT_ANOMALY"
     assert finding["ratio"] == pytest.approx(300 / 330, abs=0.02)
@@ -192,6 +217,7 @@ def test_shared_drop_with_a_stack_change_is_a_stack_regression(tpwtester: pytest
     assert len(lines) == 1, lines
     assert "STACK_REGRESSION" in lines[0] and "torch 0.0.1 -> " in lines[0]
     result.stdout.no_fnmatch_line("*the run FAILS*")
+    assert compared(tpwtester, "out.json") == (verdicts(result), lines)
     finding = run_wide_json(tpwtester, "out.json")
     assert finding["verdict"] == "STACK_REGRESSION" and finding["fails"] is False
     assert [c.split(" -> ")[0] for c in finding["stack_changes"]] == ["torch 0.0.1"]
@@ -270,6 +296,7 @@ def test_under_xdist_the_controller_decides_with_the_whole_run(
     found = {key: entry["verdict"] for key, entry in doc["measurements"].items()}
     assert found[CHANGED] == "REGRESSED"
     assert "REGRESSED" not in {v for k, v in found.items() if k != CHANGED}, found
+    assert compared(tpwtester, "out.json") == (found, lines)
 
     # the JUnit XML, written from the controller's logged reports, carries final verdicts
     import xml.etree.ElementTree as ET

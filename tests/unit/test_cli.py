@@ -50,18 +50,87 @@ def result_file(
     return path
 
 
+def suite(
+    path: Path,
+    tests: int,
+    *,
+    scale: float = 1.0,
+    changed: dict[int, float] | None = None,
+    seed: int = 0,
+    software: dict[str, str] | None = None,
+    date: str = "2026-12-01T00:00:00+00:00",
+) -> Path:
+    """A results file of ``tests`` tests around 10..40 tokens/J, all moved by ``scale`` and
+    test i by ``changed[i]`` more, with 0.5 % window noise."""
+    levels = {
+        f"t.py::test_{i:02d}": (10.0 + i) * scale * (changed or {}).get(i, 1.0)
+        for i in range(tests)
+    }
+    out = result_file(path, levels, noise=0.005, seed=seed, software=software, sensor="nvml")
+    doc = json.loads(out.read_text())
+    doc["environment"]["date"] = date
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def verdicts(out: str) -> dict[str, str]:
+    """measurement -> verdict, from compare's table."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith("t"):
+            cells = line.split()
+            found[cells[0]] = cells[-1]
+    return found
+
+
+def test_a_shared_shift_is_one_run_wide_finding_not_many_regressions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every test 6 % less efficient (a busier board): one run-wide finding, no test fails."""
+    a = suite(tmp_path / "a.json", 24, seed=1)
+    b = suite(tmp_path / "b.json", 24, scale=0.94, seed=2, date="2026-12-02T00:00:00+00:00")
+    assert cli.main(["compare", str(a), str(b), "--fail"]) == 0
+    out = capsys.readouterr().out
+    assert set(verdicts(out).values()) <= {"UNCHANGED", "INCONCLUSIVE"}, out
+    assert "run-wide: -6." in out and "ENVIRONMENT_ANOMALY" in out
+    # a one-session side: the spreads are priors, and the output says so
+    assert "A has one session of each test" in out and "priors, not measured" in out
+
+
+def test_a_shared_shift_with_a_stack_change_fails_only_with_fail_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = suite(tmp_path / "a.json", 24, seed=1, software={"torch": "2.12.0"})
+    b = suite(tmp_path / "b.json", 24, scale=0.94, seed=2, software={"torch": "2.13.0"})
+    assert cli.main(["compare", str(a), str(b), "--fail"]) == 0
+    out = capsys.readouterr().out
+    assert "STACK_REGRESSION; stack changed: torch 2.12.0 -> 2.13.0" in out
+    assert cli.main(["compare", str(a), str(b), "--fail", "--fail-stack"]) == 1
+
+
+def test_one_real_change_on_top_of_a_shared_shift_is_the_only_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = suite(tmp_path / "a.json", 24, seed=1)
+    b = suite(tmp_path / "b.json", 24, scale=0.94, changed={5: 0.85}, seed=2)
+    assert cli.main(["compare", str(a), str(b), "--fail"]) == 1
+    found = verdicts(capsys.readouterr().out)
+    assert found.pop("t.py::test_05") == "REGRESSED"
+    assert "REGRESSED" not in found.values()
+
+
 def test_compare_flags_a_regression_and_fails_with_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a = result_file(tmp_path / "a.json", {"t::x": 50.0, "t::y": 20.0}, seed=1)
-    b = result_file(tmp_path / "b.json", {"t::x": 45.0, "t::y": 20.0}, seed=2)
+    b = result_file(tmp_path / "b.json", {"t::x": 40.0, "t::y": 20.0}, seed=2)
     assert cli.main(["compare", str(a), str(b), "--fail"]) == 1
     out = capsys.readouterr().out
     x_line = next(line for line in out.splitlines() if line.startswith("t::x"))
     y_line = next(line for line in out.splitlines() if line.startswith("t::y"))
-    assert "REGRESSED" in x_line and "-10." in x_line  # 45/50 = 0.90
-    assert "UNCHANGED" in y_line
-    assert "1 regressed" in out
+    assert "REGRESSED" in x_line and "-20." in x_line  # 40/50 = 0.80
+    assert "REGRESSED" not in y_line
+    assert "verdicts: 1 REGRESSED" in out
 
 
 def test_compare_without_fail_exits_0_even_on_a_regression(tmp_path: Path) -> None:
@@ -78,22 +147,53 @@ def test_compare_identical_files_is_never_a_regression(tmp_path: Path) -> None:
 def test_compare_tolerance_option_changes_the_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    a = result_file(tmp_path / "a.json", {"t::x": 50.0}, noise=0.002, seed=1)
-    b = result_file(tmp_path / "b.json", {"t::x": 48.0}, noise=0.002, seed=2)  # -4 %
-    assert cli.main(["compare", str(a), str(b), "--fail"]) == 0  # within 5 %
-    assert "MINOR_REGRESSION" in capsys.readouterr().out
-    assert cli.main(["compare", str(a), str(b), "--fail", "--tolerance", "2%"]) == 1
+    """A steady suite of three stored sessions; one test 4 % down: within a 5 % tolerance it
+    is a minor regression, beyond a 2 % one it fails."""
+    path = suite_baseline(tmp_path, tests=12, sessions=3)
+    b = suite(tmp_path / "b.json", 12, changed={3: 0.96}, seed=9, date="2026-12-05T00:00:00+00:00")
+    assert cli.main(["compare", str(path), str(b), "--fail"]) == 0
+    assert verdicts(capsys.readouterr().out)["t.py::test_03"] == "MINOR_REGRESSION"
+    assert cli.main(["compare", str(path), str(b), "--fail", "--tolerance", "2%"]) == 1
+    assert verdicts(capsys.readouterr().out)["t.py::test_03"] == "REGRESSED"
+
+
+def suite_baseline(directory: Path, tests: int, sessions: int) -> Path:
+    """A baseline file of ``tests`` tests (the levels of :func:`suite`) with ``sessions``
+    stored sessions, 0.5 % window noise, small session shifts."""
+    stored = baseline.BaselineFile("sim-x1", {"sensor": "nvml", "provenance": "measured"})
+    for s in range(sessions):
+        rng = random.Random(100 + s)
+        shift = 1 + rng.gauss(0, 0.003)
+        for i in range(tests):
+            level = (10.0 + i) * shift
+            samples = [
+                (round(level * 10_000 * (1 + rng.gauss(0, 0.005))), 10_000.0, 1.0)
+                for _ in range(20)
+            ]
+            session = baseline.StoredSession(
+                date=f"2026-11-0{s + 1}T00:00:00+00:00",
+                commit=None,
+                software={},
+                sensor="nvml",
+                provenance="measured",
+                samples=samples,
+            )
+            stored.merge({f"t.py::test_{i:02d}": session}, history=10, mode="extend")
+    path = baseline.path_for(directory, "sim-x1")
+    baseline.write(path, stored)
+    return path
 
 
 def test_compare_reports_stack_differences_and_unmatched_measurements(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    a = result_file(tmp_path / "a.json", {"t::x": 50.0}, software={"driver": "550"})
+    a = result_file(tmp_path / "a.json", {"t::x": 50.0, "t::gone": 2.0}, software={"driver": "550"})
     b = result_file(tmp_path / "b.json", {"t::x": 50.0, "t::new": 1.0}, software={"driver": "560"})
     assert cli.main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "driver 550 -> 560" in out
-    assert "t::new" in out and "not compared" in out
+    assert "1 measurement(s) only in A, not compared: t::gone" in out
+    assert "1 measurement(s) only in B, not compared: t::new" in out
 
 
 @pytest.mark.parametrize(
@@ -123,10 +223,10 @@ def test_compare_refuses_different_hardware_sensor_or_provenance(
     assert "not comparable" in captured.err and expected in captured.err
 
 
-def test_compare_reads_baseline_files_using_the_latest_sessions(
+def test_compare_uses_every_stored_session_of_a_baseline_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _baseline(tmp_path, "sim-x1", 3, level_by_session=[80.0, 80.0, 50.0])
+    path = _baseline(tmp_path, "sim-x1", 3, level_by_session=[50.0, 50.5, 49.5])
     b = result_file(
         tmp_path / "b.json",
         {"t.py::test_a": 40.0},
@@ -137,40 +237,44 @@ def test_compare_reads_baseline_files_using_the_latest_sessions(
     )
     assert cli.main(["compare", str(path), str(b), "--fail"]) == 1
     out = capsys.readouterr().out
-    assert f"{path} is a baseline file: using the latest session" in out
+    assert f"{path} is a baseline file: every stored session of each test is used" in out
     line = next(line for line in out.splitlines() if line.startswith("t.py::test_a"))
-    assert "-20." in line and "REGRESSED" in line  # 40 / 50: the latest session, not 80
-    assert cli.main(["compare", str(path), str(path), "--fail"]) == 0
+    assert "-20." in line and "REGRESSED" in line and "60 in 3" in line  # 3 sessions of 20
+    assert cli.main(["compare", str(path), str(path), "--fail"]) == 0  # its latest vs all
 
 
-def test_compare_prints_the_candidates_run_wide_finding(
+def test_compare_leaves_out_the_candidates_own_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that recorded itself (--tpw-record) is judged against the sessions before it."""
+    path = _baseline(tmp_path, "sim-x1", 3, level_by_session=[50.0, 50.5, 40.0])
+    b = result_file(tmp_path / "b.json", {"t.py::test_a": 40.0}, sensor="nvml", seed=2)
+    doc = json.loads(b.read_text())
+    doc["environment"]["date"] = "2026-11-03T00:00:00+00:00"  # the third stored session
+    b.write_text(json.dumps(doc))
+    assert cli.main(["compare", str(path), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "A holds B's own session of 1 measurement(s)" in out
+    assert "40 in 2" in out  # two sessions left
+
+
+def test_compare_judges_with_the_settings_the_run_used(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a = result_file(tmp_path / "a.json", {"t::x": 50.0}, seed=1)
-    b = result_file(
-        tmp_path / "b.json",
-        {"t::x": 48.0},
-        seed=2,
-        run_wide=[
-            {
-                "hardware_key": "sim-x1",
-                "ratio": 0.969,
-                "ci": [0.962, 0.976],
-                "verdict": "STACK_REGRESSION",
-                "n_tests": 40,
-                "stack_changes": [],
-                "suspects": [],
-                "text": "run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch 2.12.0 -> 2.13.0",
-                "notes": ["this run's windows vary 2.0x as much as the stored runs'"],
-            }
-        ],
-    )
+    b = result_file(tmp_path / "b.json", {"t::x": 49.0}, seed=2)
+    doc = json.loads(b.read_text())
+    doc["settings"] = {"tolerance": 0.03, "noise_floor": 0.02, "confidence": 0.8, "fdr": 0.1}
+    b.write_text(json.dumps(doc))
     assert cli.main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    at = out.index(
-        "B run-wide: -3.1 % [-3.8, -2.4]; stack changed: torch 2.12.0 -> 2.13.0 [STACK_REGRESSION]"
-    )
-    assert out[at + 1] == "  this run's windows vary 2.0x as much as the stored runs'"
+    out = capsys.readouterr().out
+    assert "tolerance 3.0%, noise floor 2.0%, confidence 80%" in out and "q = 0.1" in out
+    assert cli.main(["compare", str(a), str(b), "--tolerance", "4%"]) == 0
+    assert "tolerance 4.0%, noise floor 2.0%" in capsys.readouterr().out
+    doc["settings"]["noise_floor"] = 0.05  # above the tolerance: the run could not have used it
+    b.write_text(json.dumps(doc))
+    assert cli.main(["compare", str(a), str(b)]) == 2
+    assert "noise floor (5.0%) must be below the tolerance" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", ["{ not json", '{"a": 1}', "[]"])

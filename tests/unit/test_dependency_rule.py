@@ -25,7 +25,7 @@ PACKAGE = Path(pytest_tpw.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "verdict": set(),
-    "stats": {"verdict"},
+    "stats": {"verdict", "config"},
     "config": set(),
     "host": set(),
     "sensors": {"host"},
@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "serving",
         "run",
     },
-    "cli": {"config", "store", "judging", "present"},
+    "cli": {"config", "measure", "store", "judging", "present"},
     # the public modules users import; count warns with the plugin's typed warning, which
     # subclasses pytest's and is imported only when pytest is there
     "count": {"hooks.warning_types"},
