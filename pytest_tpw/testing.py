@@ -23,7 +23,13 @@ from typing import Any
 from pytest_tpw.host.locks import DeviceLocks
 from pytest_tpw.measure.meter import FixedRounds, Meter, RoundPolicy
 from pytest_tpw.measure.window import Sync, WindowRunner
-from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.sensors.base import (
+    Capabilities,
+    Provenance,
+    Sensor,
+    SensorOptions,
+    WindowEnergy,
+)
 
 
 class FakeClock:
@@ -169,6 +175,20 @@ def check_sensor(
         _check_plain(sensor.describe(), "describe()")
         assert all(isinstance(h, str) for h in sensor.hardware()), "hardware() gives strings"
         assert all(isinstance(i, str) for i in sensor.lock_ids()), "lock_ids() gives strings"
+        caps = sensor.capabilities()
+        assert isinstance(caps, Capabilities), "capabilities() returns a Capabilities"
+        assert caps.attribution in ("process", "device", "host", "none"), (
+            f"attribution must be process, device, host or none, got {caps.attribution!r}"
+        )
+        assert all(isinstance(d, str) for d in caps.devices), "capabilities().devices: strings"
+        assert not caps.idle_power or sensor.provenance == "measured", (
+            "only a measured sensor's idle window measures idle power"
+        )
+        users = sensor.device_users()
+        assert all(isinstance(d, str) and isinstance(p, set) for d, p in users.items()), (
+            "device_users() maps device ids to sets of pids"
+        )
+        sensor.follow(None)  # following this process again is always allowed
         busy = work or (lambda: time.sleep(min_s))
         for _ in range(windows):
             token = sensor.begin()

@@ -132,7 +132,7 @@ class TpwSession:
             worker=worker,
             invocation_dir=invocation_dir,
         )
-        if sensor.provenance == "measured" and s.idle_power:
+        if sensor.capabilities().idle_power and s.idle_power:
             session.idle_watts = session.measure_idle()
         return session
 
@@ -210,9 +210,8 @@ class TpwSession:
         if meter.rank is not None:
             self.rank = meter.rank
         kept = [(m, meter.summary(m)) for m in meter.measurements if m.finished]
-        threads = getattr(self.sensor, "torch_threads_warning", None)
-        hint = threads() if kept and callable(threads) else None
-        if isinstance(hint, str):  # once per session: PyTorch's threads exceed the free cores
+        hint = self.sensor.advice() if kept else None
+        if hint is not None:  # once per session (PyTorch's threads exceed the free cores...)
             kept[0][0].warnings.append(hint)
         for m, result in kept:
             self.measurements[m.key] = (m, result)

@@ -5,12 +5,44 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 #: How a sensor's joules came to be: read from a hardware energy counter or integrated from
 #: a hardware power sensor ("measured"), computed from a model such as CPU time x watts
 #: ("estimated"), or invented by the ``sim`` sensor ("simulated").
 Provenance = Literal["measured", "estimated", "simulated"]
+
+
+#: How a sensor's joules divide among processes: ``process`` (it counts one process tree's
+#: share, from its CPU time: it can follow a served model), ``device`` (a whole device's
+#: energy, whoever used it: the measured work must have the device alone), ``host``
+#: (host-wide counters such as RAPL packages), ``none`` (nothing physical: ``sim``).
+Attribution = Literal["process", "device", "host", "none"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sensor can do, declared, so that the session and ``tpw_server`` ask it instead
+    of checking its name or its attributes.
+
+    ``devices``: the physical devices measured (GPU UUIDs...), empty when none of its own;
+    ``attribution``: see :data:`Attribution`; ``idle_power``: a window with nothing running
+    measures the devices' idle power (a measured sensor). The shortest window the sensor
+    measures well is :meth:`Sensor.min_window_s`.
+    """
+
+    devices: tuple[str, ...]
+    attribution: Attribution
+    idle_power: bool
+
+
+class FollowedWork(Protocol):
+    """Work a sensor can follow (a served model): its root process and its processes now."""
+
+    @property
+    def root_pid(self) -> int: ...
+
+    def pids(self) -> set[int]: ...
 
 
 @dataclass(frozen=True)
@@ -112,3 +144,23 @@ class Sensor(abc.ABC):
         two processes never measure one device at once. Empty: nothing to lock.
         """
         return ()
+
+    def capabilities(self) -> Capabilities:
+        """What this sensor can do (after ``open``): by default its locked devices, no
+        attribution to processes, and idle power when its joules are measured."""
+        return Capabilities(self.lock_ids(), "none", self.provenance == "measured")
+
+    def follow(self, work: FollowedWork | None) -> None:  # noqa: B027 - optional hook
+        """Measure ``work`` (a served model's process tree) instead of this process; None
+        measures this process again. What that changes depends on the attribution: the CPU
+        time counted, or which processes on a measured device are the work's own."""
+
+    def device_users(self) -> dict[str, set[int]]:
+        """The processes using each device this sensor can see, measured or not, by device
+        id (as :meth:`lock_ids` names them); empty when the sensor cannot tell."""
+        return {}
+
+    def advice(self) -> str | None:
+        """Once per session at most: advice about this host that affects every measurement
+        (PyTorch using more threads than the cores left free...), or None."""
+        return None

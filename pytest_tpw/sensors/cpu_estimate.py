@@ -22,7 +22,14 @@ from pathlib import Path
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
 from pytest_tpw.host import procstat
-from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.sensors.base import (
+    Capabilities,
+    FollowedWork,
+    Provenance,
+    Sensor,
+    SensorOptions,
+    WindowEnergy,
+)
 
 
 def cpu_model() -> str:
@@ -164,7 +171,16 @@ class CpuEstimateSensor(Sensor):
             if key in end.procs
         )
 
-    def torch_threads_warning(self) -> str | None:
+    def capabilities(self) -> Capabilities:
+        return Capabilities((), "process", False)
+
+    def follow(self, work: FollowedWork | None) -> None:
+        if work is None:
+            self.follow_self()
+        else:
+            self.follow_process_tree(work.root_pid)
+
+    def advice(self) -> str | None:
         """Once per sensor: a warning when ``torch.get_num_threads()`` (torch already
         imported) exceeds the cores other processes leave free, as seen in the last window
         (or none busy before any window). Later calls return None."""

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
-from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.sensors.base import (
+    Capabilities,
+    FollowedWork,
+    Provenance,
+    Sensor,
+    SensorOptions,
+    WindowEnergy,
+)
 
 COUNTER = "counter"
 INSTANT_FIELD = "instant-field"
@@ -306,7 +313,7 @@ class NvmlSensor(Sensor):
         self.sleep: Callable[[float], None] = time.sleep
         self.wait: Callable[[threading.Event, float], bool] = _wait_event
         #: The processes whose use of a measured GPU is the measured work (this one, and a
-        #: served model's process tree when the ``tpw_server`` fixture measures it).
+        #: served model's process tree while the sensor follows it: :meth:`follow`).
         self.own_pids: Callable[[], set[int]] = lambda: {os.getpid()}
         self._nvml: Any = None
         self._gpus: list[_Gpu] = []
@@ -352,6 +359,18 @@ class NvmlSensor(Sensor):
 
     def lock_ids(self) -> tuple[str, ...]:
         return tuple(gpu.uuid for gpu in self._gpus)  # the board, whatever its index here
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.lock_ids(), "device", True)
+
+    def follow(self, work: FollowedWork | None) -> None:
+        if work is None:
+            self.own_pids = lambda: {os.getpid()}
+        else:
+            self.own_pids = lambda: {os.getpid(), *work.pids()}
+
+    def device_users(self) -> dict[str, set[int]]:
+        return {uuid: set(pids) for uuid, pids in gpu_processes(self._nvml).items()}
 
     def min_window_s(self) -> float:
         self._calibrate()
@@ -770,3 +789,43 @@ def _window_warnings(gpu: _Gpu, pids: Sequence[int], reasons: Sequence[str]) -> 
             "joules and speed may not compare with unthrottled runs"
         )
     return found
+
+
+def gpu_processes(nvml: Any = None) -> dict[str, list[int]]:
+    """GPU UUID -> pids of the compute and graphics processes NVML lists on it.
+
+    ``nvml`` is the ``pynvml`` module (imported lazily when None); {} when NVML cannot start.
+    A device whose process list cannot be read is listed with no pids.
+    """
+    if nvml is None:
+        try:
+            nvml = _import_pynvml()
+        except SensorUnavailable:
+            return {}
+    try:
+        nvml.nvmlInit()
+    except Exception:  # NVMLError, OSError: no driver here
+        return {}
+    out: dict[str, list[int]] = {}
+    try:
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = nvml.nvmlDeviceGetUUID(handle)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            pids: set[int] = set()
+            for function in (
+                "nvmlDeviceGetComputeRunningProcesses",
+                "nvmlDeviceGetGraphicsRunningProcesses",
+            ):
+                reader = getattr(nvml, function, None)
+                if reader is None:
+                    continue
+                with suppress(Exception):
+                    pids.update(int(proc.pid) for proc in reader(handle))
+            out[uuid] = sorted(pids)
+    except Exception:
+        return out
+    finally:
+        with suppress(Exception):
+            nvml.nvmlShutdown()
+    return out

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
 from pytest_tpw.host import procstat
-from pytest_tpw.sensors.base import Provenance, Sensor, SensorOptions, WindowEnergy
+from pytest_tpw.sensors.base import (
+    Capabilities,
+    FollowedWork,
+    Provenance,
+    Sensor,
+    SensorOptions,
+    WindowEnergy,
+)
 from pytest_tpw.sensors.cpu_estimate import cpu_model
 
 #: ``intel-rapl:N`` or ``intel-rapl:N:M``; ``intel-rapl`` itself is the control type, not a zone.
@@ -177,6 +184,15 @@ class RaplSensor(Sensor):
 
     def follow_self(self) -> None:
         self._followed = None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.lock_ids(), "host", True)
+
+    def follow(self, work: FollowedWork | None) -> None:
+        if work is None:
+            self.follow_self()
+        else:
+            self.follow_process_tree(work.root_pid)
 
     def _watch(self) -> procstat.ProcessWatch:
         roots = [os.getpid()] if self._followed is None else [os.getpid(), self._followed]

@@ -288,6 +288,8 @@ class ServerProcess:
 
     def gpu_processes(self) -> dict[str, list[int]]:
         """GPU UUID -> pids running on it (compute and graphics), from NVML; {} without NVML."""
+        from pytest_tpw.sensors.nvml import gpu_processes
+
         return gpu_processes()
 
     def gpu_uuids(self) -> list[str]:
@@ -351,45 +353,3 @@ class ServerProcess:
         kwargs.setdefault("max_retries", 0)
         client = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return client(base_url=self.base_url, **kwargs)
-
-
-def gpu_processes(nvml: Any = None) -> dict[str, list[int]]:
-    """GPU UUID -> pids of the compute and graphics processes NVML lists on it.
-
-    ``nvml`` is the ``pynvml`` module (imported lazily when None); {} when NVML cannot start.
-    A device whose process list cannot be read is listed with no pids.
-    """
-    if nvml is None:
-        try:
-            from pytest_tpw.sensors.nvml import _import_pynvml
-
-            nvml = _import_pynvml()
-        except TpwError:
-            return {}
-    try:
-        nvml.nvmlInit()
-    except Exception:  # NVMLError, OSError: no driver here
-        return {}
-    out: dict[str, list[int]] = {}
-    try:
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            uuid = nvml.nvmlDeviceGetUUID(handle)
-            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-            pids: set[int] = set()
-            for function in (
-                "nvmlDeviceGetComputeRunningProcesses",
-                "nvmlDeviceGetGraphicsRunningProcesses",
-            ):
-                reader = getattr(nvml, function, None)
-                if reader is None:
-                    continue
-                with contextlib.suppress(Exception):
-                    pids.update(int(proc.pid) for proc in reader(handle))
-            out[uuid] = sorted(pids)
-    except Exception:
-        return out
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
-    return out

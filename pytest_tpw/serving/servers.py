@@ -1,19 +1,22 @@
 """A served model measured from its client: what the ``tpw_server`` fixture starts and aims.
 
-:class:`Servers` starts the user's server commands (:class:`~pytest_tpw.server.ServerProcess`)
-for one test and points the session's sensor at them while they run:
+:class:`Servers` starts the user's server commands
+(:class:`~pytest_tpw.serving.process.ServerProcess`) for one test and asks the session's
+sensor to follow them while they run; what that means depends on what the sensor declares
+(:meth:`~pytest_tpw.sensors.Sensor.capabilities`):
 
-- ``nvml``: the GPUs the server's process tree uses must be among the measured ones (NVML has
-  no per-process energy: a board's counter counts everything on it, so the devices must be the
-  server's alone); the server's processes are the measured work, anyone else on those GPUs is
-  named in a warning.
-- ``cpu-estimate``: CPU time of the server's process tree instead of the test process's (the
-  client's own CPU time is then left out, which is the point: the server does the work).
-- ``rapl``: the counters are host-wide already; contention marking follows the server's tree.
-- ``sim`` and third-party sensors: nothing to aim.
+- ``device`` attribution (``nvml``): the GPUs the server's process tree uses must be among the
+  measured ones (a board's counter counts everything on it, so the devices must be the
+  server's alone); the server's processes are the measured work, anyone else on those GPUs
+  is named in a warning.
+- ``process`` attribution (``cpu-estimate``): CPU time of the server's process tree instead of
+  the test process's (the client's own CPU time is then left out: the server does the work).
+- ``host`` attribution (``rapl``): the counters are host-wide already; contention marking
+  follows the server's tree.
+- ``none`` (``sim``): nothing to aim.
 
-At the end (pass or fail) every server is stopped, the sensor aimed back at the test process,
-and the tail of each server's log is kept for the test's report. No pytest import.
+At the end (pass or fail) every server is stopped, the sensor follows the test process
+again, and the tail of each server's log is kept for the test's report. No pytest import.
 """
 
 from __future__ import annotations
@@ -97,33 +100,34 @@ class Servers:
     def _aim(self, process: ServerProcess) -> None:
         sensor = self.sensor
         assert sensor is not None
-        follow = getattr(sensor, "follow_process_tree", None)
-        if callable(follow):
-            follow(process.pid)
-        if sensor.name != "nvml":
+        sensor.follow(_Followed(process.pid, self))
+        caps = sensor.capabilities()
+        if caps.attribution != "device":
             return
-        measured = set(sensor.lock_ids())
-        used = process.gpu_uuids()
-        missing = sorted(set(used) - measured)
+        users = sensor.device_users()
+        tree = set(process.process_tree_pids())
+        used = sorted(d for d, pids in users.items() if pids & tree)
+        missing = [d for d in used if d not in caps.devices]
         if missing:
             self.stop()
             raise TpwError(
                 f"the server uses GPU(s) {', '.join(missing)}, which this session does not "
-                f"measure (measured: {', '.join(sorted(measured)) or 'none'}); widen "
+                f"measure (measured: {', '.join(sorted(caps.devices)) or 'none'}); widen "
                 "--tpw-devices or CUDA_VISIBLE_DEVICES so that the server's GPUs are measured"
             )
-        own = {os.getpid(), *process.process_tree_pids()}
-        sensor.own_pids = lambda: {os.getpid(), *self._tree_pids()}  # type: ignore[attr-defined]
-        others = process.other_gpu_processes(exclude=own)
-        for uuid, pids in sorted(others.items()):
-            if pids:
+        own = {os.getpid(), *tree}
+        for device in used:
+            others = sorted(users[device] - own)
+            if others:
                 self.warnings.append(
-                    f"other processes use the server's GPU {uuid} (pids "
-                    f"{', '.join(map(str, pids))}); NVML counts a whole board's energy, so "
-                    "their work is counted too: give the server its GPUs alone"
+                    f"other processes use the server's GPU {device} (pids "
+                    f"{', '.join(map(str, others))}); a device's counter counts the whole "
+                    "board's energy, so their work is counted too: give the server its GPUs "
+                    "alone"
                 )
 
-    def _tree_pids(self) -> set[int]:
+    def pids(self) -> set[int]:
+        """Every running server's process tree now."""
         pids: set[int] = set()
         for process in self.started:
             if process.returncode is None:
@@ -141,11 +145,21 @@ class Servers:
         """Stop every server and aim the sensor back at this process."""
         for process in self.started:
             process.stop()
-        sensor = self.sensor
-        if sensor is None:
-            return
-        follow_self = getattr(sensor, "follow_self", None)
-        if callable(follow_self):
-            follow_self()
-        if sensor.name == "nvml":
-            sensor.own_pids = lambda: {os.getpid()}  # type: ignore[attr-defined]
+        if self.sensor is not None:
+            self.sensor.follow(None)
+
+
+class _Followed:
+    """What the sensor follows: the server just started (its root) and every running
+    server's processes (a test may start several)."""
+
+    def __init__(self, root_pid: int, servers: Servers) -> None:
+        self._root_pid = root_pid
+        self._servers = servers
+
+    @property
+    def root_pid(self) -> int:
+        return self._root_pid
+
+    def pids(self) -> set[int]:
+        return self._servers.pids()

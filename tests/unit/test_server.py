@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_tpw.errors import TpwError
-from pytest_tpw.serving import process as server_module
+from pytest_tpw.sensors.nvml import gpu_processes
 from pytest_tpw.serving.process import ServerProcess, ServerStartError, free_port
 from tests.fakes.fake_nvml_processes import FakeNvmlWithProcesses
 from tests.fakes.fake_pynvml import NVML_ERROR_DRIVER_NOT_LOADED, Faults
@@ -201,7 +201,7 @@ UUID1 = "GPU-b81d04c7-52e9-4f3b-a6d0-e4c9317f2b58"
 
 def test_gpu_processes_from_compute_and_graphics_lists() -> None:
     fake = FakeNvmlWithProcesses(compute={0: [100, 7]}, graphics={1: [101]})
-    assert server_module.gpu_processes(fake) == {UUID0: [7, 100], UUID1: [101]}
+    assert gpu_processes(fake) == {UUID0: [7, 100], UUID1: [101]}
     assert fake.init_count == 0  # shut NVML down again
 
 

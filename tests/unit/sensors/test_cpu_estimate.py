@@ -167,15 +167,15 @@ def test_torch_threads_warning_is_given_once(
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setattr(procstat, "usable_cpus", lambda: 4)
     sensor = sensor_on(proc)
-    assert sensor.torch_threads_warning() is None  # 4 threads, 4 free cores
+    assert sensor.advice() is None  # 4 threads, 4 free cores
     token = sensor.begin()
     clock.now += 1.0
     proc.set_cpu(1, 2 * TICKS)  # others keep 2 of the 4 cores busy
     proc.host(busy=2 * TICKS, idle=2 * TICKS, cpus=4)
     sensor.end(token)
-    text = sensor.torch_threads_warning()
+    text = sensor.advice()
     assert text is not None and "torch.set_num_threads(2)" in text
-    assert sensor.torch_threads_warning() is None  # once per sensor
+    assert sensor.advice() is None  # once per sensor
 
 
 def test_end_rejects_a_foreign_token(proc: FakeProc) -> None:

@@ -538,7 +538,11 @@ def test_the_measured_process_tree_is_not_another_process(
     # a served model measured from its client: the server's processes are the work itself
     fake = install(faults=Faults(processes={0: [os.getpid(), 5000, 5001, 4242]}))
     sensor = make_sensor(fake)
-    sensor.own_pids = lambda: {os.getpid(), 5000, 5001}
+    caps = sensor.capabilities()
+    assert caps.attribution == "device" and caps.idle_power
+    assert caps.devices == sensor.lock_ids() and all(d.startswith("GPU-") for d in caps.devices)
+    assert sensor.device_users()[caps.devices[0]] == {os.getpid(), 5000, 5001, 4242}
+    sensor.follow(_Server(5000, {5000, 5001}))
     fake.clock.advance_to(1.05)
     token = sensor.begin()
     fake.clock.advance_to(2.55)
@@ -546,6 +550,19 @@ def test_the_measured_process_tree_is_not_another_process(
     assert window.state["gpu:0"]["other_pids"] == [4242]
     assert len(window.warnings) == 1 and "pid 4242" in window.warnings[0]
     assert "5000" not in window.warnings[0]
+    sensor.follow(None)  # the server stopped: its processes would be others again
+    assert sensor.own_pids() == {os.getpid()}
+
+
+class _Server:
+    """What a sensor follows: a served model's root and its processes."""
+
+    def __init__(self, root_pid: int, pids: set[int]) -> None:
+        self.root_pid = root_pid
+        self._pids = pids
+
+    def pids(self) -> set[int]:
+        return self._pids
 
 
 def _capped_window(fake: FakeNvml, sensor: NvmlSensor) -> tuple[list[str], list[str]]:
