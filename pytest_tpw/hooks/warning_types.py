@@ -1,4 +1,4 @@
-"""Typed warnings, so users can filter them (``-W ignore::pytest_tpw.warning_types...``)."""
+"""Typed warnings, so users can filter them (``-W ignore::pytest_tpw.TpwMeasurementWarning``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,3 @@ class PytestTpwWarning(pytest.PytestWarning):
 
 class TpwMeasurementWarning(PytestTpwWarning):
     """A window may not compare well: throttling, another process, too short a window."""
-
-
-class TpwSensorWarning(PytestTpwWarning):
-    """The sensor is weaker than it could be: estimated joules, a fallback method."""

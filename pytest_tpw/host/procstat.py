@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -202,17 +202,6 @@ def tree_stats(
 def process_tree_pids(root_pid: int, proc_root: Path = DEFAULT_PROC_ROOT) -> list[int]:
     """``root_pid`` and its descendants now (empty if ``root_pid`` is gone)."""
     return list(tree_stats(root_pid, proc_root))
-
-
-def process_cpu_seconds(pid: int, proc_root: Path = DEFAULT_PROC_ROOT) -> float | None:
-    """CPU seconds (user + system, all threads) used by one process so far; None if gone."""
-    stat = read_pid_stat(pid, proc_root)
-    return None if stat is None else stat.cpu_s
-
-
-def tree_cpu_seconds(root_pid: int, proc_root: Path = DEFAULT_PROC_ROOT) -> dict[int, float]:
-    """CPU seconds used so far by each process of the tree of ``root_pid``."""
-    return {pid: stat.cpu_s for pid, stat in tree_stats(root_pid, proc_root).items()}
 
 
 @dataclass(frozen=True)
@@ -474,10 +463,3 @@ def mark_contention(usage: CpuUsage | None, state: dict[str, Any], warnings: lis
     text = contention_warning(usage)
     if text is not None:
         warnings.append(text)
-
-
-def describe_roots(roots: Sequence[int]) -> str:
-    """``pid 12`` or ``pids 12, 40`` for messages."""
-    if len(roots) == 1:
-        return f"pid {roots[0]}"
-    return "pids " + ", ".join(str(pid) for pid in roots)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from pytest_tpw.errors import MeasurementError
 from pytest_tpw.measure.samples import SHORT_WINDOW, Measurement, Result
@@ -28,6 +28,8 @@ from pytest_tpw.verdict import Verdict
 
 R = TypeVar("R")
 TokenSpec = int | Callable[[Any], Any]
+#: The call form's plan (see :meth:`TokensPerJoule._calls`).
+Plan = Generator[None, Any, Any]
 
 
 class RoundPolicy(Protocol):
@@ -98,6 +100,12 @@ def _no_tokens(n: int, where: str) -> None:
             f"{where}: the window produced 0 tokens, so tokens per joule is undefined; count "
             "them with w.add_tokens(n) inside `with w:` (loop form) or tokens= (call form)"
         )
+
+
+def _counted(tokens: TokenSpec, result: object, where: str) -> int:
+    """Tokens of one call of the work, after refusing a result that did no work yet."""
+    _lazy_result(result, where)
+    return count_tokens(tokens, result, where)
 
 
 def _check_token_spec(tokens: object, where: str) -> None:
@@ -289,7 +297,6 @@ class TokensPerJoule(abc.ABC):
         at least this long.
         """
 
-    @abc.abstractmethod
     def __call__(
         self,
         fn: Callable[..., R],
@@ -302,8 +309,21 @@ class TokensPerJoule(abc.ABC):
 
         Returns the last call's result. Without ``--tpw`` the call runs once, unmeasured.
         """
+        __tracebackhide__ = True
+        key = self._check_call(fn, tokens, name, asynchronous=False)
+        plan = self._calls(name, key, tokens)
+        try:
+            next(plan)
+            while True:
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    plan.throw(exc)  # the plan gives its window up and raises it again
+                    raise
+                plan.send(result)
+        except StopIteration as done:
+            return cast(R, done.value)
 
-    @abc.abstractmethod
     async def acall(
         self,
         fn: Callable[..., Awaitable[R]],
@@ -313,6 +333,26 @@ class TokensPerJoule(abc.ABC):
         **kwargs: Any,
     ) -> R:
         """The call form for coroutine functions: ``await tpw.acall(client.complete, ...)``."""
+        __tracebackhide__ = True
+        key = self._check_call(fn, tokens, name, asynchronous=True)
+        plan = self._calls(name, key, tokens)
+        try:
+            next(plan)
+            while True:
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    plan.throw(exc)
+                    raise
+                plan.send(result)
+        except StopIteration as done:
+            return cast(R, done.value)
+
+    @abc.abstractmethod
+    def _calls(self, name: str | None, key: str, tokens: TokenSpec) -> Plan:
+        """The call form's plan, shared by ``__call__`` and ``acall``: a generator that
+        yields each time it wants one more call of the work, is sent that call's result
+        (or thrown its exception), counts its tokens, and returns the last result."""
 
     @abc.abstractmethod
     def rounds(self, name: str | None = None) -> Iterator[Window]:
@@ -348,43 +388,15 @@ class OffMeter(TokensPerJoule):
     def min_window_s(self) -> float | None:
         return None
 
-    def __call__(
-        self,
-        fn: Callable[..., R],
-        *args: Any,
-        tokens: TokenSpec,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> R:
-        __tracebackhide__ = True
-        key = self._check_call(fn, tokens, name, asynchronous=False)
+    def _calls(self, name: str | None, key: str, tokens: TokenSpec) -> Plan:
         self._refuse_overlap(key)
         self._open = key
         try:
-            out = fn(*args, **kwargs)
+            out = yield
         finally:
             self._open = None
-        _lazy_result(out, key)
-        _no_tokens(count_tokens(tokens, out, key), key)  # as a measured run would refuse
-        return out
-
-    async def acall(
-        self,
-        fn: Callable[..., Awaitable[R]],
-        *args: Any,
-        tokens: TokenSpec,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> R:
-        __tracebackhide__ = True
-        key = self._check_call(fn, tokens, name, asynchronous=True)
-        self._refuse_overlap(key)
-        self._open = key
-        try:
-            out = await fn(*args, **kwargs)
-        finally:
-            self._open = None
-        _no_tokens(count_tokens(tokens, out, key), key)
+        # what a measured run would refuse, refused here too
+        _no_tokens(_counted(tokens, out, key), key)
         return out
 
     def rounds(self, name: str | None = None) -> Iterator[Window]:
@@ -482,56 +494,24 @@ class Meter(TokensPerJoule):
     def summary(self, m: Measurement) -> Result:
         return m.summarize(self.confidence, self.policy.verdict(m.key))
 
-    def __call__(
-        self,
-        fn: Callable[..., R],
-        *args: Any,
-        tokens: TokenSpec,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> R:
-        __tracebackhide__ = True
-        key = self._check_call(fn, tokens, name, asynchronous=False)
-        m = self._start(name, key)
-        result: R | None = None
+    def _calls(self, name: str | None, key: str, tokens: TokenSpec) -> Plan:
+        return self._windows_of_calls(self._start(name, key), tokens)
+
+    def _windows_of_calls(self, m: Measurement, tokens: TokenSpec) -> Plan:
+        result: object = None
         with closing(_CallPlan(self, m).windows()) as windows:
             for window in windows:
                 count = 0
                 for _ in range(window.calls):
-                    result = fn(*args, **kwargs)
-                    count += self._count(tokens, result, key)
+                    result = yield
+                    count += _counted(tokens, result, m.key)
                 # top up: a window shorter than the sensor's minimum is not worth reading
                 while window.short():
-                    result = fn(*args, **kwargs)
-                    count += self._count(tokens, result, key)
+                    result = yield
+                    count += _counted(tokens, result, m.key)
                     window.calls += 1
                 window.tokens = count
-        return result  # type: ignore[return-value]
-
-    async def acall(
-        self,
-        fn: Callable[..., Awaitable[R]],
-        *args: Any,
-        tokens: TokenSpec,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> R:
-        __tracebackhide__ = True
-        key = self._check_call(fn, tokens, name, asynchronous=True)
-        m = self._start(name, key)
-        result: R | None = None
-        with closing(_CallPlan(self, m).windows()) as windows:
-            for window in windows:
-                count = 0
-                for _ in range(window.calls):
-                    result = await fn(*args, **kwargs)
-                    count += count_tokens(tokens, result, key)
-                while window.short():
-                    result = await fn(*args, **kwargs)
-                    count += count_tokens(tokens, result, key)
-                    window.calls += 1
-                window.tokens = count
-        return result  # type: ignore[return-value]
+        return result
 
     def rounds(self, name: str | None = None) -> Iterator[Window]:
         key = self._claim(name)
@@ -572,10 +552,6 @@ class Meter(TokensPerJoule):
             # no verdict here: with a baseline it is final only once the whole run is in
             level = m.tokens / m.joules if m.samples else None
             self._progress.finish(m.key, level, len(m.samples), None)
-
-    def _count(self, tokens: TokenSpec, result: object, key: str) -> int:
-        _lazy_result(result, key)
-        return count_tokens(tokens, result, key)
 
     def _keep(self, m: Measurement, closed: Closed, record: bool) -> bool:
         """Keep one closed window's outcome; False when it was discarded (run it again)."""

@@ -314,6 +314,27 @@ def test_a_generator_returned_by_the_work_is_refused_naming_the_test(tpw: Tpw) -
     assert "nothing was measured" in text
 
 
+def test_async_work_that_returns_a_generator_is_refused_the_same_way(tpw: Tpw) -> None:
+    """One call loop serves tpw(...) and tpw.acall(...): the same checks in both, measured
+    or not."""
+
+    async def stream() -> Iterator[str]:
+        tpw.clock.advance(1.0)
+        return iter(["token"])
+
+    def lazy() -> Iterator[str]:
+        yield "token"
+
+    async def returns_a_generator() -> Iterator[str]:
+        tpw.clock.advance(1.0)
+        return lazy()
+
+    assert asyncio.run(tpw.meter.acall(stream, tokens=1, name="fine")) is not None
+    with pytest.raises(MeasurementError) as info:
+        asyncio.run(tpw.meter.acall(returns_a_generator, tokens=1, name="lazy"))
+    assert str(info.value).startswith(f"{NODE}::lazy: the workload returned a generator")
+
+
 def test_a_coroutine_returned_by_sync_work_is_refused_naming_the_test(tpw: Tpw) -> None:
     async def complete() -> str:
         return "out"

@@ -67,7 +67,6 @@ def test_readers_return_nothing_without_proc(tmp_path: Path) -> None:
     assert procstat.read_host_cpu(missing) is None
     assert procstat.read_pid_stat(1, missing) is None
     assert procstat.process_tree_pids(1, missing) == []
-    assert procstat.process_cpu_seconds(1, missing) is None
     assert procstat.cpu_count(missing) == (os.cpu_count() or 1)
     assert procstat.clock_ticks() > 0
 
@@ -86,9 +85,11 @@ def test_tree_cpu_seconds_per_pid(proc: FakeProc) -> None:
     make_tree(proc)
     proc.set_cpu(11, 3 * TICKS)
     proc.set_cpu(13, TICKS // 2)
-    seconds = procstat.tree_cpu_seconds(10, proc.root)
+    ticks = procstat.clock_ticks()
+    seconds = {pid: s.cpu_s for pid, s in procstat.tree_stats(10, proc.root, ticks).items()}
     assert seconds == {10: 0.0, 11: 3.0, 12: 0.0, 13: pytest.approx(0.5, abs=1 / TICKS)}
-    assert procstat.process_cpu_seconds(11, proc.root) == 3.0
+    own = procstat.read_pid_stat(11, proc.root)
+    assert own is not None and own.cpu_s == 3.0
 
 
 def test_real_proc_tree_contains_a_child_process() -> None:
@@ -99,7 +100,7 @@ def test_real_proc_tree_contains_a_child_process() -> None:
         pids = procstat.process_tree_pids(os.getpid())
         assert pids[0] == os.getpid()
         assert child.pid in pids
-        assert procstat.process_cpu_seconds(os.getpid()) is not None
+        assert procstat.read_pid_stat(os.getpid()) is not None
     finally:
         child.kill()
         child.wait(timeout=30)
