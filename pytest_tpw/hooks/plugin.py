@@ -122,15 +122,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     parents: dict[int, bool] = {}
     for item in items:
         # own markers first, each parent once: a plain run pays almost nothing per test
-        if any(m.name == "tpw" for m in item.own_markers):
+        own = item.own_markers
+        if own and any(m.name == "tpw" for m in own):
             marked.append(item)
             continue
         parent = item.parent
-        if parent is None:
-            continue
         found = parents.get(id(parent))
         if found is None:
-            chain = parent.listchain()
+            chain = parent.listchain() if parent is not None else []
             found = parents[id(parent)] = any(m.name == "tpw" for n in chain for m in n.own_markers)
         if found:
             marked.append(item)

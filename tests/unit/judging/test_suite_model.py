@@ -44,7 +44,7 @@ from pytest_tpw.stats import (
     lag1_expected,
     look_level,
 )
-from tests.unit.test_session_noise import lognormal_spreads
+from tests.unit.judging.test_session_noise import lognormal_spreads
 
 P = SuiteParams()
 
