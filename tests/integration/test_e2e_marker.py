@@ -56,6 +56,47 @@ def test_bad_markers_are_usage_errors_listed_together(tpwtester: pytest.Pytester
     result.stdout.no_fnmatch_line("*passed*")
 
 
+BELOW_FLOOR = """
+import pytest
+
+@pytest.mark.tpw(tolerance="1%")
+def test_at_the_floor(tpw):
+    tpw(lambda: 5, tokens=1)
+
+pytestmark = []
+
+class TestGroup:
+    pytestmark = [pytest.mark.tpw(tolerance=0.005)]
+
+    def test_below_it(self, tpw):
+        tpw(lambda: 5, tokens=1)
+"""
+
+
+@pytest.mark.parametrize("measured", [True, False], ids=["--tpw", "plain"])
+def test_a_marker_tolerance_at_or_below_the_noise_floor_is_refused_at_collection(
+    tpwtester: pytest.Pytester, measured: bool
+) -> None:
+    """Before anything is measured, with or without --tpw, naming the test and the argument
+    (the floor is the flag's or ini key's, as the run would use it)."""
+    tpwtester.makepyfile(test_floor=BELOW_FLOOR)
+    result = tpwtester.runpytest(*(["--tpw"] if measured else []))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*pytest-tpw: invalid marker(s):*",
+            "*test_floor.py::test_at_the_floor: @pytest.mark.tpw(tolerance=0.01): the "
+            "tolerance (1.0%) must be above the noise floor (1.0%, --tpw-noise-floor)*",
+            "*test_floor.py::TestGroup::test_below_it: @pytest.mark.tpw(tolerance=0.005)*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*passed*")  # nothing ran, nothing measured
+    # a lower floor (here from the ini file) lets both through
+    tpwtester.makeini("[pytest]\ntpw_noise_floor = 0.2%\n")
+    result = tpwtester.runpytest(*(["--tpw", "--tpw-sensor", "sim"] if measured else []))
+    result.assert_outcomes(passed=2)
+
+
 def test_every_spec_argument_is_accepted(tpwtester: pytest.Pytester) -> None:
     tpwtester.makepyfile(
         test_good="""
