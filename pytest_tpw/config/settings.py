@@ -83,24 +83,25 @@ def _parse_int(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def parse_positive_float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not a number") from None
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{text.strip()!r} must be a positive finite number")
-    return value
+def _parse_float(positive: bool) -> Callable[[str], float]:
+    """A finite number above 0 (``positive``) or at least 0."""
+
+    def parse(text: str) -> float:
+        raw = text.strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if math.isinf(value) or not (value > 0 if positive else value >= 0):
+            rule = "a positive finite number" if positive else "a finite number >= 0"
+            raise ValueError(f"{raw!r} must be {rule}")
+        return value
+
+    return parse
 
 
-def parse_nonnegative_float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not a number") from None
-    if not value >= 0 or math.isinf(value):
-        raise ValueError(f"{text.strip()!r} must be a finite number >= 0")
-    return value
+parse_positive_float = _parse_float(positive=True)
+parse_nonnegative_float = _parse_float(positive=False)
 
 
 def parse_devices(text: str) -> tuple[int, ...] | None:

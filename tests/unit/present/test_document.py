@@ -7,23 +7,11 @@ import json
 import pytest
 
 from pytest_tpw.judging.judge import Judgement
-from pytest_tpw.measure.samples import Measurement, Sample
+from pytest_tpw.measure.samples import Measurement
 from pytest_tpw.present.document import json_document
 from pytest_tpw.store import files
 from pytest_tpw.verdict import Verdict
-
-
-def sample(tokens: int, joules: float, seconds: float = 1.0) -> Sample:
-    return Sample(
-        tokens=tokens,
-        joules=joules,
-        seconds=seconds,
-        calls=1,
-        domains={"gpu:0": joules},
-        state={"temp": 60},
-        warnings=[],
-    )
-
+from tests.unit.present.test_report import sample
 
 # -- json_document ---------------------------------------------------------------------------
 
