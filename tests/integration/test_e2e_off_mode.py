@@ -71,3 +71,31 @@ def test_marker_is_validated_without_tpw(tpwtester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_typo.py::test_typo*unknown argument 'roundz'*"])
     result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_a_plain_run_that_uses_the_fixtures_loads_nothing_that_measures(
+    tpwtester: pytest.Pytester,
+) -> None:
+    """Without --tpw, a test that uses tpw (and a marker) imports no statistics, numpy,
+    scipy, judge or session: checked in a fresh process, at the end of the test."""
+    tpwtester.makepyfile(
+        test_light="""
+        import sys
+
+        import pytest
+
+        HEAVY = ("numpy", "scipy", "pytest_tpw.judging", "pytest_tpw.run", "pytest_tpw.stats",
+                 "pytest_tpw.store", "pytest_tpw.present", "pytest_tpw.hooks.measuring")
+
+        @pytest.mark.tpw(tolerance="3%", rounds=5)
+        def test_light(tpw):
+            assert tpw(lambda: 1, tokens=1) == 1
+            for w in tpw.rounds(name="loop"):
+                with w:
+                    w.add_tokens(1)
+            loaded = sorted(m for m in sys.modules if m.startswith(HEAVY))
+            assert loaded == [], loaded
+        """
+    )
+    result = tpwtester.runpytest_subprocess("-p", "no:xdist", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=1)
