@@ -80,21 +80,23 @@ class Side:
         return other is None or other == self.hardware_key
 
 
-def _baseline(path: Path, doc: Mapping[str, Any]) -> BaselineFile:
-    key = doc.get("hardware_key")
-    if not isinstance(key, str):
-        raise InputError(f"{path}: a baseline file without a hardware key")
-    stored = baseline.load(path, key)
-    assert stored is not None  # it was just read
+def _open(path: Path) -> BaselineFile | dict[str, Any]:
+    """A baseline file (read by the store, whatever key it holds) or a results document."""
+    if not results.looks_like_baseline(path):
+        doc = results.read(path)
+        if not results.is_baseline(doc):  # a baseline reformatted by hand is one too
+            return results.check(doc, path)
+    stored = baseline.load(path, None)
+    assert stored is not None  # it was just there
     stored.validate()
     return stored
 
 
 def reference(path: Path) -> tuple[Side, BaselineFile]:
     """A: its stored sessions, from a baseline file or a results file."""
-    doc = results.read(path)
-    if results.is_baseline(doc):
-        stored = _baseline(path, doc)
+    opened = _open(path)
+    if isinstance(opened, BaselineFile):
+        stored = opened
         sessions = sum(len(s) for s in stored.measurements.values())
         env = {
             "hardware_key": stored.hardware_key,
@@ -110,7 +112,7 @@ def reference(path: Path) -> tuple[Side, BaselineFile]:
             "measurement(s))"
         )
         return Side(path, {"environment": env, "measurements": {}}, note, True), stored
-    side = Side(path, results.check(doc, path))
+    side = Side(path, opened)
     key = side.hardware_key or "unknown"
     date = results.text(side.environment.get("date")) or "A"
     stored = BaselineFile(key, {}, {})
@@ -137,10 +139,10 @@ def _latest(stored: BaselineFile) -> StoredSession:
 
 def candidate(path: Path) -> Side:
     """B: a results file, or a baseline file's latest session of each test."""
-    doc = results.read(path)
-    if not results.is_baseline(doc):
-        return Side(path, results.check(doc, path))
-    stored = _baseline(path, doc)
+    opened = _open(path)
+    if not isinstance(opened, BaselineFile):
+        return Side(path, opened)
+    stored = opened
     latest = {key: sessions[-1] for key, sessions in stored.measurements.items() if sessions}
     if not latest:
         raise InputError(f"{path}: a baseline file without sessions; nothing to compare")

@@ -175,6 +175,10 @@ OPTIONS: tuple[Row, ...] = (
     ),
 )  # fmt: skip
 
+#: How an ini file says yes or no to a switch (anything else is refused where it is parsed).
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
 #: The ways of writing baselines, as the ``mode=`` parsers name them.
 BASELINE_MODES = ("replace", "extend", "missing")
 

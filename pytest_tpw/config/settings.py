@@ -21,12 +21,14 @@ from pytest_tpw.config.options import (
     BASELINE_MODES,
     DEFAULT,
     EXPORT_FORMATS,
+    FALSE_WORDS,
     FIELD,
     FLAG,
     MARKER,
     OPTIONS,
     PARSER,
     SCOPE,
+    TRUE_WORDS,
     ini_name,
 )
 from pytest_tpw.errors import MarkerError, SettingError
@@ -121,9 +123,9 @@ def parse_devices(text: str) -> tuple[int, ...] | None:
 
 def parse_bool(text: str) -> bool:
     low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
+    if low in TRUE_WORDS:
         return True
-    if low in ("", "0", "false", "no", "off"):
+    if low in FALSE_WORDS:
         return False
     raise ValueError(f"{text!r}: expected true or false")
 

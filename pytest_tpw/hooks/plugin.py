@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_tpw.config.options import (
+    FALSE_WORDS,
     FLAG,
     HELP,
     METAVAR,
@@ -101,7 +102,7 @@ def _measuring(config: pytest.Config) -> bool:
         if flag is not None and "measures" in row[TRAITS]:
             name = dest(flag)
             ini = str(config.getini(name)).strip().lower()
-            if config.getoption(name) or ini not in ("", "0", "false", "no", "off"):
+            if config.getoption(name) or ini not in FALSE_WORDS:
                 return True  # a bad ini value counts too, so that parsing names it
     return False
 

@@ -168,7 +168,9 @@ def _kind(path: Path) -> reading.Kind:
     )
 
 
-def _check_header(path: Path, header: Header, hardware_key: str) -> None:
+def _check_header(path: Path, header: Header, hardware_key: str | None) -> str:
+    """Refuse a header that is not ours or not for ``hardware_key`` (None: whatever key the
+    file holds); returns the file's hardware key."""
     if header.format != FORMAT:
         raise BaselineError(
             f'{path}: not a pytest-tpw baseline file (no "format": '
@@ -187,7 +189,9 @@ def _check_header(path: Path, header: Header, hardware_key: str) -> None:
             f"{path}: written by a newer pytest-tpw (schema {schema}, this one reads "
             f"{SCHEMA_VERSION}); upgrade: pip install -U pytest-tpw. The file is left as it is"
         )
-    if header.hardware_key != hardware_key:
+    if not isinstance(header.hardware_key, str):
+        raise BaselineError(f"{path}: a baseline file without a hardware key. {fix_hint(path)}")
+    if hardware_key is not None and header.hardware_key != hardware_key:
         raise BaselineError(
             f"{path}: holds baselines for hardware {shorten(header.hardware_key)}, but its name "
             f"says {hardware_key!r}; rename it after the hardware it was recorded on"
@@ -203,12 +207,18 @@ def _check_header(path: Path, header: Header, hardware_key: str) -> None:
             f'{path}: "hardware" must be an object of strings, numbers and '
             f"lists of them, not {shorten(hardware)}. {fix_hint(path)}"
         )
+    return header.hardware_key
 
 
 def load(
-    path: Path, hardware_key: str, *, max_bytes: int = MAX_FILE_BYTES, check: bool | None = None
+    path: Path,
+    hardware_key: str | None,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    check: bool | None = None,
 ) -> BaselineFile | None:
-    """Read and validate one baseline file; None when it does not exist.
+    """Read and validate one baseline file; None when it does not exist. ``hardware_key``:
+    the key its name says (None for a file named on the command line: the key it holds).
 
     Raises :class:`BaselineError` naming the file and the fix when it is corrupt, from a
     newer schema, not a pytest-tpw baseline, for other hardware, not a regular file, larger
@@ -228,11 +238,11 @@ def load(
     scanned = scan(data)
     if scanned is not None:
         header, raw = scanned
-        _check_header(path, header, hardware_key)
+        key = _check_header(path, header, hardware_key)
         measurements = Measurements(path, raw)
         if check or (check is None and len(data) <= CHECK_ALL_BELOW):
             measurements.check()
-        return BaselineFile(hardware_key, dict(header.hardware), measurements)
+        return BaselineFile(key, dict(header.hardware), measurements)
     try:
         doc = strict_loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
@@ -240,13 +250,13 @@ def load(
     return _parse(doc, path, hardware_key)
 
 
-def _parse(data: Any, path: Path, hardware_key: str) -> BaselineFile:
+def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BaselineError(
             f'{path}: not a pytest-tpw baseline file (no "format": '
             f'"{FORMAT}"); move it out of the baseline folder'
         )
-    _check_header(
+    key = _check_header(
         path,
         Header(
             data.get("format"),
@@ -279,7 +289,7 @@ def _parse(data: Any, path: Path, hardware_key: str) -> BaselineFile:
             StoredSession.from_json(s, f"{path}: measurement {key!r}, session {i}")
             for i, s in enumerate(sessions, 1)
         ]
-    return BaselineFile(hardware_key, dict(data.get("hardware") or {}), parsed)
+    return BaselineFile(key, dict(data.get("hardware") or {}), parsed)
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -92,6 +92,26 @@ def read_bytes(path: Path, max_bytes: int, kind: Kind) -> bytes | None:
         os.close(fd)
 
 
+def head(path: Path, n_bytes: int, kind: Kind) -> bytes | None:
+    """The first ``n_bytes`` of a regular file (to tell what it is without reading it all);
+    None when missing. The same refusals as :func:`read_bytes`, but for size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise kind.error(f"{path}: cannot read the {kind.what}: {exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode, kind)
+        return os.read(fd, n_bytes)
+    except OSError as exc:
+        raise kind.error(f"{path}: cannot read the {kind.what}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
 def check_utf8(path: Path, data: bytes, kind: Kind) -> None:
     """Refuse bytes that are not UTF-8, naming the first bad byte's line and offset."""
     if data.isascii():

@@ -62,6 +62,18 @@ def is_baseline(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
+def looks_like_baseline(path: Path) -> bool:
+    """True when the file's first bytes mark it as a baseline file (as this package writes
+    them): it is then read by the baseline store's fast path, never parsed whole here."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path}: a folder; name a file")
+    start = reading.head(path, 4096, _KIND)
+    if start is None:
+        raise ResultsError(f"{path}: no such file")
+    return b'"format": "' + FORMAT.encode() + b'"' in start
+
+
 def load(path: Path) -> dict[str, Any]:
     """A ``--tpw-json`` document, checked enough to be read: an object with a known schema
     and an object of measurements, each an object."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -381,3 +382,24 @@ def test_old_plot_form_draws_the_history(
     assert cli.main(["plot", str(path), "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot history FILES" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "folder"])
+def test_compare_refuses_special_files_at_once_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], special: str
+) -> None:
+    """A FIFO would block a reader and /dev/zero never ends: refused before any read."""
+    good = result_file(tmp_path / "a.json", {"t::x": 50.0})
+    if special == "fifo":
+        path = tmp_path / "pipe.json"
+        os.mkfifo(path)
+    elif special == "folder":
+        path = tmp_path / "results"
+        path.mkdir()
+    else:
+        path = Path(special)
+    for args in ([str(good), str(path)], [str(path), str(good)]):
+        assert cli.main(["compare", *args]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err
+        assert ("not a regular file" in err) or ("a folder" in err)
