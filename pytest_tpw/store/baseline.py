@@ -256,7 +256,7 @@ def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
             f'{path}: not a pytest-tpw baseline file (no "format": '
             f'"{FORMAT}"); move it out of the baseline folder'
         )
-    key = _check_header(
+    file_key = _check_header(
         path,
         Header(
             data.get("format"),
@@ -289,7 +289,7 @@ def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
             StoredSession.from_json(s, f"{path}: measurement {key!r}, session {i}")
             for i, s in enumerate(sessions, 1)
         ]
-    return BaselineFile(key, dict(data.get("hardware") or {}), parsed)
+    return BaselineFile(file_key, dict(data.get("hardware") or {}), parsed)
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -1044,3 +1044,18 @@ def test_extend_of_an_entry_edited_across_lines_parses_it(tmp_path: Path) -> Non
     baseline.flush(path, KEY, HARDWARE, {"t.py::test_x": new}, 2, "extend")
     loaded = baseline.load(path, KEY)
     assert loaded is not None and loaded.sessions("t.py::test_x") == [_NEW, new]
+
+
+@pytest.mark.parametrize("canonical", [True, False], ids=["as written", "reformatted"])
+def test_a_file_named_by_hand_is_loaded_with_the_key_it_holds(
+    tmp_path: Path, canonical: bool
+) -> None:
+    path = tmp_path / "anything.json"
+    baseline.write(path, sample_file())
+    if not canonical:
+        path.write_text(json.dumps(json.loads(path.read_text())), encoding="utf-8")
+    loaded = baseline.load(path, None)
+    assert loaded is not None and loaded.hardware_key == KEY
+    assert sorted(loaded.measurements) == sorted(sample_file().measurements)
+    with pytest.raises(BaselineError, match="but its name says 'other-x1'"):
+        baseline.load(path, "other-x1")
