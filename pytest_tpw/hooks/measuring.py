@@ -9,8 +9,8 @@ terminal section (:mod:`pytest_tpw.present.summary`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,9 +20,6 @@ from pytest_tpw.hooks.fixtures import warn
 from pytest_tpw.hooks.plugin import MARKER_KEY
 from pytest_tpw.measure.meter import Meter, TokensPerJoule
 from pytest_tpw.run.session import TpwSession
-
-if TYPE_CHECKING:
-    from pytest_tpw.present.progress import TerminalStream
 
 DEFERRALS_KEY = pytest.StashKey[outcomes.Deferrals]()
 TEST_KEY = pytest.StashKey[TestSettings]()
@@ -58,8 +55,9 @@ def start(config: pytest.Config, settings: Settings) -> TpwSession:
         from pytest_tpw.present.progress import Progress, TerminalStream
 
         capture = config.pluginmanager.get_plugin("capturemanager")
-        hooks.line = TerminalStream(terminal, capture)
-        tpw_session.progress = Progress(hooks.line, tty=bool(terminal.isatty))
+        # the stream pytest's terminal writes to: output capture is off at session start
+        stream = TerminalStream(terminal, config.get_terminal_writer(), sys.stdout, capture)
+        tpw_session.progress = Progress(stream, tty=bool(terminal.isatty))
     hooks.held = xdist.held_worker_reports(config, tpw_session)
     config.pluginmanager.register(hooks, "tpw-measuring")
     return tpw_session
@@ -124,7 +122,6 @@ class MeasuringHooks:
 
     def __init__(self, tpw_session: TpwSession) -> None:
         self.session = tpw_session
-        self.line: TerminalStream | None = None
         #: On pytest-xdist's controller: the workers' tests whose verdicts wait for the run.
         self.held: xdist.HeldWorkerReports | None = None
 
@@ -155,9 +152,8 @@ class MeasuringHooks:
         if report.when == "teardown" and report.user_properties:
             report.user_properties = self.session.role.take(report.user_properties)
         progress = self.session.progress
-        if progress is not None and self.line is not None and progress.shown:
+        if progress is not None and progress.shown:
             progress.clear()
-            self.line.hand_back()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: object, sched: object) -> None:

@@ -47,11 +47,9 @@ class ProgressSink(Protocol):
 
     def start(self, key: str, max_rounds: int | None) -> None: ...
 
-    def window(self, key: str, k: int, seconds: float, tokens_per_joule: float) -> None: ...
+    def window(self, key: str, k: int, seconds: float, level: float) -> None: ...
 
-    def finish(
-        self, key: str, tokens_per_joule: float | None, n: int, verdict: str | None
-    ) -> None: ...
+    def finish(self, key: str, level: float | None, n: int, verdict: str | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -550,7 +548,7 @@ class Meter(TokensPerJoule):
             )
         if self._progress is not None:
             # no verdict here: with a baseline it is final only once the whole run is in
-            level = m.tokens / m.joules if m.samples else None
+            level = m.level() if m.samples else None
             self._progress.finish(m.key, level, len(m.samples), None)
 
     def _keep(self, m: Measurement, closed: Closed, record: bool) -> bool:
@@ -564,9 +562,7 @@ class Meter(TokensPerJoule):
         if record:
             m.samples.append(closed.sample)
             if self._progress is not None:
-                self._progress.window(
-                    m.key, len(m.samples), closed.sample.seconds, m.tokens / m.joules
-                )
+                self._progress.window(m.key, len(m.samples), closed.sample.seconds, m.level())
         return True
 
 

@@ -125,6 +125,13 @@ class Measurement:
             if w.startswith(WAITED)
         ]
 
+    def level(self) -> float:
+        """The level the table reports: the 20 %-trimmed geometric mean of the windows'
+        tokens per joule (robust to a throttled window)."""
+        from pytest_tpw.stats import summarize
+
+        return summarize(self.values()).estimate
+
     def summarize(self, confidence: float, verdict: Verdict) -> Result:
         """The summary of the samples, with the verdict the judge gave them."""
         from pytest_tpw.stats import summarize  # numpy/scipy only once something is measured

@@ -1,9 +1,11 @@
-"""Live progress of a long measured suite: which test, which round, the running tokens/J.
+"""Live progress of a long measured suite: which test, which round, the running level.
 
-In a terminal one status line is rewritten in place (carriage return, then clear to the end
-of the line), at most :data:`MAX_UPDATES_PER_S` times a second, and erased with
-:meth:`Progress.clear` before anything else is printed. In a CI log (not a tty) nothing is
-rewritten: one line per finished measurement, nothing per round. Plain Python, no pytest.
+In a terminal, the live text is drawn after pytest's own progress on the current line
+(after its dots, or after a test's name under ``-v``) with the cursor left where pytest
+left it, at most :data:`MAX_UPDATES_PER_S` times a second, and erased with
+:meth:`Progress.clear` before pytest prints anything: pytest's lines keep their form. In a
+CI log (not a tty) nothing is rewritten: one line per finished measurement, nothing per
+round. Plain Python, no pytest.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Protocol
 
-#: Updates of the live line per second, at most (a terminal redraw costs little, a log a lot).
+#: Updates of the live text per second, at most (a terminal redraw costs little, a log a lot).
 MAX_UPDATES_PER_S = 10.0
-#: ``\r`` goes to the start of the line, ``ESC [ K`` clears from there to its end.
-CLEAR_LINE = "\r\x1b[K"
-#: The live line is cut to this width so that it never wraps (a wrapped line cannot be undone).
+#: ``ESC 7`` saves the cursor, ``ESC 8`` restores it, ``ESC [ K`` clears to the line's end.
+SAVE, RESTORE, CLEAR_TO_END = "\x1b7", "\x1b8", "\x1b[K"
+#: The live text is never longer than this (a line of its own in a log is not cut).
 MAX_WIDTH = 120
 
 
@@ -29,59 +31,75 @@ def _num(value: float) -> str:
     return f"{value:.3e}"
 
 
-def _line(key: str, rest: str) -> str:
-    """``tpw KEY: REST`` in at most :data:`MAX_WIDTH` characters; a long key loses its head."""
-    room = max(8, MAX_WIDTH - len(rest) - 6)
+def _fit(key: str, rest: str, width: int) -> str:
+    """``tpw KEY: REST`` in at most ``width`` characters; a long key loses its head first,
+    then the end of the text goes."""
+    room = max(8, width - len(rest) - 6)
     if len(key) > room:
         key = "…" + key[-(room - 1) :]
-    return f"tpw {key}: {rest}"[:MAX_WIDTH]
+    return f"tpw {key}: {rest}"[: max(width, 0)]
 
 
 class Stream(Protocol):
-    """Where progress goes: a text file, or :class:`TerminalStream`."""
+    """Where progress goes (:class:`TerminalStream` on pytest's terminal)."""
 
-    def write(self, text: str, /) -> int: ...
+    def room(self) -> int:
+        """Columns left on the current line for live text (0: none)."""
 
-    def flush(self) -> None: ...
+    def show(self, text: str) -> None:
+        """Draw ``text`` after the cursor, leaving the cursor where it was."""
+
+    def hide(self) -> None:
+        """Erase what :meth:`show` drew."""
+
+    def line(self, text: str) -> None:
+        """Write ``text`` as a line of its own."""
 
 
 class TerminalStream:
-    """Progress's stream on pytest's terminal reporter, on a line of its own.
+    """Progress's stream on pytest's terminal.
 
     Measuring happens inside a test, while pytest captures its output: each write goes out
     past the capture (the capture manager's ``global_and_fixture_disabled``, as pytest's own
-    live logging does). Before its first write it moves to a fresh line (pytest's
-    half-written line of dots stays as it is); once its line is done or cleared it hands
-    the line back, and pytest starts its next result on a new line with the file's name.
-    Duck-typed: ``terminal`` is a ``pytest.TerminalReporter``, ``capture`` its
-    ``CaptureManager`` or None.
+    live logging does), straight to the stream pytest's terminal writer writes to, so that
+    the writer's idea of the current line (and so pytest's ``[ 42%]`` column) is untouched.
+    ``writer`` is pytest's ``TerminalWriter`` (``config.get_terminal_writer()``); ``out``
+    the stream it writes to; ``capture`` pytest's ``CaptureManager`` or None; ``terminal``
+    pytest's ``TerminalReporter``, for log lines.
     """
 
-    def __init__(self, terminal: Any, capture: Any) -> None:
+    def __init__(self, terminal: Any, writer: Any, out: Any, capture: Any) -> None:
         self.terminal = terminal
+        self.writer = writer
+        self.out = out
         self.capture = capture
-        self.active = False
 
-    def write(self, text: str, /) -> int:
-        with self.capture.global_and_fixture_disabled() if self.capture else nullcontext():
-            if not self.active:
-                self.terminal.ensure_newline()
-                self.active = True
-            self.terminal.write(text, flush=True)
-        if text.endswith("\n"):
-            self.hand_back()
-        return len(text)
+    def _uncaptured(self) -> Any:
+        return self.capture.global_and_fixture_disabled() if self.capture else nullcontext()
 
-    def flush(self) -> None:
-        pass
+    def room(self) -> int:
+        return max(int(self.writer.fullwidth) - int(self.writer.width_of_current_line) - 2, 0)
 
-    def hand_back(self) -> None:
-        self.active = False
-        self.terminal.currentfspath = None  # pytest reprints the file name on a fresh line
+    def show(self, text: str) -> None:
+        with self._uncaptured():
+            self.out.write(f"{CLEAR_TO_END}{SAVE} {text}{RESTORE}")
+            self.out.flush()
+
+    def hide(self) -> None:
+        with self._uncaptured():
+            self.out.write(CLEAR_TO_END)
+            self.out.flush()
+
+    def line(self, text: str) -> None:
+        with self._uncaptured():
+            self.terminal.ensure_newline()
+            self.terminal.write_line(text, flush=True)
+        # pytest starts its next result on a new line, with the file's name
+        self.terminal.currentfspath = None
 
 
 class Progress:
-    """Progress of measurements on ``stream``; ``tty`` picks the live line or log lines."""
+    """Progress of measurements on ``stream``; ``tty`` picks live text or log lines."""
 
     def __init__(
         self, stream: Stream, tty: bool, clock: Callable[[], float] = time.monotonic
@@ -96,7 +114,7 @@ class Progress:
 
     @property
     def shown(self) -> bool:
-        """True while a live line is on screen (it must be cleared before pytest prints)."""
+        """True while live text is on screen (it must be cleared before pytest prints)."""
         return self._shown
 
     # -- the calls the meter and the plugin make ---------------------------------------------
@@ -105,39 +123,33 @@ class Progress:
         """A measurement begins (warm-up included); ``max_rounds`` is None when unbounded."""
         self._max_rounds[key] = max_rounds
         if self.tty:
-            self._draw(_line(key, "warming up"), force=True)
+            self._draw(key, "warming up", force=True)
 
-    def window(self, key: str, k: int, seconds: float, tokens_per_joule: float) -> None:
-        """Round ``k`` (from 1) of ``key`` ended: a window of ``seconds``, tokens/J so far."""
+    def window(self, key: str, k: int, seconds: float, level: float) -> None:
+        """Round ``k`` (from 1) of ``key`` ended: a window of ``seconds``; ``level`` is the
+        measurement's level so far (the statistic the table reports)."""
         if not self.tty:
             return
         limit = self._max_rounds.get(key)
         rounds = f"round {k}" + (f"/{limit}" if limit is not None else "")
-        self._draw(
-            _line(key, f"{rounds}, window {seconds:.3g} s, {_num(tokens_per_joule)} tokens/J")
-        )
+        self._draw(key, f"{rounds}, window {seconds:.3g} s, level {_num(level)} tokens/J")
 
-    def finish(self, key: str, tokens_per_joule: float | None, n: int, verdict: str | None) -> None:
-        """``key`` is done: its level (None without a valid sample), samples, verdict."""
+    def finish(self, key: str, level: float | None, n: int, verdict: str | None) -> None:
+        """``key`` is done: its level (the table's statistic; None without a valid sample),
+        windows, verdict."""
         self._max_rounds.pop(key, None)
         self._done += 1
-        level = (
-            "no valid sample"
-            if tokens_per_joule is None
-            else (f"{_num(tokens_per_joule)} tokens/J")
-        )
-        rest = f"{level}, n={n}" + (f", {verdict}" if verdict else "")
+        text = "no valid sample" if level is None else f"level {_num(level)} tokens/J"
+        rest = f"{text}, n={n}" + (f", {verdict}" if verdict else "")
         if self.tty:
-            self._draw(_line(key, rest), force=True)
+            self._draw(key, rest, force=True)
         else:
-            self.stream.write(f"tpw [{self._done}] {key}: {rest}\n")
-            self.stream.flush()
+            self.stream.line(f"tpw [{self._done}] {key}: {rest}")
 
     def clear(self) -> None:
-        """Erase the live line (call before pytest prints anything of its own)."""
+        """Erase the live text (call before pytest prints anything of its own)."""
         if self._shown:
-            self.stream.write(CLEAR_LINE)
-            self.stream.flush()
+            self.stream.hide()
             self._shown = False
             self._last_draw = None  # whatever comes next is drawn at once
 
@@ -148,7 +160,7 @@ class Progress:
 
     # -- drawing ------------------------------------------------------------------------------
 
-    def _draw(self, text: str, force: bool = False) -> None:
+    def _draw(self, key: str, rest: str, force: bool = False) -> None:
         now = self.clock()
         if (
             not force
@@ -156,7 +168,10 @@ class Progress:
             and now - self._last_draw < 1.0 / MAX_UPDATES_PER_S
         ):
             return
-        self.stream.write(CLEAR_LINE + text)
-        self.stream.flush()
+        width = min(self.stream.room(), MAX_WIDTH)
+        if width < 20:  # too little room left on this line: nothing rather than a wrap
+            self.clear()
+            return
+        self.stream.show(_fit(key, rest, width))
         self._shown = True
         self._last_draw = now

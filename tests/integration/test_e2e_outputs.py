@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -85,17 +89,18 @@ def test_progress_in_a_log_is_one_line_per_measurement(tpwtester: pytest.Pyteste
     assert "\r" not in result.stdout.str()  # nothing rewritten in a log
 
 
-def test_progress_in_a_terminal_is_a_live_line(tmp_path: Path) -> None:
-    (tmp_path / "test_out.py").write_text(SUITE, encoding="utf-8")
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\ntpw_sensor = sim\ntpw_max_delay = 0\n", encoding="utf-8"
-    )
+def in_a_terminal(folder: Path, *args: str, columns: int = 100) -> tuple[bytes, list[str]]:
+    """pytest run in a real pseudo-terminal of ``columns`` columns: the bytes it wrote, and
+    the screen they leave, as a VT100 terminal shows it (pyte)."""
+    pyte = pytest.importorskip("pyte", reason="pip install pyte (in the dev extra)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    env["COLUMNS"] = str(columns)
     main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--tpw", *FAST],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pytest", *args],
+        cwd=folder,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=child,
@@ -113,11 +118,37 @@ def test_progress_in_a_terminal_is_a_live_line(tmp_path: Path) -> None:
         chunks.append(data)
     os.close(main)
     assert proc.wait(timeout=120) == 0
-    screen = b"".join(chunks).decode("utf-8", errors="replace")
-    assert "\r\x1b[K" in screen  # the live line is rewritten in place ...
-    # drawn whatever the timing: the start and the end of each measurement (rounds between
-    # them are throttled to 10 updates a second)
-    assert "test_out.py::test_gen[0]: warming up" in screen
-    assert "test_out.py::test_gen[2]:" in screen and "tokens/J, n=3" in screen
-    assert "tpw [1]" not in screen  # ... not logged line by line
-    assert "3 passed" in screen
+    raw = b"".join(chunks)
+    screen = pyte.Screen(columns, 500)
+    pyte.ByteStream(screen).feed(raw)
+    return raw, [line.rstrip() for line in screen.display if line.strip()]
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["dots", "-v"])
+def test_progress_in_a_terminal_keeps_pytests_own_progress_intact(
+    tmp_path: Path, verbose: bool
+) -> None:
+    """The live text is drawn after pytest's progress and erased before pytest writes: the
+    dots stay on one line with their [100%], test names under -v stay one a line."""
+    (tmp_path / "test_out.py").write_text(SUITE, encoding="utf-8")
+    (tmp_path / "test_plain.py").write_text("def test_p():\n    pass\n", encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\ntpw_sensor = sim\ntpw_max_delay = 0\n", encoding="utf-8"
+    )
+    args = ["--tpw", *FAST, "-p", "no:xdist", *(["-v"] if verbose else [])]
+    raw, screen = in_a_terminal(tmp_path, *args)
+    collected = next(i for i, line in enumerate(screen) if line.startswith("collected "))
+    summary = next(i for i, line in enumerate(screen) if "tokens per joule" in line)
+    progress = screen[collected + 1 : summary]
+    # the live text was drawn, whatever the timing: each measurement's start and end
+    assert b"test_out.py::test_gen[0]: warming up" in raw
+    assert b"tokens/J, n=3" in raw
+    assert b"tpw [1]" not in raw  # not logged line by line
+    if verbose:
+        pattern = r"test_(out|plain)\.py::test_\w+(\[\d\])? PASSED +\[ *\d+%\]"
+        assert len(progress) == 4, progress
+    else:
+        pattern = r"test_(out|plain)\.py \.+ +\[ *\d+%\]"
+        assert len(progress) == 2, progress  # one line per file: the name, dots, percent
+    assert all(re.fullmatch(pattern, line) for line in progress), progress
+    assert any("4 passed" in line for line in screen)
