@@ -14,6 +14,7 @@ import abc
 import inspect
 import math
 import operator
+import re
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
 from pytest_tpw.errors import MeasurementError
-from pytest_tpw.measure.samples import SHORT_WINDOW, Measurement, Result
+from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
 from pytest_tpw.measure.window import Closed, OpenWindow, WindowRunner
 from pytest_tpw.sensors.base import Sensor
 from pytest_tpw.verdict import Verdict
@@ -98,6 +99,36 @@ def _no_tokens(n: int, where: str) -> None:
             f"{where}: the window produced 0 tokens, so tokens per joule is undefined; count "
             "them with w.add_tokens(n) inside `with w:` (loop form) or tokens= (call form)"
         )
+
+
+def window_summaries(m: Measurement) -> list[str]:
+    """One line per kind of window warning (the same sentence but for its numbers): how many
+    of the windows had it, with the spread of the other busy cores for CPU contention, and
+    the sentence that says why it matters. A warning per window would bury the results."""
+    kinds: dict[str, tuple[str, list[int]]] = {}
+    for i, sample in enumerate(m.samples):
+        for text in sample.warnings:
+            if not text.startswith(WAITED) and text != SHORT_WINDOW:
+                kind = re.sub(r"\d+(\.\d+)?", "#", text)
+                kinds.setdefault(kind, (text, []))[1].append(i)
+    out = []
+    n = len(m.samples)
+    for first, windows in kinds.values():
+        busy = [m.samples[i].state.get("other_busy_cores") for i in windows]
+        cores = sorted(b for b in busy if isinstance(b, (int, float)))
+        if cores and first.startswith("other processes kept"):
+            cpus = m.samples[windows[0]].state.get("host_cpus", "?")
+            low, high = f"{cores[0]:.1f}", f"{cores[-1]:.1f}"
+            spread = low if low == high else f"{low}-{high}"
+            out.append(
+                f"{m.key}: {len(windows)} of {n} windows contended: other processes kept "
+                f"{spread} of {cpus} CPU cores busy; they compete for cores, caches and memory "
+                "bandwidth, so those windows may not compare with others. Measure on a quiet "
+                "host (check `top`)"
+            )
+        else:
+            out.append(f"{m.key}: {len(windows)} of {n} windows: {first}")
+    return out
 
 
 def _counted(tokens: TokenSpec, result: object, where: str) -> int:
@@ -546,6 +577,7 @@ class Meter(TokensPerJoule):
                 f"{m.sensor} sensor's {self.runner.min_window_s:.3f} s minimum (shortest "
                 f"{min(short):.3f} s); make each `with w:` block do more work"
             )
+        m.warnings.extend(window_summaries(m))
         if self._progress is not None:
             # no verdict here: with a baseline it is final only once the whole run is in
             level = m.level() if m.samples else None
@@ -556,9 +588,6 @@ class Meter(TokensPerJoule):
         if closed.sample is None:
             m.warnings.append(closed.discarded or "window discarded")
             return False
-        for text in closed.warnings:
-            if text not in m.warnings:
-                m.warnings.append(text)
         if record:
             m.samples.append(closed.sample)
             if self._progress is not None:

@@ -277,8 +277,8 @@ def test_another_process_on_the_gpu_is_warned_and_kept_with_the_sample(
     result.stdout.fnmatch_lines(
         [
             "*warnings summary*",
-            "*TpwMeasurementWarning: gpu:0 (NVIDIA Fake 80GB, GPU-f00d): another process "
-            "(pid 4242) was using the GPU*",
+            "*TpwMeasurementWarning: test_one.py::test_gen: 3 of 3 windows: gpu:0 (NVIDIA Fake "
+            "80GB, GPU-f00d): another process (pid 4242) was using the GPU*",
         ]
     )
     doc = json.loads((tpwtester.path / "out.json").read_text(encoding="utf-8"))
@@ -286,4 +286,5 @@ def test_another_process_on_the_gpu_is_warned_and_kept_with_the_sample(
     assert len(entry["samples"]) == 3
     assert all(s["warnings"] == [OTHER_PROCESS] for s in entry["samples"])
     assert all(s["state"] == {"gpu:0": {"other_pids": [4242]}} for s in entry["samples"])
-    assert entry["warnings"] == [OTHER_PROCESS]  # once per measurement, not per window
+    # once per measurement, with how many windows had it, not once per window
+    assert entry["warnings"] == [f"test_one.py::test_gen: 3 of 3 windows: {OTHER_PROCESS}"]

@@ -373,3 +373,24 @@ def test_marker_devices_not_measured_is_an_error() -> None:
     meter = devices_meter(clock, sensor, (2,))
     with pytest.raises(MeasurementError, match=r"gpu:2 are not measured.*--tpw-devices"):
         meter(lambda: clock.advance(0.2), tokens=1)
+
+
+def test_window_warnings_become_one_line_per_kind_with_their_count() -> None:
+    """Contention in 3 of 4 windows (1.2 to 1.6 other cores) and a throttled window: two
+    lines for the measurement, each saying how many windows had it."""
+    from pytest_tpw.measure.meter import window_summaries
+    from pytest_tpw.measure.samples import WAITED, Measurement, Sample
+
+    busy = "other processes kept {:.2f} of 2 CPU cores busy during this window (80% ...)"
+    m = Measurement("t.py::test_x", None, "cpu-estimate", "estimated")
+    for i, other in enumerate([1.2, 1.6, None, 1.45]):
+        warnings = [busy.format(other)] if other is not None else ["gpu:0: clocks held down"]
+        if i == 0:
+            warnings.append(WAITED + "0.5 s for sim-device")
+        state = {"other_busy_cores": other, "host_cpus": 2} if other else {}
+        m.samples.append(Sample(10, 1.0, 1.0, 1, {}, state=state, warnings=warnings))
+    contended, throttled = window_summaries(m)
+    assert contended.startswith(
+        "t.py::test_x: 3 of 4 windows contended: other processes kept 1.2-1.6 of 2 CPU cores"
+    )
+    assert throttled == "t.py::test_x: 1 of 4 windows: gpu:0: clocks held down"
