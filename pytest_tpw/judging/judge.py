@@ -28,6 +28,7 @@ from typing import Any
 from pytest_tpw import stats
 from pytest_tpw.config.settings import Settings, TestSettings
 from pytest_tpw.judging.decide import judge_suite, look
+from pytest_tpw.judging.kernels import detectable_drop
 from pytest_tpw.judging.model import (
     RUN_SPREAD_SOURCE,
     RunShift,
@@ -88,6 +89,13 @@ class Judgement:
     without_suite: bool = False
     #: The test's fixed number of recorded windows (marker or ``--tpw-rounds``), if any.
     rounds: int | None = None
+    #: The smallest drop this comparison would find REGRESSED 4 times in 5 (a fraction).
+    detectable_drop: float | None = None
+    #: Its interval is far wider than the tolerance: it cannot tell a drop from noise.
+    too_noisy: bool = False
+    #: When it cannot catch a drop of its tolerance: which part of the noise is why
+    #: (:meth:`Judge.widened_by`; :data:`LOWER_IT` says what lowers it).
+    limited_by: str | None = None
 
     @property
     def fails(self) -> bool:
@@ -108,6 +116,9 @@ class Judgement:
             "ratio": self.ratio,
             "without_suite": self.without_suite,
             "rounds": self.rounds,
+            "detectable_drop": self.detectable_drop,
+            "too_noisy": self.too_noisy,
+            "limited_by": self.limited_by,
             "pending": self.pending,
             "comparison": _comparison_dict(self.comparison),
         }
@@ -127,6 +138,9 @@ class Judgement:
             ratio=data["ratio"],
             without_suite=bool(data.get("without_suite")),
             rounds=data.get("rounds"),
+            detectable_drop=data.get("detectable_drop"),
+            too_noisy=bool(data.get("too_noisy")),
+            limited_by=data.get("limited_by"),
             pending=bool(data.get("pending")),
             comparison=_comparison_from(data.get("comparison")),
         )
@@ -224,6 +238,8 @@ class Judge:
         self._changes: dict[str, TestChange | None] = {}
         self.run_wide: RunWide | None = None
         self._finished = False
+        #: Benjamini-Hochberg's family at the end of the run: the compared, non-canary tests.
+        self._family = 1
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -346,6 +362,17 @@ class Judge:
         updating = s.writes_baselines
         j.comparison, j.verdict = c, c.verdict
         j.ratio = c.ratio if math.isfinite(c.ratio) else None
+        # a lone drop must also survive Benjamini-Hochberg across the run's compared tests
+        # (p x looks <= q / m); a test decided alone does not enter it
+        alpha = c.alpha
+        if not j.without_suite:
+            looks = len(self.suite_params.verdict.looks)
+            alpha = min(alpha, s.fdr / (looks * max(self._family, 1)))
+        drop = detectable_drop(c.se_log, c.df, alpha, c.alpha_equiv, j.tolerance, s.noise_floor)
+        j.detectable_drop = drop if math.isfinite(drop) else None
+        j.too_noisy = _too_noisy(c, j.tolerance)
+        if j.detectable_drop is not None and j.detectable_drop > j.tolerance:
+            j.limited_by = self.widened_by(j, c)
         if j.canary:
             if c.verdict is not Verdict.UNCHANGED:
                 j.notes.append(
@@ -361,10 +388,13 @@ class Judge:
                 f"tolerance ({j.tolerance:.0%})"
             )
         elif c.verdict is Verdict.IMPROVED:
-            j.notes.append(
-                f"{j.key}: improved ({_pct(c.ratio)}); accept the new level with "
-                f"pytest --tpw --tpw-update {_quote(j.nodeid)}"
-            )
+            if s.baseline_mode == "replace":
+                then = "this run accepts the new level (--tpw-update; unless the test fails)"
+            elif s.baseline_mode == "extend":
+                then = "this run adds its session to the stored ones (--tpw-record)"
+            else:
+                then = f"accept the new level with pytest --tpw --tpw-update {_quote(j.nodeid)}"
+            j.notes.append(f"{j.key}: improved ({_pct(c.ratio)}); {then}")
         elif c.verdict is Verdict.INCONCLUSIVE:
             if c.why:
                 j.notes.append(f"{j.key}: {c.why}")
@@ -384,6 +414,29 @@ class Judge:
             else:
                 j.warnings.append(text)
 
+    def widened_by(self, j: Judgement, c: stats.Comparison) -> str:
+        """Which part of the variance makes this interval wide (see :data:`LOWER_IT`):
+        ``runs`` (no run-wide estimate in a small suite: the spread of whole runs is in it),
+        ``run`` (this run's tests disagree more than the stored runs did), ``prior`` (one
+        stored session: the session spread is assumed), ``sessions`` (the stored sessions
+        disagree) or ``windows`` (this run's windows are noisy)."""
+        sessions = max(c.n_sessions, 1)
+        between = (1.0 + 1.0 / sessions) * c.sigma_b**2
+        total = c.se_log**2 if math.isfinite(c.se_log) else math.inf
+        # this run's own part: the variance of its windows' mean, from the windows themselves
+        windows = self.inputs.get(j.key)
+        within = _mean_log_variance(windows.candidate) if windows is not None else total
+        if within >= 0.5 * total:
+            return "windows"
+        run = self.run_wide
+        if run is not None and run.finding == "TOO_FEW_TESTS":
+            return "runs"
+        if between <= 0:
+            return "windows"
+        if c.sigma_b_source == RUN_SPREAD_SOURCE:
+            return "run"
+        return "prior" if c.n_sessions <= 1 else "sessions"
+
     def _inconclusive_text(self, j: Judgement, c: stats.Comparison) -> tuple[str, bool]:
         """Why the interval is too wide, which side makes it so, advice that can work.
 
@@ -391,33 +444,28 @@ class Judge:
         (stored sessions that disagree, or no run-wide estimate in a small suite);
         --tpw-strict fails only when this run's windows do.
         """
-        sessions = max(c.n_sessions, 1)
-        between = (1.0 + 1.0 / sessions) * c.sigma_b**2
-        total = c.se_log**2 if math.isfinite(c.se_log) else math.inf
-        # this run's own part: the variance of its windows' mean, from the windows themselves
-        windows = self.inputs.get(j.key)
-        within = _mean_log_variance(windows.candidate) if windows is not None else total
-        noisy_run = within >= 0.5 * total
+        part = self.widened_by(j, c)
+        head = f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; "
+        if j.too_noisy:
+            head += f"too noisy to judge, its interval is wider than {TOO_NOISY:g} tolerances; "
         run = self.run_wide
-        if run is not None and run.finding == "TOO_FEW_TESTS" and not noisy_run:
+        if part == "runs" and run is not None:
             return (
-                f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; with "
-                f"{run.n_tests} compared test(s) and no canary, no run-wide shift can be "
-                "estimated, so the spread of whole runs is in this interval, which more "
+                head + f"with {run.n_tests} compared test(s) and no canary, no run-wide shift "
+                "can be estimated, so the spread of whole runs is in this interval, which more "
                 "windows cannot narrow. Declare a canary (@pytest.mark.tpw(canary=True) on a "
                 "frozen reference workload) or compare more tests in one run",
                 True,
             )
-        from_history = not noisy_run and between > 0
         spread = f"stored sessions differ by {c.sigma_b:.1%} (SD, {c.n_sessions} session(s))"
-        if from_history and c.sigma_b_source == RUN_SPREAD_SOURCE:
+        if part == "run":
             side = (
                 f"this run's tests disagree with each other far more than the stored runs' "
                 f"did (SD {c.sigma_b:.1%} around the run-wide shift), so every interval of "
                 "this run is widened: the runner changed during the run (clocks, heat, other "
                 "load). Rerun on a quiet runner"
             )
-        elif from_history:
+        elif part in ("sessions", "prior"):
             side = (
                 f"the stored sessions disagree ({spread}); this run's windows are "
                 f"steady. Re-record the baseline on a quiet runner (pytest --tpw "
@@ -430,9 +478,9 @@ class Judge:
                 "quiet runner, or give each window more work"
             )
         return (
-            f"{j.key}: INCONCLUSIVE after the last round: ratio {_ratio_text(c)}; the "
-            f"interval is too wide to tell a {j.tolerance:.0%} change from noise: {side}",
-            from_history,
+            head + f"the interval is too wide to tell a {j.tolerance:.0%} change from noise: "
+            f"{side}",
+            part != "windows",
         )
 
     def _budgets(self, j: Judgement, r: Result, test: TestSettings) -> None:
@@ -479,6 +527,11 @@ class Judge:
         self._finished = True
         decision = judge_suite(list(self.inputs.values()), self.prior, self.suite_params)
         self.run_wide = self._run_wide(decision, suspects)
+        self._family = sum(
+            1
+            for key, c in decision.comparisons.items()
+            if not self.judgements[key].canary and c.verdict is not Verdict.NO_BASELINE
+        )
         changed = {}
         for key, c in decision.comparisons.items():
             j = self.judgements[key]
@@ -542,11 +595,11 @@ class Judge:
         s = self.settings
         sessions = self.sessions(j.key)
         now = j.baseline_level * c.ratio if j.baseline_level else float("nan")
+        relative = ", relative to the run-wide shift" if c.shift else ""
         lines = [
             f"{j.key}: tokens per joule REGRESSED: {now:.4g} now vs {j.baseline_level:.4g} "
-            f"in the baseline, ratio {_ratio_text(c)} at {s.confidence:.0%} confidence, "
-            f"relative to the run-wide shift; tolerance {j.tolerance:.0%}, noise floor "
-            f"{s.noise_floor:.0%}",
+            f"in the baseline, ratio {_ratio_text(c)} at {s.confidence:.0%} confidence"
+            f"{relative}; tolerance {j.tolerance:.0%}, noise floor {s.noise_floor:.0%}",
             f"  samples: {c.n_candidate} now, {c.n_baseline} in {c.n_sessions} baseline "
             f"session(s); p = {c.p_regression:.3g}"
             + (
@@ -628,6 +681,15 @@ class BaselinePolicy:
             return (self.test.rounds,)
         return (looks[-1],) if self.test.writes_baselines else looks
 
+    def planned(self, key: str) -> tuple[int, int]:
+        """The fewest and the most windows measurement ``key`` will record (warm-up not
+        counted): what :meth:`more` will ask for, before any window is taken."""
+        schedule = self._schedule()
+        if self.judge.prior is None or key not in self.judge.stored:
+            n = schedule[0] if len(schedule) > 1 else schedule[-1]
+            return n, n
+        return schedule[0], schedule[-1]
+
     def more(self, m: Measurement) -> bool:
         n = len(m.samples)
         schedule = self._schedule()
@@ -665,6 +727,30 @@ class BaselinePolicy:
     def verdict(self, key: str) -> Verdict:
         c = self.comparisons.get(key)
         return Verdict.NO_BASELINE if c is None else c.verdict
+
+
+#: What lowers the smallest drop a test can catch, by what widens its interval.
+LOWER_IT = {
+    "windows": "its windows are noisy: more windows (@pytest.mark.tpw(rounds=40)), more work "
+    "per window, a quiet runner, PyTorch's threads below the free cores",
+    "sessions": "its stored sessions disagree: re-record on a quiet runner, then add sessions "
+    "(pytest --tpw --tpw-record)",
+    "prior": "one stored session: the spread between sessions is assumed, not measured; add "
+    "sessions (pytest --tpw --tpw-record)",
+    "runs": "too few tests for a run-wide estimate: declare a canary "
+    "(@pytest.mark.tpw(canary=True)) or compare 5 tests or more in one run",
+    "run": "this run's tests disagree more than the stored runs did: rerun on a quiet runner",
+}
+
+#: An interval this many times as wide as the tolerance cannot tell a drop from noise.
+TOO_NOISY = 4.0
+
+
+def _too_noisy(c: stats.Comparison, tolerance: float) -> bool:
+    """True when the deciding interval spans more than :data:`TOO_NOISY` tolerances."""
+    if c.ci_low is None or c.ci_high is None or c.ci_low <= 0.0:
+        return False
+    return math.log(c.ci_high / c.ci_low) > TOO_NOISY * -math.log(1.0 - tolerance)
 
 
 def _mean_log_variance(values: Sequence[float]) -> float:

@@ -330,3 +330,36 @@ def run_sigma_b(
         else:
             hi = mid
     return math.sqrt(0.5 * (lo + hi))
+
+
+#: The power at which :func:`detectable_drop` is stated: the drop caught 4 times in 5.
+DETECTION_POWER = 0.8
+
+
+def detectable_drop(
+    se: float,
+    df: float,
+    alpha: float,
+    alpha_equiv: float,
+    tolerance: float,
+    noise_floor: float,
+    power: float = DETECTION_POWER,
+) -> float:
+    """The smallest true drop (a fraction) that a comparison this wide finds ``REGRESSED``
+    with chance ``power`` at level ``alpha`` on the regression side (the caller lowers it
+    for Benjamini-Hochberg across the suite).
+
+    ``REGRESSED`` needs both ends of the interval: its upper end below ``log(1 -
+    noise_floor)`` (the drop is sure) and its lower end at or below ``log(1 - tolerance)``.
+    With the estimate normal around the true log ratio ``mu`` with ``se``, both hold with
+    chance ``power`` when ``mu <= min(log(1 - floor) - t_a se, log(1 - tol) + t_e se) -
+    z_power se`` (``t_a``, ``t_e`` the t quantiles of each side's level). NaN without an
+    interval.
+    """
+    if not (math.isfinite(se) and se > 0.0):
+        return math.nan
+    d = max(df, 1.0)
+    upper = math.log(1.0 - noise_floor) - float(_st.t.ppf(1.0 - alpha, d)) * se
+    lower = math.log(1.0 - tolerance) + float(_st.t.ppf(1.0 - alpha_equiv, d)) * se
+    mu = min(upper, lower) - float(_st.norm.ppf(power)) * se
+    return -math.expm1(mu)
