@@ -48,6 +48,7 @@ def show(directory: Path) -> int:
     for path in files:
         try:
             stored = baseline.load(path, path.stem)
+            old = baseline.load(baseline.superseded_path(path), path.stem)
         except baseline.BaselineError as exc:
             raise InputError(str(exc)) from None
         assert stored is not None
@@ -57,11 +58,24 @@ def show(directory: Path) -> int:
             f"{stored.hardware.get('sensor', '?')} (joules {joules})  "
             f"({len(stored.measurements)} measurement(s))"
         )
-        rows = [("measurement", "sessions", "latest", "commit", "tokens/J", "n")]
+        rows = [
+            (
+                "measurement",
+                "sessions",
+                "latest",
+                "commit",
+                "tokens/J",
+                "n",
+                "superseded",
+                "before (tokens/J)",
+            )
+        ]
         for key in sorted(stored.measurements):
             sessions = stored.measurements[key]
             last = sessions[-1]
             level = stats.summarize(last.values()).estimate
+            earlier = old.sessions(key) if old is not None else []
+            before = stats.summarize(earlier[-1].values()).estimate if earlier else None
             rows.append(
                 (
                     key,
@@ -70,6 +84,8 @@ def show(directory: Path) -> int:
                     (last.commit or "-")[:10],
                     num(level),
                     str(len(last.samples)),
+                    str(len(earlier)),
+                    num(before),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -78,8 +94,9 @@ def show(directory: Path) -> int:
                 "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
             )
     print(
-        "\naccept a new level (replaces a test's sessions): pytest --tpw --tpw-update 'NODEID'"
-        "\nadd a session (learn how sessions differ):      pytest --tpw --tpw-record"
+        "\naccept a new level (the old one moves to superseded/): pytest --tpw --tpw-update "
+        "'NODEID'"
+        "\nadd a session (learn how sessions differ):              pytest --tpw --tpw-record"
     )
     return 0
 

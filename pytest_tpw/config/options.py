@@ -42,7 +42,8 @@ OPTIONS: tuple[Row, ...] = (
     (
         "baseline_mode", "--tpw-update", "flag", None, "mode=replace", None, None, "measures",
         "accept this session's level: each measured test's baseline history is replaced by "
-        "this session (tests that failed record nothing); regressions do not fail",
+        "this session (tests that failed record nothing; the replaced sessions stay in "
+        "superseded/ for plots); regressions do not fail",
     ),
     (
         "baseline_mode", "--tpw-record", "flag", None, "mode=extend", None, None, "measures",
@@ -69,7 +70,9 @@ OPTIONS: tuple[Row, ...] = (
     ),
     (
         "tolerance", "--tpw-tolerance", "flag", "5%", "positive_fraction", "P", "fraction", "",
-        "largest tolerated drop in tokens per joule (default: 5%)",
+        "the drop in tokens per joule a test is there to catch (default: 5%): a true drop "
+        "this large fails most runs, a larger one nearly always, a smaller one rarely (about "
+        "1 run in 10 at 3%; docs/verdicts.md)",
     ),
     (
         "noise_floor", "--tpw-noise-floor", "flag", "1%", "fraction", "P", None, "",
@@ -129,6 +132,12 @@ OPTIONS: tuple[Row, ...] = (
     (
         "history", "--tpw-history", "flag", "10", "int>=1", "N", None, "",
         "sessions kept per measurement in a baseline (default: 10)",
+    ),
+    (
+        "superseded", "--tpw-superseded", "flag", "20", "int>=0", "N", None, "",
+        "sessions a baseline no longer holds (replaced by an accept or rotated out of the "
+        "history) kept per measurement in the baseline folder's superseded/ for plots and "
+        "show; never judged against (default: 20; 0 keeps none)",
     ),
     # ini-only tuning of the built-in sensors and the protocol
     (

@@ -218,6 +218,7 @@ class Settings:
     gpus_per_worker: int | None = default("gpus_per_worker")
     lock_timeout: float | None = default("lock_timeout")
     history: int = default("history")
+    superseded: int = default("superseded")
     sim_watts: float = default("sim_watts")
     sim_noise: float = default("sim_noise")
     cpu_watts_per_core: float = default("cpu_watts_per_core")

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -209,6 +209,13 @@ class Group(NamedTuple):
     hardware_key: str
 
 
+#: Where a point comes from: a session the baseline holds (the verdicts' reference), one
+#: it no longer holds (replaced by an accept, or rotated out), or a run's results file.
+STORED, SUPERSEDED, RESULTS = "stored", "superseded", "results"
+#: Which copy of a session read twice is kept: the baseline's has the real date.
+_PREFERRED = {STORED: 0, SUPERSEDED: 1, RESULTS: 2}
+
+
 @dataclass(frozen=True)
 class Point:
     """One session of one group."""
@@ -217,8 +224,9 @@ class Point:
     label: str  # the commit (short) or the date
     level: float  # tokens/J, robust level of the session's samples
     ci: tuple[float, float] | None
-    from_baseline: bool  # a session of a baseline file (else a results file)
+    kind: str  # STORED, SUPERSEDED or RESULTS
     fingerprint: tuple[float, ...]  # the samples, rounded: the same session read twice
+    verdict: str | None = None  # a results file's verdict for it
 
 
 Series = dict[Group, list[Point]]
@@ -234,13 +242,14 @@ def _parse_date(text: Any) -> datetime | None:
     return date if date.tzinfo else date.replace(tzinfo=timezone.utc)
 
 
-def _point(values: Sequence[float], date: datetime, commit: Any, from_baseline: bool) -> Point:
+def _point(
+    values: Sequence[float], date: datetime, commit: Any, kind: str, verdict: str | None = None
+) -> Point:
     s = stats.summarize(values)
     ci = (s.ci_low, s.ci_high) if s.ci_low is not None and s.ci_high is not None else None
     label = str(commit)[:7] if commit else date.strftime("%m-%d %H:%M")
-    return Point(
-        date, label, s.estimate, ci, from_baseline, tuple(sorted(float(f"{v:.6g}") for v in values))
-    )
+    fingerprint = tuple(sorted(float(f"{v:.6g}") for v in values))
+    return Point(date, label, s.estimate, ci, kind, fingerprint, verdict)
 
 
 def _read_json(path: Path) -> Any:
@@ -280,10 +289,20 @@ def _from_results(path: Path, doc: Mapping[str, Any], out: Series) -> None:
             str(entry.get("provenance") or sensor.get("provenance") or "unknown"),
             hardware,
         )
-        out.setdefault(group, []).append(_point(values, date, env.get("commit"), False))
+        verdict = entry.get("verdict")
+        out.setdefault(group, []).append(
+            _point(
+                values,
+                date,
+                env.get("commit"),
+                RESULTS,
+                verdict if isinstance(verdict, str) and verdict in VERDICT_COLOURS else None,
+            )
+        )
 
 
 def _from_baseline(path: Path, out: Series) -> None:
+    kind = SUPERSEDED if baseline.is_superseded(path) else STORED
     data = _read_json(path)
     key = data.get("hardware_key") if isinstance(data, dict) else None
     try:
@@ -299,20 +318,24 @@ def _from_baseline(path: Path, out: Series) -> None:
                     f"{path}: {measurement}: session date {s.date!r} is not an ISO date"
                 )
             group = Group(measurement, s.sensor, s.provenance, stored.hardware_key)
-            out.setdefault(group, []).append(_point(s.values(), date, s.commit, True))
+            out.setdefault(group, []).append(_point(s.values(), date, s.commit, kind))
 
 
 def load_series(paths: Iterable[Path]) -> Series:
-    """Points per group from baseline files, results files and folders of baseline files.
+    """Points per group from baseline files, results files and folders of baseline files
+    (with the sessions they no longer hold, in their ``superseded/`` folder).
 
     A session read twice (the run that wrote the baseline also wrote a results file) is kept
     once; points are in date order.
     """
     out: Series = {}
     for path in paths:
-        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-        if path.is_dir() and not files:
-            raise PlotError(f"{path}: a folder without .json files")
+        files = [path]
+        if path.is_dir():
+            old = path / baseline.SUPERSEDED
+            files = sorted(path.glob("*.json")) + sorted(old.glob("*.json"))
+            if not files:
+                raise PlotError(f"{path}: a folder without .json files")
         for file in files:
             data = _read_json(file)
             if isinstance(data, dict) and data.get("format") == baseline.FORMAT:
@@ -326,7 +349,7 @@ def load_series(paths: Iterable[Path]) -> Series:
                 )
     for group, points in out.items():
         seen: dict[tuple[float, ...], Point] = {}
-        for p in sorted(points, key=lambda p: (not p.from_baseline, p.date)):
+        for p in sorted(points, key=lambda p: (_PREFERRED[p.kind], p.date)):
             seen.setdefault(p.fingerprint, p)  # the baseline's copy has the real date
         out[group] = sorted(seen.values(), key=lambda p: p.date)
     return out
@@ -366,45 +389,141 @@ def select(series: Series, match: str | None) -> Series:
     return chosen
 
 
+#: How each kind of point is drawn: marker, filled, the colour when it has no verdict.
+_KIND_STYLE = {
+    STORED: ("o", True, OTHER_COLOUR),
+    SUPERSEDED: ("o", False, "#7f7f7f"),
+    RESULTS: ("s", True, "#17becf"),
+}
+_KIND_LABEL = {
+    STORED: "baseline session (judged against)",
+    SUPERSEDED: "superseded session (replaced or rotated out; never judged against)",
+    RESULTS: "results file (marker colour: its verdict)",
+}
+#: Sessions labelled with their commit at most, per panel (evenly spaced, the last always).
+MAX_LABELS = 10
+
+
+def _labelled(n: int) -> set[int]:
+    """Which of ``n`` points carry a label: every one up to :data:`MAX_LABELS`, else an even
+    spread that ends with the newest."""
+    if n <= MAX_LABELS:
+        return set(range(n))
+    step = math.ceil(n / MAX_LABELS)
+    return {*range(n - 1, -1, -step)}
+
+
+def _panel(ax: Any, group: Group, points: Sequence[Point]) -> set[str]:
+    """One group's sessions on ``ax``; returns the kinds and verdicts drawn (for the legend)."""
+    from matplotlib import dates
+
+    mdates: Any = dates  # its locator and formatter are untyped
+    drawn: set[str] = set()
+    ax.plot(
+        [p.date for p in points], [p.level for p in points], "-", color="#bbbbbb", linewidth=0.8
+    )
+    for p in points:
+        marker, filled, plain = _KIND_STYLE[p.kind]
+        colour = VERDICT_COLOURS.get(p.verdict or "", plain)
+        err = None
+        if p.ci is not None:
+            err = [[p.level - p.ci[0]], [p.ci[1] - p.level]]
+        ax.errorbar(
+            [p.date],
+            [p.level],
+            yerr=err,
+            fmt=marker,
+            color=colour,
+            markerfacecolor=colour if filled else "white",
+            markeredgecolor=colour,
+            capsize=2,
+            markersize=4,
+            elinewidth=0.8,
+        )
+        drawn.add(p.kind)
+        if p.verdict in VERDICT_COLOURS:
+            drawn.add(p.verdict)
+    stored = [p for p in points if p.kind == STORED]
+    if stored:
+        # the band the next run is judged against: the stored sessions' levels
+        lo, hi = min(p.level for p in stored), max(p.level for p in stored)
+        ax.axhspan(lo, hi, color="#2ca02c", alpha=0.12)
+        drawn.add("band")
+    for i in sorted(_labelled(len(points))):
+        p = points[i]
+        ax.annotate(
+            p.label,
+            (p.date, p.level),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="left",
+            fontsize=6,
+            rotation=35,
+        )
+    first, last = points[0].date, points[-1].date
+    span = last - first
+    pad = max(span * 0.06, timedelta(hours=12))  # one session: a day around it, not years
+    ax.set_xlim(first - pad, last + pad)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.get_offset_text().set_fontsize(7)
+    ax.set_title(
+        f"{group.measurement}  [{group.hardware_key}, sensor {group.sensor}, "
+        f"joules {group.provenance}]  {len(points)} session(s)",
+        fontsize=8,
+    )
+    ax.set_ylabel("tokens/J (level, CI)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.margins(y=0.3)
+    ax.grid(axis="y", linewidth=0.3)
+    return drawn
+
+
+def _legend_handles(drawn: set[str]) -> list[Any]:
+    """The figure's legend: the kinds of point, the verdict colours, the band."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def marker(shape: str, colour: str, filled: bool, label: str) -> Any:
+        face = colour if filled else "white"
+        return Line2D(
+            [], [], marker=shape, linestyle="", color=colour, markerfacecolor=face, label=label
+        )
+
+    handles: list[Any] = []
+    for kind in (STORED, SUPERSEDED, RESULTS):
+        if kind in drawn:
+            shape, filled, colour = _KIND_STYLE[kind]
+            if kind == RESULTS:  # its colour is its verdict's: the shape alone in the legend
+                colour, filled = "#444444", False
+            handles.append(marker(shape, colour, filled, _KIND_LABEL[kind]))
+    for verdict, colour in VERDICT_COLOURS.items():
+        if verdict in drawn:
+            handles.append(marker("s", colour, True, verdict))
+    if "band" in drawn:
+        handles.append(
+            Patch(color="#2ca02c", alpha=0.12, label="range of the baseline sessions' levels")
+        )
+    return handles
+
+
 def history(series: Series, out: Path, match: str | None = None) -> Path:
-    """tokens/J over time, one panel per group, with the baseline band; written to ``out``."""
+    """tokens/J over time, one panel per group, with the baseline band; written to ``out``.
+
+    Baseline sessions, superseded ones and results files are told apart by their markers;
+    a results file's point has its verdict's colour."""
     _check_suffix(out)
     chosen = select(series, match)
     groups = sorted(chosen)
+    drawn: set[str] = set()
     fig = _figure(9.0, 2.4 * len(groups) + 0.4)
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
     for ax, group in zip(axes, groups, strict=True):
-        points = chosen[group]
-        dates = [p.date for p in points]
-        levels = [p.level for p in points]
-        below = [p.level - p.ci[0] if p.ci else 0.0 for p in points]
-        above = [p.ci[1] - p.level if p.ci else 0.0 for p in points]
-        ax.errorbar(
-            dates, levels, yerr=[below, above], fmt="o-", capsize=3, markersize=3, linewidth=1.0
-        )
-        stored = [p for p in points if p.from_baseline]
-        if stored:
-            # the band the next run is judged against: the stored sessions' levels
-            lo, hi = min(p.level for p in stored), max(p.level for p in stored)
-            ax.axhspan(lo, hi, color="#2ca02c", alpha=0.12, label="baseline sessions")
-            ax.legend(fontsize=6, loc="best")
-        for p in points:
-            ax.annotate(
-                p.label,
-                (p.date, p.level),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=6,
-                rotation=30,
-            )
-        ax.set_title(
-            f"{group.measurement}  [{group.hardware_key}, sensor {group.sensor}, "
-            f"joules {group.provenance}]",
-            fontsize=8,
-        )
-        ax.set_ylabel("tokens/J", fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.margins(x=0.08, y=0.25)
-    fig.autofmt_xdate()
+        drawn |= _panel(ax, group, chosen[group])
+    handles = _legend_handles(drawn)
+    legend_in = 0.18 * math.ceil(len(handles) / 2) + 0.05
+    fig.set_figheight(fig.get_figheight() + legend_in)
+    fig.tight_layout(rect=(0.0, legend_in / fig.get_figheight(), 1.0, 1.0))
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
     return _save(fig, out)

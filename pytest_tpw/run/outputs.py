@@ -91,6 +91,7 @@ def _write_baselines(
         commit=fingerprint.git_commit(session.rootdir),
         software={**share.judge.software, **session.extra_environment},
         history=session.settings.history,
+        superseded=session.settings.superseded,
         mode=mode,
         interrupted=interrupted,
     )

@@ -49,6 +49,7 @@ from pytest_tpw.store.layout import (
     Raw,
     chunks,
     lines_valid,
+    parse_region,
     scan,
     session_count,
     session_line,
@@ -95,13 +96,19 @@ class BaselineFile:
             self.measurements[key]
 
     def merge(
-        self, updates: Mapping[str, StoredSession], history: int, mode: BaselineMode
+        self,
+        updates: Mapping[str, StoredSession],
+        history: int,
+        mode: BaselineMode,
+        dropped: dict[str, list[StoredSession]] | None = None,
     ) -> list[str]:
         """Add this session's samples; returns the keys written, sorted.
 
         ``mode="replace"``: each measurement's history becomes this session.
         ``mode="extend"``: each gains this session and keeps its last ``history``.
         ``mode="missing"``: only measurements without sessions are written.
+        ``dropped``, when given, receives the sessions each key loses (replaced, or rotated
+        out of the history), oldest first; a damaged entry's sessions are not in it.
         """
         if mode not in BASELINE_MODES:
             raise ValueError(f"baseline write mode must be one of {BASELINE_MODES}, not {mode!r}")
@@ -115,22 +122,33 @@ class BaselineFile:
             if (
                 mode == "extend"
                 and count
-                and self._extend_raw(key, session, history, software_seen)
+                and self._extend_raw(key, session, history, software_seen, dropped)
             ):
                 written.append(key)
                 continue
+            if dropped is not None and count:
+                gone = _readable(self, key)
+                gone = gone[: max(0, len(gone) + 1 - history)] if mode == "extend" else gone
+                if gone:
+                    dropped[key] = gone
             kept = [*self.sessions(key), session][-history:] if mode == "extend" else [session]
             self.measurements[key] = kept
             written.append(key)
         return written
 
     def _extend_raw(
-        self, key: str, session: StoredSession, history: int, software_seen: set[bytes]
+        self,
+        key: str,
+        session: StoredSession,
+        history: int,
+        software_seen: set[bytes],
+        dropped: dict[str, list[StoredSession]] | None,
     ) -> bool:
         """Append ``session`` to an entry still held as bytes, without parsing it.
 
-        Only the lines kept are checked (the oldest, rotated out, are dropped unread); False
-        when they are not one valid session a line: the caller then parses the entry.
+        Only the lines kept are checked (the oldest, rotated out, are dropped unread unless
+        ``dropped`` asks for them); False when they are not one valid session a line: the
+        caller then parses the entry.
         """
         if not isinstance(self.measurements, Measurements):
             return False
@@ -144,6 +162,16 @@ class BaselineFile:
             raw.checked or lines_valid(raw.buf, start, raw.end, software_seen)
         ):
             return False
+        if dropped is not None and start > raw.start:
+            end = start - 2 if start < raw.end else raw.end  # without the ",\n" between
+            try:
+                gone = parse_region(
+                    self.measurements.path, key, Raw(raw.buf, raw.start, end, False)
+                )
+            except BaselineError:
+                gone = []  # a damaged line is not kept anywhere; the rest still lands
+            if gone:
+                dropped[key] = gone
         kept = raw.buf[start : raw.end]
         buf = kept + (b",\n" if kept else b"") + session_line(session)
         self.measurements.set_raw(key, Raw(buf, 0, len(buf), checked=True))
@@ -152,6 +180,32 @@ class BaselineFile:
 
 def path_for(directory: Path, hardware_key: str) -> Path:
     return directory / f"{hardware_key}.json"
+
+
+#: The folder, inside the baseline folder, of the sessions that baselines no longer hold.
+SUPERSEDED = "superseded"
+#: Superseded sessions kept per measurement by default, the newest (``--tpw-superseded``).
+SUPERSEDED_KEEP = 20
+
+
+def superseded_path(path: Path) -> Path:
+    """Where the sessions that the baseline file ``path`` no longer holds are kept: those an
+    accept replaced or a full history rotated out, for plots and ``pytest-tpw show``; no
+    verdict reads them. The same format, in ``superseded/`` beside the file."""
+    return path.parent / SUPERSEDED / path.name
+
+
+def is_superseded(path: Path) -> bool:
+    """Whether ``path`` is a file of superseded sessions (by where it lies)."""
+    return path.parent.name == SUPERSEDED
+
+
+def _readable(baseline: BaselineFile, key: str) -> list[StoredSession]:
+    """``key``'s sessions, or none when its entry is damaged (it is being replaced)."""
+    try:
+        return list(baseline.sessions(key))
+    except BaselineError:
+        return []
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -403,12 +457,14 @@ def flush(
     *,
     max_bytes: int = MAX_FILE_BYTES,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
+    superseded: int = SUPERSEDED_KEEP,
 ) -> list[str]:
     """Merge this session's updates into the file as it is on disk now, atomically.
 
     Holds a lock on the folder across re-read, merge and replace, so that concurrent writers all
     land; removes stale temp files of killed writers; writes through a symlink. ``mode`` as
-    in :meth:`BaselineFile.merge`. Returns the keys
+    in :meth:`BaselineFile.merge`; the sessions it drops go to :func:`superseded_path`, the
+    newest ``superseded`` of each measurement kept there (0: none). Returns the keys
     written. A file that cannot be parsed is never overwritten (:class:`BaselineError`);
     a failed write is :class:`files.OutputWriteError` naming the path and the cause.
     """
@@ -421,11 +477,37 @@ def flush(
         current = load(target, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(
             hardware_key
         )
-        written = current.merge(updates, history, mode)
+        dropped: dict[str, list[StoredSession]] = {}
+        written = current.merge(updates, history, mode, dropped if superseded > 0 else None)
         if written:
+            if dropped:
+                # first: a crash between the two writes keeps a session twice, never loses it
+                _keep_superseded(target, hardware_key, hardware, dropped, superseded, max_bytes)
             current.hardware = dict(hardware)
             write(target, current)
     return written
+
+
+def _keep_superseded(
+    target: Path,
+    hardware_key: str,
+    hardware: Mapping[str, Any],
+    dropped: Mapping[str, list[StoredSession]],
+    keep: int,
+    max_bytes: int,
+) -> None:
+    """Add the sessions a write drops to the superseded file (holding the folder's lock)."""
+    path = superseded_path(target)
+    try:
+        make_folder(path.parent)
+    except OSError as exc:
+        raise write_error(path.parent, exc, "create the folder of superseded sessions") from exc
+    remove_stale_temps(path)
+    kept = load(path, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(hardware_key)
+    for i in range(max(len(v) for v in dropped.values())):
+        kept.merge({k: v[i] for k, v in dropped.items() if i < len(v)}, SUPERSEDED_KEEP, "extend")
+    kept.hardware = dict(hardware)
+    write(path, kept)
 
 
 def other_hardware(directory: Path, hardware_key: str) -> list[str]:
@@ -454,12 +536,15 @@ def stack_changes(
 __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
+    "SUPERSEDED",
+    "SUPERSEDED_KEEP",
     "BaselineError",
     "BaselineFile",
     "Measurements",
     "StoredSession",
     "dumps",
     "flush",
+    "is_superseded",
     "load",
     "lock_path",
     "other_hardware",
@@ -467,5 +552,6 @@ __all__ = [
     "pooled",
     "remove_stale_temps",
     "stack_changes",
+    "superseded_path",
     "write",
 ]

@@ -25,12 +25,14 @@ def record(
     commit: str | None,
     software: Mapping[str, Any],
     history: int,
+    superseded: int,
     mode: BaselineMode,
     interrupted: bool,
 ) -> str:
     """Write ``measurements`` — ``(key, sensor, provenance, samples)`` with samples as
     ``(tokens, joules, seconds)`` per window — as this session of each; returns the note
-    the run prints."""
+    the run prints. ``superseded``: how many sessions each measurement keeps of those it
+    no longer holds."""
     updates = {
         key: StoredSession(
             date=date,
@@ -42,7 +44,7 @@ def record(
         )
         for key, sensor, provenance, samples in measurements
     }
-    written = flush(path, hardware_key, hardware, updates, history, mode)
+    written = flush(path, hardware_key, hardware, updates, history, mode, superseded=superseded)
     what = f"{len(written)} measurement(s) written to {path}"
     if interrupted:
         what += " (interrupted: only the measurements that finished; the rest untouched)"

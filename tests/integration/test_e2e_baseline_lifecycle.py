@@ -61,10 +61,12 @@ def junit_case(path: Path, name: str) -> tuple[ET.Element, ET.Element, dict[str,
 
 
 def verdict(result: pytest.RunResult, node: str = NODE) -> str:
-    """The verdict column of one measurement's row in the terminal summary."""
+    """The verdict column of one measurement's row in the terminal summary (the last
+    column, from where its header starts)."""
+    header = next(line for line in result.outlines if line.startswith("measurement "))
     rows = [line for line in result.outlines if line.startswith(node + " ")]
     assert len(rows) == 1, result.outlines
-    return rows[0].removesuffix(" (!)").split()[-1]
+    return rows[0][header.index("verdict") :].removesuffix(" (!)")
 
 
 def test_lifecycle_measure_record_compare_regress_improve(tpwtester: pytest.Pytester) -> None:
@@ -157,13 +159,16 @@ def test_accepting_a_regression_and_history(tpwtester: pytest.Pytester) -> None:
     assert len(sessions(tpwtester)) == 1
 
     # (6) --tpw-update at the regressed level passes (regressions do not fail when updating)
-    # and accepts it: the history is this session alone, so the old level is gone
+    # and accepts it: the history is this session alone; the old level moves to superseded/
+    recorded = sessions(tpwtester)
     result = tpwtester.runpytest("--tpw", "--tpw-update", *REGRESS)
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.OK
-    assert verdict(result) == "REGRESSED"  # the verdict is still shown
+    assert verdict(result) == "REGRESSED, accepted"  # the verdict, and what the run did
     first = sessions(tpwtester)
-    assert len(first) == 1
+    assert len(first) == 1 and first != recorded
+    old = json.loads((tpwtester.path / ".tpw" / "superseded" / "sim-x1.json").read_text())
+    assert old["measurements"][NODE]["sessions"] == recorded
     # the next run at the new level compares with the new level only
     result = tpwtester.runpytest("--tpw", *REGRESS)
     result.assert_outcomes(passed=1)

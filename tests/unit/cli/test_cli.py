@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -338,9 +339,29 @@ def test_show_lists_hardware_measurements_sessions_and_level(
     assert cells[1] == "3"  # sessions
     assert cells[3] == "2abcdef012"  # latest commit, shortened
     assert float(cells[4]) == pytest.approx(50.0, rel=0.01)  # 100 tokens / ~2 J
+    assert cells[6:] == ["0", "-"]  # nothing superseded yet
     # which flag does what, where the sessions are listed
-    assert "accept a new level (replaces a test's sessions): pytest --tpw --tpw-update" in out
-    assert "add a session (learn how sessions differ):      pytest --tpw --tpw-record" in out
+    assert "accept a new level (the old one moves to superseded/): pytest --tpw --tpw-update" in out
+    assert (
+        "add a session (learn how sessions differ):              pytest --tpw --tpw-record" in out
+    )
+
+
+def test_show_says_what_an_accept_superseded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _baseline(tmp_path, "nvidia-h100-80gb-hbm3-x1", 3)
+    stored = baseline.load(path, "nvidia-h100-80gb-hbm3-x1")
+    assert stored is not None
+    last = stored.sessions("t.py::test_a")[-1]
+    new = replace(last, samples=[(100, 1.0, 1.0)] * 5, date="2026-12-01T00:00:00+00:00")
+    baseline.flush(path, stored.hardware_key, stored.hardware, {"t.py::test_a": new}, 10, "replace")
+    assert cli.main(["show", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    cells = next(line for line in out.splitlines() if "t.py::test_a" in line).split()
+    assert cells[1] == "1" and float(cells[4]) == pytest.approx(100.0)  # the accepted level
+    assert cells[6] == "3"  # the three sessions it replaced
+    assert float(cells[7]) == pytest.approx(50.0, rel=0.01)  # the level before the accept
 
 
 def test_show_refuses_a_corrupt_file_and_a_missing_folder(

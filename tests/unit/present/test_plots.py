@@ -7,6 +7,7 @@ import random
 import struct
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,7 @@ def test_history_never_joins_sensors_provenances_or_hardware(tmp_path: Path) -> 
     sim = series[plots.Group("t::a", "sim", "simulated", "sim-x1")]
     assert [p.date.day for p in sim] == [1, 2, 3, 5]  # real dates, in order
     assert [p.label for p in sim] == ["0abcdef", "1abcdef", "2abcdef", "feedfac"]
-    assert [p.from_baseline for p in sim] == [True, True, True, False]
+    assert [p.kind for p in sim] == [plots.STORED] * 3 + [plots.RESULTS]
     png = plots.history(series, tmp_path / "h.png")
     assert png_size(png)[1] > 2 * 200  # two panels
     assert_svg(plots.history(series, tmp_path / "h.svg"))
@@ -220,7 +221,69 @@ def test_history_keeps_a_session_read_twice_once(tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(json.dumps(doc))
     series = plots.load_series([path, tmp_path / "r.json"])
     (points,) = series.values()
-    assert len(points) == 1 and points[0].from_baseline
+    assert len(points) == 1 and points[0].kind == plots.STORED
+
+
+def test_history_shows_superseded_sessions_apart_and_results_by_verdict(tmp_path: Path) -> None:
+    folder = tmp_path / ".tpw"
+    folder.mkdir()
+    path = baseline_file(folder, "sim-x1", "sim", "simulated", 100.0, ["t::a"], sessions=1)
+    # an accept: the stored session moves to superseded/, a new one is the baseline
+    stored = baseline.load(path, "sim-x1")
+    assert stored is not None
+    (old,) = stored.measurements["t::a"]
+    new = replace(old, date="2026-11-20T00:00:00+00:00", samples=[(100, 0.8, 1.0)] * 3)
+    baseline.flush(path, "sim-x1", {}, {"t::a": new}, 10, "replace")
+    results = results_file(
+        tmp_path / "r.json",
+        "sim-x1",
+        "sim",
+        "simulated",
+        90.0,
+        ["t::a"],
+        date="2026-11-25T00:00:00Z",
+    )
+    doc = json.loads(results.read_text())
+    doc["measurements"]["t::a"]["verdict"] = "REGRESSED"
+    results.write_text(json.dumps(doc))
+    series = plots.load_series([folder, results])
+    (points,) = series.values()
+    assert [(p.kind, p.verdict) for p in points] == [
+        (plots.SUPERSEDED, None),
+        (plots.STORED, None),
+        (plots.RESULTS, "REGRESSED"),
+    ]
+    assert points[0].level == pytest.approx(100.0, rel=0.02)
+    assert points[1].level == pytest.approx(125.0, rel=0.02)
+    assert png_size(plots.history(series, tmp_path / "h.png"))[0] > 0
+    # the file of superseded sessions named alone is still told apart
+    alone = plots.load_series([baseline.superseded_path(path)])
+    assert [p.kind for p in next(iter(alone.values()))] == [plots.SUPERSEDED]
+
+
+def test_history_of_one_session_spans_days_not_years(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = baseline_file(tmp_path, "sim-x1", "sim", "simulated", 100.0, ["t::a"], sessions=1)
+    series = plots.load_series([path])
+    kept: list[Any] = []
+    save = plots._save
+
+    def keep(fig: Any, out: Path) -> Path:
+        kept.append(fig)
+        return save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.history(series, tmp_path / "one.svg")
+    (fig,) = kept
+    low, high = fig.axes[0].get_xlim()
+    assert 0.5 < high - low < 3.0  # matplotlib dates are days
+
+
+def test_history_labels_at_most_ten_sessions_a_panel(tmp_path: Path) -> None:
+    assert plots._labelled(5) == {0, 1, 2, 3, 4}
+    many = plots._labelled(50)
+    assert len(many) <= plots.MAX_LABELS and 49 in many
 
 
 def test_history_needs_match_beyond_twelve_panels(tmp_path: Path) -> None:

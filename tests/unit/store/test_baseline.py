@@ -505,6 +505,69 @@ def test_extend_appends_and_keeps_the_last_history(tmp_path: Path) -> None:
     assert after.sessions("t.py::test_b") == [sample_file().sessions("t.py::test_b")[1], new]
 
 
+def superseded(path: Path, key: str) -> list[StoredSession]:
+    kept = baseline.load(baseline.superseded_path(path), KEY)
+    return [] if kept is None else kept.sessions(key)
+
+
+def test_an_accept_keeps_the_sessions_it_replaced_where_no_verdict_reads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sim-x1.json"
+    baseline.write(path, sample_file())
+    old = sample_file().sessions("t.py::test_b")
+    first = session(9.0, date="2025-03-01T00:00:00+00:00")
+    baseline.flush(path, KEY, HARDWARE, {"t.py::test_b": first}, 10, "replace")
+    assert superseded(path, "t.py::test_b") == old
+    assert superseded(path, "t.py::test_a::gen") == []  # not written: nothing superseded
+    second = session(9.5, date="2025-04-01T00:00:00+00:00")
+    baseline.flush(path, KEY, HARDWARE, {"t.py::test_b": second}, 10, "replace")
+    assert superseded(path, "t.py::test_b") == [*old, first]
+    # the verdicts' file: only the accepted level; the folder's hardware list is unchanged
+    after = baseline.load(path, KEY)
+    assert after is not None and after.sessions("t.py::test_b") == [second]
+    assert baseline.other_hardware(tmp_path, "other-x1") == [KEY]
+    assert baseline.is_superseded(baseline.superseded_path(path)) and not baseline.is_superseded(
+        path
+    )
+
+
+@pytest.mark.parametrize("canonical", [True, False], ids=["as written", "reformatted"])
+def test_sessions_rotated_out_of_the_history_are_kept_too(tmp_path: Path, canonical: bool) -> None:
+    path = tmp_path / "sim-x1.json"
+    baseline.write(path, sample_file())
+    if not canonical:  # parsed in full rather than appended to as bytes
+        path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8"))), "utf-8")
+    old = sample_file().sessions("t.py::test_b")
+    new = session(9.0, date="2025-03-01T00:00:00+00:00")
+    baseline.flush(path, KEY, HARDWARE, {"t.py::test_b": new}, 2, "extend")
+    assert superseded(path, "t.py::test_b") == old[:1]
+    baseline.flush(path, KEY, HARDWARE, {"t.py::test_b": session(9.1)}, 2, "extend")
+    assert superseded(path, "t.py::test_b") == old
+
+
+def test_superseded_sessions_are_capped_per_measurement(tmp_path: Path) -> None:
+    path = tmp_path / "sim-x1.json"
+    dates = [f"2025-01-{d:02d}T00:00:00+00:00" for d in range(1, baseline.SUPERSEDED_KEEP + 4)]
+    for date in dates:
+        baseline.flush(path, KEY, HARDWARE, {"t.py::test_b": session(date=date)}, 1, "replace")
+    kept = [s.date for s in superseded(path, "t.py::test_b")]
+    assert kept == dates[-baseline.SUPERSEDED_KEEP - 1 : -1]
+
+
+def test_a_damaged_entry_is_replaced_by_an_accept_and_not_kept(tmp_path: Path) -> None:
+    path = tmp_path / "sim-x1.json"
+    good = baseline.dumps(BaselineFile(KEY, dict(HARDWARE), {"t.py::test_x": [_OLD]}))
+    path.write_text(good.replace("[10, 2.0, 0.01]", "[1.9, 2.0, 0.01]"), encoding="utf-8")
+    new = session(9.0, date="2025-03-01T00:00:00+00:00")
+    assert baseline.flush(path, KEY, HARDWARE, {"t.py::test_x": new}, 10, "replace") == [
+        "t.py::test_x"
+    ]
+    loaded = baseline.load(path, KEY)
+    assert loaded is not None and loaded.sessions("t.py::test_x") == [new]
+    assert not baseline.superseded_path(path).exists()
+
+
 def test_missing_writes_only_measurements_without_sessions(tmp_path: Path) -> None:
     path = tmp_path / "sim-x1.json"
     baseline.write(path, sample_file())
