@@ -175,6 +175,7 @@ class Result:
     rounds: np.ndarray  # (N, T)
     run: list[RunVerdict]
     inconclusive: np.ndarray  # (N, T)
+    code: np.ndarray  # (N, T) the final decision's index in VERDICT_CODES, before BH
 
 
 def engine(
@@ -335,6 +336,7 @@ def engine(
     # final judgement
     fail = np.zeros((n_suites, t), dtype=bool)
     inconc = np.zeros((n_suites, t), dtype=bool)
+    codes = np.zeros((n_suites, t), dtype=np.int8)
     run_v: list[RunVerdict] = []
     idx_t = np.arange(t)
     for i in range(n_suites):
@@ -388,8 +390,9 @@ def engine(
         reg = (dec.code == 0) & fam
         fail[i] = reg & (adj <= vp.fdr_q)
         inconc[i] = (dec.code == 4) | (reg & ~fail[i]) | ((dec.code == 0) & canary)
+        codes[i] = dec.code
         run_v.append(run_verdict(shift, prior, p)[0])
-    return Result(fail, stop_at, run_v, inconc)
+    return Result(fail, stop_at, run_v, inconc, codes)
 
 
 def self_check(b: np.ndarray, c: np.ndarray, nz: Noise, p: SuiteParams, got: Result) -> None:

@@ -107,6 +107,18 @@ def tpw_meter(
         meter.check_finished()
 
 
+def _skipped(item: pytest.Item) -> bool:
+    """A test marked to be skipped: ``skip``, or ``skipif`` with a true condition (a
+    condition given as a string is evaluated only when the test runs: counted)."""
+    if item.get_closest_marker("skip") is not None:
+        return True
+    return any(
+        isinstance(cond, bool) and cond
+        for mark in item.iter_markers("skipif")
+        for cond in (*mark.args, mark.kwargs.get("condition"))
+    )
+
+
 def _reruns(item: pytest.Item) -> bool:
     """True when pytest-rerunfailures may rerun this test (``--reruns N`` or ``flaky``)."""
     if not item.config.pluginmanager.hasplugin("rerunfailures"):
@@ -144,6 +156,25 @@ class MeasuringHooks:
                 return 0 if marker is not None and marker.canary else 1
 
             items.sort(key=canary_first)
+
+    @pytest.hookimpl(trylast=True)  # after pytest's "collected N items"
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Say at the start roughly what the measured tests will cost: tests x windows x
+        window length (pytest-xdist's controller collects nothing and says nothing)."""
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is None or session.config.option.collectonly:
+            return
+        tests = [
+            (item.nodeid, self.session.settings.for_test(item.stash.get(MARKER_KEY, None)))
+            for item in session.items
+            if "tpw" in getattr(item, "fixturenames", ()) and not _skipped(item)
+        ]
+        if not tests or not self.session.role.reports():
+            return
+        from pytest_tpw.run import cost
+
+        found, min_window = cost.plan(tests, self.session.judge, self.session.sensor.min_window_s())
+        terminal.write_line(cost.line(found, min_window))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -209,7 +240,9 @@ class MeasuringHooks:
         item.config.stash[DEFERRALS_KEY].run(item, nextitem)
         return True
 
-    @pytest.hookimpl(wrapper=True)
+    # innermost (trylast): the held tests are logged before pytest's terminal writes the
+    # last progress figure ([100%]) after the loop, so that they stay on its line
+    @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         """Once every test has run: the run-wide finding and the final verdicts (run-wide
         shift, Benjamini-Hochberg); then the held tests are logged with their outcome."""
@@ -221,14 +254,23 @@ class MeasuringHooks:
             if self.held is not None:
                 self.held.release()
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.session.role.reports():
-            return
-        from pytest_tpw.present.summary import terminal_lines
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> Generator[None, None, None]:
+        """The tokens-per-joule section first, before pytest's failures and warnings
+        summaries, so that no list of details buries the results."""
+        if self.session.role.reports():
+            from pytest_tpw.present.summary import terminal_lines
 
-        terminalreporter.write_sep("=", "tokens per joule")
-        for line in terminal_lines(self.session, self.session.closing_notes()):
-            terminalreporter.write_line(line)
+            terminalreporter.write_sep("=", "tokens per joule")
+            # a terminal wraps a line wider than itself; a log keeps every name whole
+            width = None
+            if terminalreporter.isatty:
+                width = terminalreporter.config.get_terminal_writer().fullwidth
+            for line in terminal_lines(self.session, self.session.closing_notes(), width):
+                terminalreporter.write_line(line)
+        return (yield)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """The session's role sends or writes its results; a failed write fails the run."""

@@ -103,6 +103,9 @@ def comparison_json(j: Judgement) -> dict[str, Any] | None:
             "shift": c.shift,
             "outliers": c.outliers,
             "why": c.why,
+            "detectable_drop": j.detectable_drop,
+            "too_noisy": j.too_noisy,
+            "limited_by": j.limited_by,
         }
     )
     return out

@@ -30,8 +30,12 @@ class Row:
     warnings: int = 0
     #: The final verdict (after suite-wide FDR); the result's own when None.
     verdict: Verdict | None = None
-    #: candidate / baseline as the verdict engine estimated it (canary shift divided out).
+    #: candidate / baseline as the verdict engine estimated it (run-wide shift divided out).
     ratio: float | None = None
+    #: The interval of ``ratio`` that decided the verdict.
+    interval: tuple[float, float] | None = None
+    #: What the verdict column says, when more than the verdict (accepted, too noisy).
+    label: str | None = None
 
     @property
     def change(self) -> float | None:
@@ -72,12 +76,33 @@ def _interval(result: Result) -> str:
     return f"[{num(result.ci[0])}, {num(result.ci[1])}]"
 
 
-def _change(row: Row) -> str:
-    return "-" if row.change is None else f"{row.change:+.1%}"
+def _pct(x: float) -> str:
+    return f"{x - 1:+.1%}"
 
 
-def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
-    """The per-measurement table, columns aligned; the name column is never cut."""
+def _versus(row: Row) -> str:
+    """The change from the baseline and, when it was judged, the interval that decided."""
+    if row.change is None:
+        return "-"
+    text = f"{row.change:+.1%}"
+    if row.interval is not None:
+        text += f" [{_pct(row.interval[0])}, {_pct(row.interval[1])}]"
+    return text
+
+
+def _cut(name: str, width: int) -> str:
+    """A name in at most ``width`` characters: its head goes first (the test's own name,
+    at the end of a node id, is what tells rows apart)."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+#: The name column keeps at least this many characters when the table must fit a terminal.
+MIN_NAME = 24
+
+
+def table_lines(rows: Sequence[Row], confidence: float, width: int | None = None) -> list[str]:
+    """The per-measurement table, columns aligned, at most ``width`` columns wide when given
+    (long names lose their head; the name column keeps at least :data:`MIN_NAME`)."""
     header = (
         "measurement",
         "tokens/J",
@@ -87,7 +112,7 @@ def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
         "tokens/s",
         "n",
         "baseline",
-        "change",
+        f"vs baseline [{confidence:.0%} CI]",
         "verdict",
     )
     body = [
@@ -100,19 +125,38 @@ def table_lines(rows: Sequence[Row], confidence: float) -> list[str]:
             num(row.result.tokens_per_second),
             str(row.result.n),
             num(row.baseline),
-            _change(row),
-            row.final_verdict.value + (" (!)" if row.warnings else ""),
+            _versus(row),
+            (row.label or row.final_verdict.value) + (" (!)" if row.warnings else ""),
         )
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    if width is not None:
+        others = sum(widths[1:]) + 2 * (len(widths) - 1)
+        widths[0] = min(widths[0], max(width - others, MIN_NAME))
 
     def fmt(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
+        first = _cut(cells[0], widths[0]).ljust(widths[0])
         rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True))
         return "  ".join([first, *rest, cells[-1]]).rstrip()
 
     return [fmt(header), *(fmt(r) for r in body)]
+
+
+def legend(confidence: float, rows: Sequence[Row]) -> list[str]:
+    """What each number of the table is."""
+    lines = [
+        f"tokens/J: the level, the 20%-trimmed geometric mean of the windows, with its "
+        f"{confidence:.0%} CI (n windows); J/token, W, tokens/s: totals over the windows",
+    ]
+    if any(row.interval is not None for row in rows):
+        lines.append(
+            f"vs baseline: this run over the baseline after the run-wide shift, with the "
+            f"{confidence:.0%} interval that decided the verdict"
+        )
+    if any(row.warnings for row in rows):
+        lines.append("(!) windows of this measurement had warnings: see the warnings summary")
+    return lines
 
 
 def totals_line(measurements: Iterable[Measurement]) -> str:
@@ -137,8 +181,10 @@ def terminal_lines(
     sensor: SensorInfo,
     confidence: float,
     notes: Sequence[str] = (),
+    width: int | None = None,
 ) -> list[str]:
-    """Everything under the ``tokens per joule`` heading of the terminal summary."""
+    """Everything under the ``tokens per joule`` heading of the terminal summary, the table
+    at most ``width`` columns wide when given."""
     if not rows:
         # say what is true: a marker error or a failed measurement also leaves none
         return [
@@ -146,9 +192,13 @@ def terminal_lines(
             sensor_line(sensor),
             *notes,
         ]
-    lines = [*table_lines(rows, confidence), "", totals_line(measurements), sensor_line(sensor)]
-    if any(row.warnings for row in rows):
-        lines.append("(!) the window had warnings; see the warnings summary and --tpw-json")
+    lines = [
+        *table_lines(rows, confidence, width),
+        *legend(confidence, rows),
+        "",
+        totals_line(measurements),
+        sensor_line(sensor),
+    ]
     lines.extend(notes)
     return lines
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from pytest_tpw.config.settings import Settings
-from pytest_tpw.judging.judge import HardwareShare
-from pytest_tpw.measure.samples import Measurement
+from pytest_tpw.judging.judge import LOWER_IT, HardwareShare, Judgement
+from pytest_tpw.measure.samples import WAITED, Measurement
 from pytest_tpw.present import report
 
 
@@ -28,6 +28,9 @@ class RunState(Protocol):
 
     @property
     def shares(self) -> Mapping[str, HardwareShare]: ...
+
+    @property
+    def failed_tests(self) -> set[str]: ...
 
     def sensor_info(self) -> report.SensorInfo: ...
 
@@ -64,22 +67,47 @@ def every_measurement(run: RunState) -> list[tuple[str, Measurement]]:
     ]
 
 
+def _label(run: RunState, m: Measurement, j: Judgement | None) -> str | None:
+    """The verdict column's words when the verdict alone would mislead: a run that writes
+    baselines records what it measured whatever the verdict (``accepted``, ``recorded``),
+    and an interval far wider than the tolerance is ``too noisy`` to judge."""
+    if j is None:
+        return None
+    words = [j.verdict.value]
+    mode = run.settings.baseline_mode
+    written = m.finished and m.nodeid not in run.failed_tests
+    if written and mode == "replace":
+        words.append("accepted")
+    elif written and (mode == "extend" or (mode == "missing" and j.baseline_level is None)):
+        words.append("recorded")
+    if j.too_noisy:
+        words.append("too noisy")
+    return ", ".join(words) if len(words) > 1 else None
+
+
 def rows(run: RunState) -> list[report.Row]:
-    """One row per measurement, with its final verdict and its ratio to the baseline."""
+    """One row per measurement, with its final verdict, its ratio to the baseline and the
+    interval of that ratio that decided the verdict."""
     out = []
     for share in run.shares.values():
         judgements = share.judge.judgements
-        label = "" if share.key == run.hardware_key else f"@{share.key}"
+        suffix = "" if share.key == run.hardware_key else f"@{share.key}"
         for key, (m, result) in share.measurements.items():
             j = judgements.get(key)
+            c = j.comparison if j else None
+            interval = None
+            if c is not None and c.ci_low is not None and c.ci_high is not None:
+                interval = (c.ci_low, c.ci_high)
             out.append(
                 report.Row(
-                    key + label,
+                    key + suffix,
                     result,
                     j.baseline_level if j else None,
                     len(m.warnings),
                     j.verdict if j else None,
                     j.ratio if j else None,
+                    interval,
+                    _label(run, m, j),
                 )
             )
     return out
@@ -122,6 +150,8 @@ def notes(run: RunState, extra: Sequence[str] = ()) -> list[str]:
                 "whole suite nor Benjamini-Hochberg across it: pytest-rerunfailures runs (and "
                 "logs) those tests itself, so their verdicts cannot wait for the rest of the run"
             )
+    lines += limits(every)
+    lines += warning_counts(run)
     own = run.shares[run.hardware_key]
     judge = own.judge
     if judge.other_hardware and judge.baseline is None and own.measurements:
@@ -142,12 +172,63 @@ def notes(run: RunState, extra: Sequence[str] = ()) -> list[str]:
     return [*lines, *extra]
 
 
-def terminal_lines(run: RunState, extra: Sequence[str] = ()) -> list[str]:
-    """Everything under the ``tokens per joule`` heading."""
+#: At most this many tests are named per line of :func:`limits`.
+NAMED = 5
+
+
+def limits(judgements: Sequence[Judgement]) -> list[str]:
+    """The compared tests that cannot catch a drop of their own tolerance now, grouped by
+    what widens their intervals, each group with what would lower it."""
+    short = [j for j in judgements if j.limited_by is not None and not j.canary]
+    if not short:
+        return []
+    compared = sum(1 for j in judgements if j.detectable_drop is not None and not j.canary)
+    tolerances = {j.tolerance for j in short}
+    common = f" ({next(iter(tolerances)):.0%})" if len(tolerances) == 1 else ""
+    lines = [
+        f"detectable drop: {len(short)} of {compared} compared test(s) cannot catch a drop of "
+        f"their tolerance{common} now; the smallest drop each would find REGRESSED 4 times "
+        "in 5 (detectable_drop in --tpw-json), by what limits it:"
+    ]
+    groups: dict[str, list[Judgement]] = {}
+    for j in sorted(short, key=lambda j: -(j.detectable_drop or 0.0)):
+        groups.setdefault(j.limited_by or "windows", []).append(j)
+    for part, group in groups.items():
+        lines.append(f"  {LOWER_IT[part]}:")
+        for j in group[:NAMED]:
+            own = "" if common else f" (tolerance {j.tolerance:.0%})"
+            lines.append(f"    {j.key}: {j.detectable_drop or 0.0:.0%}{own}")
+        if len(group) > NAMED:
+            lines.append(f"    and {len(group) - NAMED} more")
+    return lines
+
+
+def warning_counts(run: RunState) -> list[str]:
+    """How many measurements had warnings, and how many of their windows."""
+    warned = [m for _, m in every_measurement(run) if m.warnings]
+    if not warned:
+        return []
+    windows = sum(len(m.samples) for m in warned)
+    flagged = sum(
+        1
+        for m in warned
+        for sample in m.samples
+        if any(not text.startswith(WAITED) for text in sample.warnings)
+    )
+    return [
+        f"warnings: {len(warned)} measurement(s) marked (!), {flagged} of their {windows} "
+        "windows with a warning; one line per measurement and kind in the warnings summary"
+    ]
+
+
+def terminal_lines(run: RunState, extra: Sequence[str] = (), width: int | None = None) -> list[str]:
+    """Everything under the ``tokens per joule`` heading, the table at most ``width``
+    columns wide when given."""
     return report.terminal_lines(
         rows(run),
         [m for _, m in every_measurement(run)],
         run.sensor_info(),
         run.settings.confidence,
         notes(run, extra),
+        width,
     )

@@ -138,8 +138,10 @@ def test_progress_in_a_terminal_keeps_pytests_own_progress_intact(
     args = ["--tpw", *FAST, "-p", "no:xdist", *(["-v"] if verbose else [])]
     raw, screen = in_a_terminal(tmp_path, *args)
     collected = next(i for i, line in enumerate(screen) if line.startswith("collected "))
+    assert screen[collected + 1].startswith("tpw: cost: 3 measured test(s)")
+    first = next(i for i, line in enumerate(screen) if line.startswith("test_"))
     summary = next(i for i, line in enumerate(screen) if "tokens per joule" in line)
-    progress = screen[collected + 1 : summary]
+    progress = screen[first:summary]
     # the live text was drawn, whatever the timing: each measurement's start and end
     assert b"test_out.py::test_gen[0]: warming up" in raw
     assert b"tokens/J, n=3" in raw

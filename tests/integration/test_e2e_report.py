@@ -26,7 +26,8 @@ def test_terminal_section(tpwtester: pytest.Pytester) -> None:
         [
             "tpw: sensor sim, joules simulated*",
             "*= tokens per joule =*",
-            "measurement *tokens/J*90% CI*J/token*W*tokens/s*n*baseline*change*verdict",
+            "measurement *tokens/J*90% CI*J/token*W*tokens/s*n*baseline*vs baseline [[]90% CI]*"
+            "verdict",
             "test_rep.py::test_one *3*NO_BASELINE",
             "test_rep.py::test_named::gen *3*NO_BASELINE",
             "total: * tokens, * J, * tokens/J overall, 2 measurement(s)",

@@ -8,6 +8,7 @@ import pytest
 
 from pytest_tpw.measure.samples import Measurement, Result, Sample
 from pytest_tpw.present.report import (
+    MIN_NAME,
     Row,
     SensorInfo,
     junit_properties,
@@ -108,7 +109,8 @@ def test_table_lines_columns_aligned_and_names_not_cut() -> None:
     assert lines[2].startswith(long_name + "  ")
     # every right-aligned column ends at the same offset in every line:
     # find the header's column ends and check the cell before each is non-blank in all lines
-    widths_end = [m.end() for m in re.finditer(r"\S+(?: CI)?", header)][1:-1]
+    cells = r"vs baseline \[\d+% CI\]|\S+(?: CI)?"
+    widths_end = [m.end() for m in re.finditer(cells, header)][1:-1]
     for line in lines:
         for end in widths_end:
             assert line[end - 1] != " ", (line, end)
@@ -230,16 +232,55 @@ def test_terminal_lines() -> None:
     lines = terminal_lines(
         [Row("t1", result("t1"), warnings=1)], [m], SENSOR, 0.9, notes=["a note"]
     )
-    assert lines[2] == ""
-    assert lines[3].startswith("total: 100 tokens, 4 J, 25 tokens/J overall")
-    assert lines[4] == sensor_line(SENSOR)
-    assert lines[5].startswith("(!)")
+    # table, legend (what the level is; what (!) means), blank, totals, sensor, notes
+    assert lines[2].startswith("tokens/J: the level, the 20%-trimmed geometric mean")
+    assert lines[3].startswith("(!)")
+    assert lines[4] == ""
+    assert lines[5].startswith("total: 100 tokens, 4 J, 25 tokens/J overall")
+    assert lines[6] == sensor_line(SENSOR)
     assert lines[-1] == "a note"
+    assert not any(line.startswith("vs baseline:") for line in lines)  # nothing compared
     empty = terminal_lines([], [], SENSOR, 0.9)
     assert empty == [
         "no measurements: no test finished a measurement with the tpw fixture",
         sensor_line(SENSOR),
     ]
+
+
+def test_the_table_shows_the_interval_that_decided_and_says_what_it_is() -> None:
+    row = Row(
+        "t.py::test_gen",
+        result("t.py::test_gen", 36.66, ci=(35.0, 38.0)),
+        baseline=34.68,
+        verdict=Verdict.UNCHANGED,
+        ratio=1.057,
+        interval=(0.979, 1.142),
+    )
+    lines = terminal_lines([row], [], SENSOR, 0.9)
+    assert "vs baseline [90% CI]" in lines[0]
+    # the ratio's interval, not this run's level interval, beside the change
+    assert "+5.7% [-2.1%, +14.2%]" in lines[1]
+    assert any(line.startswith("vs baseline: this run over the baseline") for line in lines)
+
+
+def test_the_verdict_column_says_what_the_run_did_with_it() -> None:
+    row = Row("m", result(), baseline=100.0, verdict=Verdict.REGRESSED, label="REGRESSED, accepted")
+    assert table_lines([row], 0.9)[1].endswith("REGRESSED, accepted")
+
+
+def test_a_table_fits_the_terminal_by_cutting_the_head_of_long_names() -> None:
+    name = "tests/models/test_generation.py::test_generate_tokens[" + "x" * 80 + "]"
+    rows = [Row(name, result(name, ci=(1.0, 2.0)), baseline=1.0), Row("b", result("b"))]
+    full = table_lines(rows, 0.9)
+    assert full[1].startswith(name)
+    fitted = table_lines(rows, 0.9, width=120)
+    assert all(len(line) <= 120 for line in fitted)
+    assert fitted[1].startswith("…") and "x]" in fitted[1]  # the test's own end stays
+    # a narrow terminal still keeps MIN_NAME characters of each name
+    narrow = table_lines(rows, 0.9, width=40)
+    assert narrow[1].index(" ") == MIN_NAME
+    # only the name column shrinks: the rest of every line is the same
+    assert [line[MIN_NAME + 2 :] for line in narrow] == [line[len(name) + 2 :] for line in full]
 
 
 def test_notes_are_said_even_without_measurements() -> None:
