@@ -8,6 +8,14 @@ VmHWM, over the process's size after imports) and prints a table.
     python benchmarks/baseline_scale.py                      # 10,000 x 10 x 20
     python benchmarks/baseline_scale.py --measurements 1000  # quicker
 
+Then what a user feels, in a scratch project of RUN_TESTS measured tests (sim sensor, one
+warm-up and 3 fixed windows of 50 ms, no start delay) whose ids are the baseline's first
+RUN_TESTS keys, each command in a fresh process, with and without the baseline file in
+``.tpw/``: ``startup (--co)`` is ``pytest --tpw --co`` (the session start a user waits for);
+``run of 300 tests`` is the measured run with ``--tpw-json``; ``compare`` is ``pytest-tpw
+compare .tpw/KEY.json results.json`` (its seconds and peak resident memory, VmHWM);
+``show`` is ``pytest-tpw show .tpw``.
+
 Operations: ``load (default)`` is ``baseline.load`` as a test session calls it, then one
 measurement read; ``load (checked)`` validates every measurement at load (``check=True``);
 ``load (no check)`` validates only the measurement read; ``load + read all`` parses every
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +86,131 @@ def build(path: Path, measurements: int, sessions: int, windows: int) -> None:
         },
     )
     baseline.write(path, data)
+
+
+RUN_TESTS = 300
+PER_FILE = 100
+#: Each test: 1 warm-up and 3 recorded windows of 50 ms (about 0.2 s, as short as real
+#: measured tests get), no start delay.
+RUN_FLAGS = [
+    "--tpw-rounds",
+    "3",
+    "-o",
+    "tpw_min_window=0.05",
+    "-o",
+    "tpw_max_delay=0",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+]
+TEST_FILE = """
+import time
+
+
+def work():
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.0005:
+        pass
+    return 1
+
+{tests}
+"""
+# the command wrapper that reports its own peak resident memory (VmHWM) on stderr
+PEAK = """
+import atexit, sys
+from pathlib import Path
+def peak():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            print("PEAK_KIB", line.split()[1], file=sys.stderr)
+atexit.register(peak)
+sys.argv = sys.argv[1:]
+from pytest_tpw.cli.main import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def build_project(folder: Path, baseline_path: Path | None) -> None:
+    """RUN_TESTS measured tests named as the baseline's first keys; the baseline (its key
+    set to the sim sensor's) in .tpw/ when given."""
+    tests = folder / "tests"
+    tests.mkdir(parents=True)
+    for f in range(RUN_TESTS // PER_FILE):
+        body = "\n".join(
+            f"def test_case_{f * PER_FILE + i:05d}(tpw):\n    tpw(work, tokens=10)\n"
+            for i in range(PER_FILE)
+        )
+        (tests / f"test_model_{f:03d}.py").write_text(TEST_FILE.format(tests=body))
+    (folder / "pytest.ini").write_text("[pytest]\ntpw_sensor = sim\n")
+    if baseline_path is not None:
+        # the same file as the sim sensor's: its key, sensor and provenance (bytes edited,
+        # so that the file keeps the layout pytest-tpw writes)
+        data = baseline_path.read_bytes()
+        for old, new in (
+            (f'"hardware_key": "{KEY}"', '"hardware_key": "sim-x1"'),
+            ('"provenance": "measured"', '"provenance": "simulated"'),
+            ('"sensor": "nvml"', '"sensor": "sim"'),
+        ):
+            data = data.replace(old.encode(), new.encode())
+        (folder / ".tpw").mkdir()
+        (folder / ".tpw" / "sim-x1.json").write_bytes(data)
+
+
+def timed(command: list[str], cwd: Path, repeats: int = 1) -> tuple[float, float | None, int]:
+    """The median seconds of ``repeats`` runs of one command, each in a fresh process with
+    bytecode compiled (as an installed package has it), its peak MiB when it reports it,
+    and its exit code."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, check=False
+        )
+        runs.append(time.perf_counter() - start)
+        if done.returncode not in (0, 1):
+            raise SystemExit(
+                f"{command} failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
+                f"{done.stderr[-2000:]}"
+            )
+    peak = None
+    for line in done.stderr.splitlines():
+        if line.startswith("PEAK_KIB "):
+            peak = int(line.split()[1]) / 1024
+    return statistics.median(runs), peak, done.returncode
+
+
+def user_phases(path: Path, tmp: Path) -> None:
+    """What a user waits for, with and without the baseline (see the module docstring)."""
+    pytest_cmd = [sys.executable, "-m", "pytest", "--tpw"]
+    cli = [sys.executable, "-c", PEAK, "pytest-tpw"]
+    rows = []
+    for with_baseline in (False, True):
+        folder = tmp / ("with" if with_baseline else "without")
+        build_project(folder, path if with_baseline else None)
+        collect = [*pytest_cmd, "--co", "-q", "-p", "no:cacheprovider"]
+        timed(collect, folder)  # warm the disk cache, compile the bytecode
+        co = timed(collect, folder, repeats=5)[0]
+        run = timed([*pytest_cmd, *RUN_FLAGS, "--tpw-json", "r.json"], folder)[0]
+        rows.append((with_baseline, co, run))
+        if with_baseline:
+            compare = timed([*cli, "compare", ".tpw/sim-x1.json", "r.json"], folder, 3)
+            show = timed([*cli, "show", ".tpw"], folder, 3)
+    (_, co0, run0), (_, co1, run1) = rows
+    print(
+        f"\nwhat a user waits for: a project of {RUN_TESTS} measured tests (sim, 1 + 3 windows "
+        "of 50 ms each); medians of 5 (startup) and 3 (compare, show) runs, bytecode compiled"
+    )
+    print(f"{'command':<28} {'no baseline':>12} {'with it':>9} {'difference':>11}")
+    print(f"{'startup (pytest --tpw --co)':<28} {co0:>11.2f}s {co1:>8.2f}s {co1 - co0:>+10.2f}s")
+    print(
+        f"{'run of ' + str(RUN_TESTS) + ' tests':<28} {run0:>11.2f}s {run1:>8.2f}s "
+        f"{(run1 / run0 - 1):>+10.1%}  ({(run1 - run0) / RUN_TESTS * 1000:+.1f} ms a test)"
+    )
+    print(
+        f"{'pytest-tpw compare':<28} {'':>12} {compare[0]:>8.2f}s  peak {compare[1] or 0:.0f} MiB"
+    )
+    print(f"{'pytest-tpw show':<28} {'':>12} {show[0]:>8.2f}s  peak {show[1] or 0:.0f} MiB")
 
 
 def peak_rss_mib() -> float:
@@ -144,6 +279,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--windows", type=int, default=20)
     parser.add_argument("--few", type=int, default=10, help="measurements in 'extend few'")
+    parser.add_argument(
+        "--only-user",
+        action="store_true",
+        help="only what a user waits for (skip the store's own phases)",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +300,10 @@ def main() -> None:
             f"baseline: {args.measurements} measurements x {args.sessions} sessions x "
             f"{args.windows} windows, {size / 2**20:.1f} MiB (built in {built:.1f} s)"
         )
-        print(f"{'operation':<18} {'seconds':>8} {'peak MiB':>9}  (peak: growth of VmHWM)")
+        user_phases(path, Path(tmp))
+        if args.only_user:
+            return
+        print(f"\n{'operation':<18} {'seconds':>8} {'peak MiB':>9}  (peak: growth of VmHWM)")
         for name in PHASES:
             # updates grow the file: each runs on a fresh copy of the built one
             work = Path(tmp, "work", path.name)

@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_tpw.config.options import DEFAULT, FIELD, HELP
 from pytest_tpw.config.settings import ROWS, Settings, build
 from pytest_tpw.errors import SettingError, TpwError
-from pytest_tpw.judging.judge import STACK_KEYS, Judge, Judgement
-from pytest_tpw.judging.replay import Candidate, prior_note, replay
 from pytest_tpw.measure.samples import Measurement, Sample
 from pytest_tpw.store import baseline, results
 from pytest_tpw.store.baseline import BaselineFile, StoredSession
+
+if TYPE_CHECKING:  # the engine (numpy, scipy) loads only when a comparison runs
+    from pytest_tpw.judging.judge import Judge, Judgement
+    from pytest_tpw.judging.replay import Candidate
 
 #: The settings a comparison takes from the candidate's run, and the flags that override them.
 JUDGING: dict[str, str | None] = {
@@ -37,6 +39,17 @@ JUDGING: dict[str, str | None] = {
     "fdr": "--fdr",
     "rounds": None,
 }
+
+
+#: Measurements named at most in one line of the closing notes (the rest are counted).
+LISTED = 10
+
+
+def replay_module() -> Any:
+    """:mod:`pytest_tpw.judging.replay`, imported when a comparison runs."""
+    from pytest_tpw.judging import replay
+
+    return replay
 
 
 class InputError(TpwError):
@@ -88,7 +101,8 @@ def _open(path: Path) -> BaselineFile | dict[str, Any]:
             return results.check(doc, path)
     stored = baseline.load(path, None)
     assert stored is not None  # it was just there
-    stored.validate()
+    # each measurement is read (and checked) when compared: a 10,000-test file is not parsed
+    # for a 300-test run
     return stored
 
 
@@ -97,14 +111,14 @@ def reference(path: Path) -> tuple[Side, BaselineFile]:
     opened = _open(path)
     if isinstance(opened, BaselineFile):
         stored = opened
-        sessions = sum(len(s) for s in stored.measurements.values())
+        sessions = sum(stored.count(k) for k in stored.measurements)
         env = {
             "hardware_key": stored.hardware_key,
             "sensor": {
                 "name": stored.hardware.get("sensor"),
                 "provenance": stored.hardware.get("provenance"),
             },
-            "software": _latest(stored).software if sessions else {},
+            "software": {},  # the latest compared session's: known once B is read (run)
         }
         note = (
             f"{path} is a baseline file: every stored session of each test is used, as a "
@@ -133,8 +147,11 @@ def reference(path: Path) -> tuple[Side, BaselineFile]:
     return side, stored
 
 
-def _latest(stored: BaselineFile) -> StoredSession:
-    return max((s[-1] for s in stored.measurements.values() if s), key=lambda s: s.date)
+def _latest(stored: BaselineFile, keys: Sequence[str] | None = None) -> StoredSession | None:
+    """The newest stored session of ``keys`` (None: of all; each entry's last line only is
+    read); None without one."""
+    newest = (stored.newest(k) for k in (stored.measurements if keys is None else keys))
+    return max((s for s in newest if s is not None), key=lambda s: s.date, default=None)
 
 
 def candidate(path: Path) -> Side:
@@ -143,10 +160,10 @@ def candidate(path: Path) -> Side:
     if not isinstance(opened, BaselineFile):
         return Side(path, opened)
     stored = opened
-    latest = {key: sessions[-1] for key, sessions in stored.measurements.items() if sessions}
+    latest = {key: s for key in stored.measurements if (s := stored.newest(key)) is not None}
     if not latest:
         raise InputError(f"{path}: a baseline file without sessions; nothing to compare")
-    newest = _latest(stored)
+    newest = max(latest.values(), key=lambda s: s.date)
     dates = sorted(s.date[:10] for s in latest.values())
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     as_doc = {
@@ -261,7 +278,7 @@ def candidates(b: Side, keys: Sequence[str], settings: Settings, keep: bool) -> 
         if rounds is not None and not (type(rounds) is int and rounds >= 2):
             raise InputError(f"{where}: comparison.rounds {rounds!r} must be a whole number >= 2")
         canary = test.get("canary") is True
-        out.append(Candidate(m, tolerance, rounds, canary))
+        out.append(replay_module().Candidate(m, tolerance, rounds, canary))
     return out
 
 
@@ -287,7 +304,15 @@ def run(
             "hardware with the same sensor"
         )
     notes = [n for n in (a.note, b.note) if n]
-    dropped = _drop_own_session(stored, b) if a.is_baseline else 0
+    focus = None
+    if a.is_baseline:
+        # the stored tests B's run compared and learned its prior from; a run that compared
+        # none (no baseline then), or a file that does not say: the tests B measured
+        focus = [k for k in prior_keys(b, stored.hardware_key) or own if k in stored.measurements]
+        latest = _latest(stored, focus)
+        if latest is not None:  # A's stack: that of the latest session B is compared with
+            a.doc["environment"]["software"] = latest.software
+    dropped = _drop_own_session(stored, b, focus) if a.is_baseline else 0
     if dropped:
         notes.append(
             f"A holds B's own session of {dropped} measurement(s) (same date, written by "
@@ -297,12 +322,13 @@ def run(
     if not ordered and own:
         notes.append(f"{b_path} does not record its run order: tests are judged in name order")
     settings = settings_for(b, flags)
-    judge = replay(
+    judge = replay_module().replay(
         stored,
         stored.hardware_key,
         candidates(b, own, settings, keep=flags.get("tolerance") is None),
         settings,
         b.software,
+        focus,
     )
     print(f"A (reference): {a_path}\nB (candidate): {b_path}")
     for note in notes:
@@ -316,14 +342,23 @@ def run(
     return 1 if (fail and regressed) or (fail_stack and stack) else 0
 
 
-def _drop_own_session(stored: BaselineFile, b: Side) -> int:
+def prior_keys(b: Side, hardware_key: str) -> list[str] | None:
+    """The stored measurements B's run compared (and learned its prior from), as its
+    results file records them; None when it does not."""
+    recorded = results.mapping(b.doc, "prior_keys").get(hardware_key)
+    if not isinstance(recorded, list) or not all(isinstance(k, str) for k in recorded):
+        return None
+    return list(recorded)
+
+
+def _drop_own_session(stored: BaselineFile, b: Side, keys: Sequence[str] | None) -> int:
     """Leave out stored sessions written by B's own run (same date): a run that recorded
-    itself was judged against the sessions before it."""
+    itself was judged against the sessions before it. Only ``keys`` are read (None: all)."""
     date = results.text(b.environment.get("date"))
     if not date:
         return 0
     dropped = 0
-    for key in list(stored.measurements):
+    for key in list(stored.measurements) if keys is None else keys:
         sessions = stored.measurements[key]
         kept = [s for s in sessions if s.date != date]
         if len(kept) != len(sessions):
@@ -396,22 +431,24 @@ def closing_lines(
     if run_wide is not None:
         lines.append(run_wide.text)
         lines += [f"  {n}" for n in run_wide.notes]
-    note = prior_note(judge)
+    note = replay_module().prior_note(judge)
     if note:
         lines.append(f"note: {note}")
     provenance = a.sensor("provenance")
     if provenance is not None and provenance != "measured":
         lines.append(f"note: joules are {provenance} in both files, not measured")
+    from pytest_tpw.judging.judge import STACK_KEYS
+
     changes = baseline.stack_changes(a.software, b.software, STACK_KEYS)
     if changes:
         lines.append("stack changes A -> B: " + "; ".join(changes))
     only_a = sorted(set(stored.measurements) - set(keys))
-    only_b = [k for k in keys if not stored.sessions(k)]
+    only_b = [k for k in keys if not stored.count(k)]
     for side, only in (("A", only_a), ("B", only_b)):
         if only:
-            lines.append(
-                f"{len(only)} measurement(s) only in {side}, not compared: " + ", ".join(only)
-            )
+            named = ", ".join(only[:LISTED])
+            more = f" and {len(only) - LISTED} more" if len(only) > LISTED else ""
+            lines.append(f"{len(only)} measurement(s) only in {side}, not compared: {named}{more}")
     if elsewhere:
         lines.append(
             f"{len(elsewhere)} measurement(s) of B taken on other hardware, not compared: "

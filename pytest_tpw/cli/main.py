@@ -35,7 +35,27 @@ from pytest_tpw.store.files import atomic_write_text
 # -- show ------------------------------------------------------------------------------------
 
 
+def levels(sessions: Sequence[baseline.StoredSession | None]) -> list[float | None]:
+    """Each session's level (the 20 %-trimmed geometric mean of its windows), computed for
+    all sessions of one window count at once; None for no session."""
+    import numpy as np
+
+    out: list[float | None] = [None] * len(sessions)
+    by_length: dict[int, list[int]] = {}
+    for i, s in enumerate(sessions):
+        if s is not None and s.samples:
+            by_length.setdefault(len(s.samples), []).append(i)
+    for indices in by_length.values():
+        logs = np.log([sessions[i].values() for i in indices])  # type: ignore[union-attr]
+        means, _, _ = stats.trimmed_stats(logs)
+        for i, m in zip(indices, np.exp(means), strict=True):
+            out[i] = float(m)
+    return out
+
+
 def show(directory: Path) -> int:
+    """What a baseline folder holds: per hardware key, each measurement's sessions, its
+    newest level, and what accepts superseded. Only each entry's newest session is read."""
     if not directory.is_dir():
         raise InputError(
             f"{directory}: no baseline folder here (record baselines with "
@@ -47,11 +67,14 @@ def show(directory: Path) -> int:
         return 0
     for path in files:
         try:
-            stored = baseline.load(path, path.stem)
-            old = baseline.load(baseline.superseded_path(path), path.stem)
+            stored = baseline.load(path, path.stem, check=False)
+            old = baseline.load(baseline.superseded_path(path), path.stem, check=False)
+            assert stored is not None
+            keys = sorted(stored.measurements)
+            newest = [stored.newest(k) for k in keys]
+            before = [old.newest(k) if old is not None else None for k in keys]
         except baseline.BaselineError as exc:
             raise InputError(str(exc)) from None
-        assert stored is not None
         joules = stored.hardware.get("provenance", "unknown")
         print(
             f"{path}  hardware {stored.hardware_key}  sensor "
@@ -70,22 +93,21 @@ def show(directory: Path) -> int:
                 "before (tokens/J)",
             )
         ]
-        for key in sorted(stored.measurements):
-            sessions = stored.measurements[key]
-            last = sessions[-1]
-            level = stats.summarize(last.values()).estimate
-            earlier = old.sessions(key) if old is not None else []
-            before = stats.summarize(earlier[-1].values()).estimate if earlier else None
+        now_levels, old_levels = levels(newest), levels(before)
+        for i, key in enumerate(keys):
+            last = newest[i]
+            if last is None:
+                continue
             rows.append(
                 (
                     key,
-                    str(len(sessions)),
+                    str(stored.count(key)),
                     last.date,
                     (last.commit or "-")[:10],
-                    num(level),
+                    num(now_levels[i]),
                     str(len(last.samples)),
-                    str(len(earlier)),
-                    num(before),
+                    str(old.count(key) if old is not None else 0),
+                    num(old_levels[i]),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

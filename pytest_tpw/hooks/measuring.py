@@ -159,8 +159,11 @@ class MeasuringHooks:
 
     @pytest.hookimpl(trylast=True)  # after pytest's "collected N items"
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Say at the start roughly what the measured tests will cost: tests x windows x
-        window length (pytest-xdist's controller collects nothing and says nothing)."""
+        """Focus the judge on the collected tests, then say at the start roughly what the
+        measured tests will cost: tests x windows x window length (pytest-xdist's
+        controller collects nothing and says nothing)."""
+        # this run's tests: the judge compares only their stored measurements
+        self.session.focus(item.nodeid for item in session.items)
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is None or session.config.option.collectonly:
             return
@@ -290,6 +293,12 @@ class MeasuringHooks:
         if (not written or failed_run) and session.exitstatus == pytest.ExitCode.OK:
             # nothing recorded, or a stack regression the run was asked to fail on: not a pass
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
+        """pytest-xdist, on the controller (which collects nothing itself): the run's tests,
+        as the first worker collected them (every worker collects the same)."""
+        self.session.focus(ids)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: object, error: object) -> None:

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
-from scipy import stats as _st
 
+from pytest_tpw import stats
 from pytest_tpw.judging.kernels import ArrayDecision, candidate_stats, decide_arrays, hopeless
 from pytest_tpw.judging.model import (
     TEST_NOISE_SOURCE,
@@ -106,8 +106,8 @@ def _compare_one(
         p,
     )
     eps = tail_levels(prior, p)[1]  # BH's smallest threshold
-    own_q = math.sqrt(float(sb2_a[0])) * float(_st.t.ppf(1.0 - eps, max(float(sb_df_a[0]), 1.0)))
-    if own_q > 1.01 * math.sqrt(sb2) * float(_st.t.ppf(1.0 - eps, max(sb_df, 1.0))):
+    own_q = math.sqrt(float(sb2_a[0])) * float(stats.t_ppf(1.0 - eps, max(float(sb_df_a[0]), 1.0)))
+    if own_q > 1.01 * math.sqrt(sb2) * float(stats.t_ppf(1.0 - eps, max(sb_df, 1.0))):
         src = TEST_NOISE_SOURCE if prior.sigma_b_log_sd > 0.0 else TEST_SPREAD_SOURCE
     sb2, sb_df = float(sb2_a[0]), float(sb_df_a[0])
     proto = Comparison(
@@ -361,7 +361,7 @@ def run_verdict(
     s = max(prior.n_sessions, 1)
     scale = math.sqrt(prior.run_sd**2 * (1.0 + 1.0 / s) + shift.se**2)
     z = shift.shift / scale
-    tq = float(_st.t.ppf(1.0 - params.run_alpha, prior.run_sd_df))
+    tq = float(stats.t_ppf(1.0 - params.run_alpha, prior.run_sd_df))
     nf = params.verdict.noise_floor
     ci = (
         math.exp(shift.shift - 1.96 * shift.se),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from pytest_tpw.judging.model import (
     StoredRun,
     SuiteDecision,
     SuiteParams,
+    SuitePrior,
     TestChange,
     TestInput,
 )
@@ -43,6 +44,7 @@ from pytest_tpw.judging.prior import suite_prior
 from pytest_tpw.judging.shift import change_of, look_shift
 from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
 from pytest_tpw.store.baseline import BaselineFile, StoredSession, pooled, stack_changes
+from pytest_tpw.store.layout import session_count
 from pytest_tpw.verdict import Verdict
 
 #: Software-stack entries worth naming in a regression message, in this order.
@@ -224,14 +226,12 @@ class Judge:
         self.judgements: dict[str, Judgement] = {}
         looks = (settings.rounds,) if settings.rounds is not None else stats.DEFAULT_LOOKS
         self.suite_params = SuiteParams(verdict=self.params(looks=looks))
-        self.stored: dict[str, list[StoredRun]] = {}
-        if baseline is not None:
-            self.stored = {
-                key: [StoredRun(s.date, s.values()) for s in sessions]
-                for key, sessions in baseline.measurements.items()
-                if sessions
-            }
-        self.prior = suite_prior(self.stored, self.suite_params) if self.stored else None
+        #: The stored measurements this run may compare (:meth:`focus`); None: all of them.
+        self.focus_keys: list[str] | None = None
+        self._all_keys: list[str] | None = None
+        self._focus_set: set[str] = set()
+        self._stored: dict[str, list[StoredRun]] | None = None
+        self._prior: SuitePrior | None = None
         #: This run's compared measurements, as the statistics see them.
         self.inputs: dict[str, TestInput] = {}
         #: Each finished measurement's contribution to the run-wide shift (a rerun replaces it).
@@ -258,10 +258,73 @@ class Judge:
     def sessions(self, key: str) -> list[StoredSession]:
         return self.baseline.sessions(key) if self.baseline is not None else []
 
+    # -- what is compared: the stored sessions of this run's tests ---------------------------
+
+    def focus(self, keys: Iterable[str]) -> None:
+        """Compare only these stored measurements, and learn the suite's prior from them
+        alone: the run's own tests (a 300-test run against a 10,000-test baseline reads
+        300 entries). Call before the first look; keys without stored sessions are left out.
+        """
+        if self._prior is not None:
+            raise RuntimeError("focus() after the prior was built: call it before any look")
+        stored = self.baseline.measurements if self.baseline is not None else {}
+        self.focus_keys = sorted({k for k in keys if session_count(stored, k) > 0})
+        self._focus_set = set(self.focus_keys)
+        self._stored = None
+
+    def focus_on_tests(self, nodeids: Iterable[str]) -> None:
+        """:meth:`focus` on the stored measurements of these tests (a test's unnamed
+        measurement is keyed by its node id, a named one by ``nodeid::name``)."""
+        wanted = set(nodeids)
+        keys = []
+        for key in self.baseline.measurements if self.baseline is not None else ():
+            at = key.rfind("::")
+            if key in wanted or (at > 0 and key[:at] in wanted):
+                keys.append(key)
+        self.focus(keys)
+
+    def _keys(self) -> list[str]:
+        if self.focus_keys is not None:
+            return self.focus_keys
+        if self._all_keys is None:
+            stored = self.baseline.measurements if self.baseline is not None else {}
+            self._all_keys = [k for k in stored if session_count(stored, k) > 0]
+        return self._all_keys
+
+    @property
+    def stored(self) -> dict[str, list[StoredRun]]:
+        """The compared measurements' stored runs (parsed on first use, only these)."""
+        if self._stored is None:
+            self._stored = {
+                key: [StoredRun(s.date, s.values()) for s in self.sessions(key)]
+                for key in self._keys()
+            }
+        return self._stored
+
+    def has_stored(self, key: str) -> bool:
+        """Whether ``key`` is compared this run (without parsing its sessions)."""
+        if self._stored is not None:
+            return key in self._stored
+        if self.focus_keys is not None:
+            return key in self._focus_set
+        stored = self.baseline.measurements if self.baseline is not None else {}
+        return session_count(stored, key) > 0
+
+    @property
+    def prior(self) -> SuitePrior | None:
+        """The suite's prior from the compared measurements' stored runs (built on first
+        use: a collect-only run never builds it); None when nothing is compared."""
+        if self._prior is None and self.stored:
+            self._prior = suite_prior(self.stored, self.suite_params)
+        return self._prior
+
     @property
     def comparing(self) -> bool:
-        """True when measurements are compared against stored baselines this session."""
-        return self.prior is not None
+        """True when measurements are compared against stored baselines this session
+        (answered without reading the stored sessions)."""
+        if self._stored is not None:
+            return bool(self._stored)
+        return bool(self._keys())
 
     def shift(self) -> RunShift | None:
         """The shift the next test's looks are judged against, from the tests finished so far
@@ -522,7 +585,7 @@ class Judge:
 
         Returns the judgements that were pending.
         """
-        if self.prior is None or not self.inputs or self._finished:
+        if not self.inputs or self._finished or self.prior is None:
             return {}
         self._finished = True
         decision = judge_suite(list(self.inputs.values()), self.prior, self.suite_params)
@@ -581,12 +644,13 @@ class Judge:
         )
 
     def stack_changes(self) -> list[str]:
-        """What differs between this run's software stack and the latest stored session's."""
+        """What differs between this run's software stack and the latest stored session's
+        (of the compared measurements: the rest of the file is not read)."""
         latest: StoredSession | None = None
-        if self.baseline is not None:
-            for sessions in self.baseline.measurements.values():
-                if sessions and (latest is None or sessions[-1].date > latest.date):
-                    latest = sessions[-1]
+        for key in self._keys():
+            sessions = self.sessions(key)
+            if sessions and (latest is None or sessions[-1].date > latest.date):
+                latest = sessions[-1]
         if latest is None or not self.software:
             return []  # nothing known to compare with
         return stack_changes(latest.software, self.software, STACK_KEYS)
@@ -685,7 +749,7 @@ class BaselinePolicy:
         """The fewest and the most windows measurement ``key`` will record (warm-up not
         counted): what :meth:`more` will ask for, before any window is taken."""
         schedule = self._schedule()
-        if self.judge.prior is None or key not in self.judge.stored:
+        if not self.judge.has_stored(key):
             n = schedule[0] if len(schedule) > 1 else schedule[-1]
             return n, n
         return schedule[0], schedule[-1]

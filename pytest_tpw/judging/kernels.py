@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
+from pytest_tpw import stats
 from pytest_tpw.judging.model import SuiteParams
 from pytest_tpw.stats import (
     VERDICT_CODES,
@@ -199,9 +200,9 @@ def decide_arrays(
     )
     est = m_c - mu - shift
     with np.errstate(invalid="ignore"):
-        low = est - _st.t.ppf(1.0 - alpha_equiv, df) * se
-        high = est + _st.t.ppf(1.0 - alpha, df) * se
-        p = _st.t.cdf((est - math.log(1.0 - params.noise_floor)) / se, df)
+        low = est - stats.t_ppf(1.0 - alpha_equiv, df) * se
+        high = est + stats.t_ppf(1.0 - alpha, df) * se
+        p = stats.t_cdf((est - math.log(1.0 - params.noise_floor)) / se, df)
     bad = ~np.isfinite(se) | (se <= 0.0)
     p = np.where(bad, 1.0, p)
     code = classify_arrays(low, high, tolerance, params.noise_floor)
@@ -359,7 +360,7 @@ def detectable_drop(
     if not (math.isfinite(se) and se > 0.0):
         return math.nan
     d = max(df, 1.0)
-    upper = math.log(1.0 - noise_floor) - float(_st.t.ppf(1.0 - alpha, d)) * se
-    lower = math.log(1.0 - tolerance) + float(_st.t.ppf(1.0 - alpha_equiv, d)) * se
-    mu = min(upper, lower) - float(_st.norm.ppf(power)) * se
+    upper = math.log(1.0 - noise_floor) - float(stats.t_ppf(1.0 - alpha, d)) * se
+    lower = math.log(1.0 - tolerance) + float(stats.t_ppf(1.0 - alpha_equiv, d)) * se
+    mu = min(upper, lower) - float(stats.norm_ppf(power)) * se
     return -math.expm1(mu)

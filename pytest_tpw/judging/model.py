@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -181,6 +182,11 @@ class SuitePrior:
     sigma_b_log_mean: float = math.nan
     sigma_b_log_sd: float = 0.0
     sigma_b_spread_p: float = 1.0
+    #: Each test's stored level once computed (:func:`pytest_tpw.judging.prior.stored_level`):
+    #: a run asks for it at every look and again at the end. Not part of the prior's value.
+    levels: dict[tuple[Any, ...], Any] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
 
 
 class ShiftMethod(str, Enum):

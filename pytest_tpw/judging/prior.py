@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as _st
 
+from pytest_tpw import stats
 from pytest_tpw.judging.kernels import candidate_stats
 from pytest_tpw.judging.model import StoredRun, SuiteParams, SuitePrior, TestInput
 from pytest_tpw.judging.session_noise import (
@@ -52,6 +53,7 @@ def suite_prior(
         for run in baselines[k]:
             if run.session_id not in ids:
                 ids.append(run.session_id)
+    where = [(i, run.session_id) for i, k in enumerate(keys) for run in baselines[k]]
     series = [
         logs_of(run.values, f"{k} (stored {run.session_id})") for k in keys for run in baselines[k]
     ]
@@ -67,16 +69,26 @@ def suite_prior(
     m = np.full((len(keys), len(ids)), np.nan)
     d = np.full((len(keys), len(ids)), np.nan)
     col = {sid: j for j, sid in enumerate(ids)}
-    for i, k in enumerate(keys):
-        res = 0.0 if resolution is None else float(resolution.get(k, 0.0))
-        for run in baselines[k]:
-            x = unprofile(logs_of(run.values, f"{k} (stored {run.session_id})"), profile)
-            if x.size < 2:
-                continue
-            mi, di, hi, _, _ = candidate_stats(x, rho, res, p.verdict.trim, p.rho_cap)
-            if hi >= 2:
-                m[i, col[run.session_id]] = float(mi)
-                d[i, col[run.session_id]] = float(di)
+    # every (test, session) series of one length at once
+    by_length: dict[int, list[int]] = {}
+    for s_i, x in enumerate(series):
+        if x.size >= 2:
+            by_length.setdefault(x.size, []).append(s_i)
+    for members in by_length.values():
+        res = np.asarray(
+            [
+                0.0 if resolution is None else float(resolution.get(keys[where[s_i][0]], 0.0))
+                for s_i in members
+            ]
+        )
+        stack = np.stack([series[s_i] for s_i in members])
+        mi, di, hi, _, _ = candidate_stats(stack, rho, res, p.verdict.trim, p.rho_cap)
+        if hi < 2:
+            continue
+        for row, s_i in enumerate(members):
+            i, sid = where[s_i]
+            m[i, col[sid]] = float(mi[row])
+            d[i, col[sid]] = float(di[row])
     prior, _ = prior_from_table(m, d, p, rho, ids)
     return replace(prior, profile=tuple(float(v) for v in profile))
 
@@ -230,25 +242,59 @@ class StoredLevel:
 
 
 def stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredLevel:
-    ms: list[float] = []
-    ds: list[float] = []
-    dfs: list[float] = []
-    raw_dfs: list[float] = []  # the floor's df: candidate_stats shrinks them for AR(1) itself
-    owns: list[float] = []
-    all_logs: list[np.ndarray] = []
-    for run in test.baseline:
-        x = unprofile(logs_of(run.values, f"{test.key} (stored {run.session_id})"), prior.profile)
-        all_logs.append(x)
-        if x.size < 2:
-            continue
-        m, d, h, df, own = candidate_stats(x, prior.rho, test.resolution, p.verdict.trim, p.rho_cap)
+    """A test's stored level and its variance under ``prior`` (kept in ``prior.levels``: the
+    same stored runs give the same level at every look)."""
+    key = (
+        id(test.baseline),
+        test.resolution,
+        p.verdict.trim,
+        p.rho_cap,
+        prior.rho,
+        prior.profile,
+        id(prior.run_shifts),
+    )
+    kept = prior.levels.get(key)
+    if kept is not None and kept[0] is test.baseline:  # the same object, not a reused id
+        level: StoredLevel = kept[1]
+        return level
+    level = _stored_level(test, prior, p)
+    prior.levels[key] = (test.baseline, level)
+    return level
+
+
+def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredLevel:
+    all_logs = [
+        unprofile(logs_of(run.values, f"{test.key} (stored {run.session_id})"), prior.profile)
+        for run in test.baseline
+    ]
+    # every stored session of one length at once, kept in session order
+    ms_at: dict[int, tuple[float, float, float, float, float]] = {}
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(all_logs):
+        if x.size >= 2:
+            by_length.setdefault(x.size, []).append(i)
+    for members in by_length.values():
+        stack = np.stack([all_logs[i] for i in members])
+        m, d, h, df, own = candidate_stats(
+            stack, prior.rho, test.resolution, p.verdict.trim, p.rho_cap
+        )
         if h < 2:
             continue
-        owns.append(float(own))
-        ms.append(float(m) - prior.run_shifts.get(run.session_id, 0.0))
-        ds.append(float(d))
-        dfs.append(float(df))
-        raw_dfs.append(float(h - 1))
+        for row, i in enumerate(members):
+            shift = prior.run_shifts.get(test.baseline[i].session_id, 0.0)
+            ms_at[i] = (
+                float(m[row]) - shift,
+                float(d[row]),
+                float(df[row]),
+                float(h - 1),  # the floor's df: candidate_stats shrinks them for AR(1) itself
+                float(own[row]),
+            )
+    kept = [ms_at[i] for i in sorted(ms_at)]
+    ms = [k[0] for k in kept]
+    ds = [k[1] for k in kept]
+    dfs = [k[2] for k in kept]
+    raw_dfs = [k[3] for k in kept]
+    owns = [k[4] for k in kept]
     logs = np.concatenate(all_logs) if all_logs else np.empty(0)
     s = len(ms)
     if s == 0:
@@ -318,7 +364,7 @@ def per_test_sigma_b2(
         levels = tail_levels(prior, params)
         b_df = np.maximum(base_df, 1.0)
         q1, q2 = (
-            np.maximum(mixture_quantile(post, sd, lv), np.sqrt(base) * _st.t.ppf(1.0 - lv, b_df))
+            np.maximum(mixture_quantile(post, sd, lv), np.sqrt(base) * stats.t_ppf(1.0 - lv, b_df))
             for lv in levels
         )
         return t_through(q1, q2, levels)

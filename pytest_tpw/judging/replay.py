@@ -39,17 +39,21 @@ def replay(
     candidates: Sequence[Candidate],
     settings: Settings,
     software: Mapping[str, Any],
+    focus: Sequence[str] | None = None,
 ) -> Judge:
     """Judge ``candidates`` (in run order) against ``stored`` as a run would; returns the
-    finished judge (its ``judgements`` and ``run_wide``)."""
+    finished judge (its ``judgements`` and ``run_wide``). ``focus``: the stored
+    measurements the run compared and learned its prior from (None: all of ``stored``)."""
     judge = Judge(settings, stored, hardware_key, software=software)
+    if focus is not None:
+        judge.focus(focus)
     taken = []
     for c in candidates:
         m = c.measurement
         marker = MarkerArgs(tolerance=c.tolerance, rounds=c.rounds, canary=c.canary)
         test = settings.for_test(marker)
         policy = judge.policy(test)
-        if judge.prior is not None and m.key in judge.stored:
+        if judge.prior is not None and judge.has_stored(m.key):
             policy.look(m)  # the last look the run took, at the windows it recorded
         result = m.summarize(settings.confidence, policy.verdict(m.key))
         judge.judge(m, result, test, policy.comparisons.get(m.key))

@@ -17,6 +17,8 @@ from scipy import optimize as _opt
 from scipy import special as _sp
 from scipy import stats as _st
 
+from pytest_tpw import stats
+
 GH_NODES, _GH_RAW = np.polynomial.hermite_e.hermegauss(40)
 GH_WEIGHTS = _GH_RAW / _GH_RAW.sum()  # a standard normal's Gauss-Hermite rule
 
@@ -90,7 +92,7 @@ def mixture_quantile(weights: np.ndarray, sd: np.ndarray, level: float) -> np.nd
     hi = np.full(weights.shape[0], math.log(float(np.max(sd))) + 5.0)
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        tail = np.einsum("ij,ij->i", _st.norm.sf(np.exp(mid)[:, None] / sd[None, :]), weights)
+        tail = np.einsum("ij,ij->i", stats.norm_sf(np.exp(mid)[:, None] / sd[None, :]), weights)
         above = tail > level
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)
@@ -130,8 +132,8 @@ _ENV_DF = np.geomspace(1.0, 1e6, 2401)  # t_through's df grid
 @functools.lru_cache(maxsize=64)
 def _t_ratio(p1: float, p2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """t quantiles at ``1 - p1`` and ``1 - p2`` on the df grid, and their ratio (falls)."""
-    t1 = _st.t.ppf(1.0 - p1, _ENV_DF)
-    t2 = _st.t.ppf(1.0 - p2, _ENV_DF)
+    t1 = stats.t_ppf(1.0 - p1, _ENV_DF)
+    t2 = stats.t_ppf(1.0 - p2, _ENV_DF)
     return t1, t2, t2 / t1
 
 

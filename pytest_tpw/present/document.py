@@ -147,6 +147,11 @@ def run_document(
     findings = [s.judge.run_wide.to_json() for s in shares.values() if s.judge.run_wide]
     if findings:
         doc["run_wide"] = findings
+    # the stored measurements each judge compared and learned its prior from (the run's
+    # collected tests): what `pytest-tpw compare` needs to give the run's verdicts
+    focused = {s.key: s.judge.focus_keys for s in shares.values() if s.judge.focus_keys}
+    if focused:
+        doc["prior_keys"] = focused
     if len(shares) > 1:
         doc["environment"]["hardware_keys"] = list(shares)
     if idle_watts is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,8 @@ class TpwSession:
         )
         #: Every hardware key's share of the run, this process's own first.
         self.shares: dict[str, HardwareShare] = {own.key: own}
+        #: The run's collected tests (:meth:`focus`), None until collection is done.
+        self.collected: list[str] | None = None
         #: This process's own hardware's measurements.
         self.measurements = own.measurements
         self.extra_environment: dict[str, Any] = {}
@@ -169,6 +171,15 @@ class TpwSession:
 
     def baseline_path_of(self, key: str) -> Path:
         return baseline.path_for(self.rootdir / self.settings.baseline_dir, key)
+
+    def focus(self, nodeids: Iterable[str]) -> None:
+        """The run's collected tests: each judge compares (and learns the suite's prior
+        from) only their stored measurements, not the whole baseline file."""
+        if self.collected is not None:
+            return  # once: pytest-xdist's workers each report the same collection
+        self.collected = list(nodeids)
+        for share in self.shares.values():
+            share.judge.focus_on_tests(self.collected)
 
     def sensor_info(self) -> SensorInfo:
         return SensorInfo(self.sensor.name, self.sensor.provenance, self.sensor.method)
@@ -365,9 +376,10 @@ class TpwSession:
             stored = None
         software = dict(hardware.get("software") or {})
         described = {k: hardware[k] for k in ("models", "sensor", "provenance") if k in hardware}
-        share = self.shares[key] = HardwareShare(
-            Judge(self.settings, stored, key, software=software), described
-        )
+        judge = Judge(self.settings, stored, key, software=software)
+        if self.collected is not None:
+            judge.focus_on_tests(self.collected)
+        share = self.shares[key] = HardwareShare(judge, described)
         return share
 
 

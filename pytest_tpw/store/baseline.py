@@ -90,6 +90,17 @@ class BaselineFile:
     def sessions(self, key: str) -> list[StoredSession]:
         return self.measurements.get(key, [])
 
+    def count(self, key: str) -> int:
+        """How many sessions ``key`` has (its entry is not parsed)."""
+        return session_count(self.measurements, key)
+
+    def newest(self, key: str) -> StoredSession | None:
+        """``key``'s newest session (of an unread entry, only its last line is parsed)."""
+        if isinstance(self.measurements, Measurements):
+            return self.measurements.newest(key) if key in self.measurements else None
+        sessions = self.measurements.get(key, [])
+        return sessions[-1] if sessions else None
+
     def validate(self) -> None:
         """Parse and validate every measurement now (a lazily loaded file parses on use)."""
         for key in list(self.measurements):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pytest_tpw.store.sessions import (
+    BaselineError,
     Duplicated,
     StoredSession,
     json_error,
@@ -135,6 +136,19 @@ def parse_region(path: Path, key: str, raw: Raw) -> list[StoredSession]:
     ]
 
 
+def _known_valid(data: Any) -> StoredSession:
+    """A session from one line that :func:`lines_valid` accepted (so every field is there
+    and of its type, every number in range)."""
+    return StoredSession(
+        date=data["date"],
+        commit=data["commit"],
+        software=data["software"],
+        sensor=data["sensor"],
+        provenance=data["provenance"],
+        samples=[(t, j, sec) for t, j, sec in data["samples"]],
+    )
+
+
 class Measurements(MutableMapping[str, list[StoredSession]]):
     """Measurement key -> sessions, parsing a measurement's lines the first time it is read.
 
@@ -145,12 +159,23 @@ class Measurements(MutableMapping[str, list[StoredSession]]):
         self.path = path
         self._raw: dict[str, Raw] = raw or {}
         self._parsed: dict[str, list[StoredSession]] = {}
+        #: Software objects already checked for duplicate keys (:func:`lines_valid`).
+        self._software_seen: set[bytes] = set()
 
     def __getitem__(self, key: str) -> list[StoredSession]:
         if key in self._parsed:
             return self._parsed[key]
         raw = self._raw[key]
-        sessions = parse_region(self.path, key, raw)
+        if raw.end > raw.start and (
+            raw.checked or lines_valid(raw.buf, raw.start, raw.end, self._software_seen)
+        ):
+            # the strict pattern proved every line valid: plain JSON, no field-by-field checks
+            sessions = [
+                _known_valid(data)
+                for data in json.loads(b"[" + raw.buf[raw.start : raw.end] + b"]")
+            ]
+        else:
+            sessions = parse_region(self.path, key, raw)
         del self._raw[key]
         self._parsed[key] = sessions
         return sessions
@@ -182,6 +207,26 @@ class Measurements(MutableMapping[str, list[StoredSession]]):
 
     def raw(self, key: str) -> Raw | None:
         return self._raw.get(key)
+
+    def newest(self, key: str) -> StoredSession | None:
+        """``key``'s newest session; an unread entry has only its last line parsed (and
+        validated), unless its lines are not one session each (then all of it)."""
+        raw = self._raw.get(key)
+        if raw is None:
+            sessions = self[key]
+            return sessions[-1] if sessions else None
+        if raw.end == raw.start:
+            return None
+        start = raw.buf.rfind(b"\n", raw.start, raw.end) + 1 or raw.start
+        if lines_valid(raw.buf, start, raw.end, self._software_seen):
+            # the strict pattern proved it valid: plain JSON, no field-by-field checks
+            return _known_valid(json.loads(raw.buf[start : raw.end]))
+        try:
+            (last,) = parse_region(self.path, key, Raw(raw.buf, start, raw.end, False))
+        except (BaselineError, ValueError):  # not one session a line: read the entry whole
+            sessions = self[key]
+            return sessions[-1] if sessions else None
+        return last
 
     def set_raw(self, key: str, raw: Raw) -> None:
         self._parsed.pop(key, None)

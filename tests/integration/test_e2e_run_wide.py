@@ -314,3 +314,20 @@ def test_under_xdist_the_controller_decides_with_the_whole_run(
         for name, (verdict, failure) in junit.items()
         if name != "test_changed"
     ), junit
+
+
+def test_a_run_of_some_tests_compares_and_learns_from_those_alone(
+    tpwtester: pytest.Pytester,
+) -> None:
+    """A run of part of the suite (-k) reads only its tests' stored sessions: the prior is
+    learned from them, the results file says which, and compare, given that file, judges
+    as the run did."""
+    recorded(tpwtester)
+    result = tpwtester.runpytest("--tpw", "-k", "steady", "--tpw-json", "part.json")
+    result.assert_outcomes(passed=8, deselected=1)
+    doc = json.loads((tpwtester.path / "part.json").read_text(encoding="utf-8"))
+    steady = sorted(KEYS - {CHANGED})
+    assert doc["prior_keys"] == {"sim-x1": steady}
+    found = verdicts(result)
+    assert set(found) == set(steady)
+    assert compared(tpwtester, "part.json") == (found, run_wide_lines(result))

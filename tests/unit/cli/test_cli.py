@@ -424,3 +424,34 @@ def test_compare_refuses_special_files_at_once_with_exit_2(
         err = capsys.readouterr().err
         assert str(path) in err
         assert ("not a regular file" in err) or ("a folder" in err)
+
+
+def test_compare_reads_only_the_stored_tests_the_run_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline of 40 tests, a run of 6 that names them (prior_keys): compare parses those
+    6 entries alone (a 10,000-test file is not read for a 300-test run), and lists the rest
+    by count with a few names, not all."""
+    from pytest_tpw.store import layout
+
+    path = suite_baseline(tmp_path, 40, 3)
+    run = suite(tmp_path / "b.json", 6)
+    doc = json.loads(run.read_text())
+    compared = sorted(doc["measurements"])
+    doc["prior_keys"] = {"sim-x1": compared}
+    run.write_text(json.dumps(doc))
+    read: list[str] = []
+    original = layout.Measurements.__getitem__
+
+    def spy(self: layout.Measurements, key: str) -> list[baseline.StoredSession]:
+        read.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(layout.Measurements, "__getitem__", spy)
+    assert cli.main(["compare", str(path), str(run)]) == 0
+    assert read and set(read) <= set(compared)
+    out = capsys.readouterr().out
+    assert set(verdicts(out)) == set(compared)
+    (only_a,) = [line for line in out.splitlines() if "only in A" in line]
+    assert only_a.startswith("34 measurement(s) only in A, not compared: t.py::test_06, ")
+    assert only_a.endswith(" and 24 more")

@@ -15,6 +15,7 @@ import math
 import random
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -292,6 +293,40 @@ def test_the_planned_windows_hold_what_the_policy_records(
     assert policy.planned(NODE) == planned
     run = Run(policy, endless(level, seed=5))
     assert planned[0] <= run.n <= planned[1]
+
+
+def test_a_judge_reads_only_the_stored_sessions_of_the_runs_tests(tmp_path: Path) -> None:
+    """focus_on_tests: the run's tests' entries (named measurements included) are parsed and
+    make the prior; the rest of the file stays unread bytes; nothing is built before use."""
+    from pytest_tpw.store import baseline as store
+
+    nodes = [f"t.py::test_{i}" for i in range(12)]
+    stored_file = suite_baseline(nodes)
+    stored_file.measurements["t.py::test_0::decode"] = stored_file.measurements["t.py::test_0"]
+    path = tmp_path / f"{KEY}.json"
+    store.write(path, stored_file)
+    loaded = store.load(path, KEY, check=False)
+    assert loaded is not None
+    judge = Judge(ON, loaded, KEY)
+    assert judge.comparing  # known without reading a session
+    judge.focus_on_tests(["t.py::test_0", "t.py::test_3", "t.py::test_new"])
+    assert judge.focus_keys == ["t.py::test_0", "t.py::test_0::decode", "t.py::test_3"]
+    assert judge._prior is None and judge._stored is None  # collect-only stops here
+    assert judge.has_stored("t.py::test_3") and not judge.has_stored("t.py::test_5")
+    assert judge.prior is not None
+    assert set(judge.stored) == {"t.py::test_0", "t.py::test_0::decode", "t.py::test_3"}
+    measurements = loaded.measurements
+    assert isinstance(measurements, store.Measurements)
+    assert measurements.raw("t.py::test_5") is not None  # never parsed
+    assert measurements.raw("t.py::test_3") is None  # parsed: it is compared
+    with pytest.raises(RuntimeError, match="before any look"):
+        judge.focus(["t.py::test_5"])
+    # the prior is the one of a baseline that holds the focused tests alone
+    focused = {k: stored_file.measurements[k] for k in judge.focus_keys}
+    alone = Judge(ON, BaselineFile(KEY, {}, focused), KEY)
+    assert alone.prior is not None
+    assert judge.prior.sigma_b == pytest.approx(alone.prior.sigma_b)
+    assert judge.prior.rho == pytest.approx(alone.prior.rho)
 
 
 # -- adaptive looks against a baseline ----------------------------------------------------------

@@ -1122,3 +1122,36 @@ def test_a_file_named_by_hand_is_loaded_with_the_key_it_holds(
     assert sorted(loaded.measurements) == sorted(sample_file().measurements)
     with pytest.raises(BaselineError, match="but its name says 'other-x1'"):
         baseline.load(path, "other-x1")
+
+
+@pytest.mark.parametrize("canonical", [True, False], ids=["as written", "reformatted"])
+def test_the_newest_session_and_the_count_without_reading_the_rest(
+    tmp_path: Path, canonical: bool
+) -> None:
+    path = tmp_path / "sim-x1.json"
+    baseline.write(path, sample_file())
+    if not canonical:
+        path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8"))), "utf-8")
+    loaded = baseline.load(path, KEY, check=False)
+    assert loaded is not None
+    expected = sample_file()
+    for key in expected.measurements:
+        assert loaded.count(key) == len(expected.sessions(key))
+        assert loaded.newest(key) == expected.sessions(key)[-1]
+    assert loaded.newest("t.py::nothing") is None and loaded.count("t.py::nothing") == 0
+    if canonical:  # the older sessions were never parsed
+        measurements = loaded.measurements
+        assert isinstance(measurements, baseline.Measurements)
+        assert measurements.raw("t.py::test_b") is not None
+
+
+def test_a_damaged_newest_line_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "sim-x1.json"
+    good = baseline.dumps(BaselineFile(KEY, dict(HARDWARE), {"t.py::test_x": [_OLD, _NEW]}))
+    head, tail = good.rsplit('"sensor": "sim"', 1)  # the newest session's
+    damaged = head + '"sensor": 5' + tail
+    path.write_text(damaged, encoding="utf-8")
+    loaded = baseline.load(path, KEY, check=False)
+    assert loaded is not None
+    with pytest.raises(BaselineError, match=r"'t.py::test_x'.*sensor must be a string"):
+        loaded.newest("t.py::test_x")
