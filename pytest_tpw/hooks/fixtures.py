@@ -20,7 +20,7 @@ from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
 if TYPE_CHECKING:
     from pytest_tpw.measure.meter import TokensPerJoule
     from pytest_tpw.sensors.base import Sensor
-    from pytest_tpw.serving.servers import ServedModel
+    from pytest_tpw.serving.servers import ServedModel, Servers
 
 
 def warn(item: pytest.Item, texts: Sequence[str]) -> None:
@@ -41,18 +41,60 @@ def off_meter(request: pytest.FixtureRequest) -> Generator[TokensPerJoule, None,
         off.check_finished()
 
 
+#: The servers a test started (``tpw_server``), for :class:`ServerDeaths`.
+SERVERS_KEY: pytest.StashKey[Servers] = pytest.StashKey()
+
+
+class ServerDeaths:
+    """Registered with the first ``tpw_server`` of a session: a server that died during the
+    test fails it, with its exit status and log tail (a test that already failed, on
+    "Connection refused" say, gets them as a section of its report)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        servers = item.stash.get(SERVERS_KEY, None)
+        if call.when != "call" or servers is None:
+            return report
+        deaths = servers.deaths()
+        if not deaths:
+            return report
+        servers.deaths_reported = True
+        text = "\n\n".join(f"pytest-tpw: {d}" for d in deaths)
+        add_section = getattr(report.longrepr, "addsection", None)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        elif callable(add_section):  # a failure's traceback: the death after it
+            add_section("tpw server died", text)
+        else:
+            report.sections.append(("tpw server died", text))
+        return report
+
+
 def served_models(
     request: pytest.FixtureRequest, tmp_path: Path, sensor: Sensor | None
 ) -> Generator[Callable[..., ServedModel], None, None]:
     """``tpw_server``: servers for one test, followed by ``sensor`` (None: unmeasured),
-    stopped at its end whatever happened, their log tails in its report."""
+    stopped at its end whatever happened, their log tails in its report; a server that dies
+    during the test fails it (:class:`ServerDeaths`)."""
     from pytest_tpw.serving.servers import Servers
 
+    manager = request.config.pluginmanager
+    if not manager.has_plugin("tpw-server-deaths"):
+        manager.register(ServerDeaths(), "tpw-server-deaths")
     servers = Servers(sensor, tmp_path)
+    request.node.stash[SERVERS_KEY] = servers
     try:
         yield servers.start
     finally:
+        # a death the call's report did not show (it came after the test body): an error
+        late = [] if servers.deaths_reported else servers.deaths()
         servers.stop()
         for what, tail in servers.log_tails():
             request.node.add_report_section("teardown", what, tail)
         warn(request.node, servers.warnings)
+    if late:
+        pytest.fail("\n\n".join(f"pytest-tpw: {d}" for d in late), pytrace=False)

@@ -27,9 +27,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from uuid import uuid4
 
 from pytest_tpw.errors import TpwError
-from pytest_tpw.host import procstat
+from pytest_tpw.host import procstat, sockets
+from pytest_tpw.serving import watchdog
 
 __all__ = ["LOOPBACK_HOSTS", "ServerProcess", "ServerStartError", "free_port"]
 
@@ -54,6 +56,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host.strip("[]"), 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def exit_text(code: int) -> str:
+    """``status 1``, or ``signal SIGKILL (-9)`` for a process killed by a signal."""
+    if code >= 0:
+        return f"status {code}"
+    try:
+        return f"signal {signal.Signals(-code).name} ({code})"
+    except ValueError:
+        return f"signal {-code} ({code})"
 
 
 def _check_loopback(url: str) -> urllib.parse.SplitResult:
@@ -113,6 +125,8 @@ class ServerProcess:
         startup_timeout_s: float = 120.0,
         log_path: Path,
     ) -> None:
+        #: The port was named by the caller (not a free one chosen here): someone may hold it.
+        self.port_given = port is not None or url is not None
         if port is None and url is None:
             port = free_port()
         if port is None:
@@ -142,6 +156,10 @@ class ServerProcess:
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._stopped = False
+        #: Marks every process of this server (``PYTEST_TPW_SERVER=<id>``), also those that
+        #: leave its process group.
+        self.marker = uuid4().hex
+        self._watchdog: watchdog.Watchdog | None = None
 
     # -- identity ------------------------------------------------------------------------
 
@@ -170,9 +188,17 @@ class ServerProcess:
         """Start the process and wait until it is ready; returns self."""
         if self._popen is not None:
             raise RuntimeError(f"server {self.describe()} was already started")
+        if self.port_given and self.port is not None:
+            held = self.port_holders()
+            if held:
+                raise ServerStartError(
+                    f"cannot start server {self.describe()}: port {self.port} is already "
+                    f"in use by {held}, which would answer in its place. Stop that process, "
+                    "or leave port= out to let pytest-tpw choose a free port"
+                )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, watchdog.MARKER: self.marker}
         try:
             self._popen = subprocess.Popen(
                 self.argv,
@@ -189,12 +215,48 @@ class ServerProcess:
                 f"cannot run server command {self.describe()}: {exc}. Check the program "
                 "name and that it is installed in this environment"
             ) from exc
+        # if this process dies without stopping the server (SIGKILL), the watchdog does
+        self._watchdog = watchdog.watch(self._popen.pid, self.marker)
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    # -- who answers on the port ---------------------------------------------------------
+
+    def port_holders(self) -> str:
+        """The processes listening on this server's port now, for messages ("" when none,
+        or when the OS cannot tell)."""
+        if self.port is None:
+            return ""
+        inodes = sockets.listening_inodes(self.port, self.proc_root)
+        if not inodes:
+            return ""
+        pids = sockets.holders(inodes, None, self.proc_root)
+        if not pids:
+            return "another process (one this user cannot see)"
+        return ", ".join(
+            f"pid {pid} ({sockets.command_line(pid, self.proc_root)})" for pid in pids[:3]
+        )
+
+    def owns_port(self) -> bool | None:
+        """Whether this server's processes hold a socket listening on its port: True; False
+        when only other processes do; None when the OS shows no listener (no ``/proc``, or
+        another network namespace): then the answer is trusted."""
+        if self.port is None:
+            return None
+        inodes = sockets.listening_inodes(self.port, self.proc_root)
+        if not inodes:
+            return None
+        return bool(sockets.holders(inodes, self.own_pids(), self.proc_root))
+
+    def own_pids(self) -> list[int]:
+        """The server's process tree and every process carrying its marker."""
+        pids = set(self.process_tree_pids())
+        pids.update(sockets.marked(watchdog.MARKER, self.marker, self.proc_root) or [])
+        return sorted(pids)
 
     def _wait_ready(self) -> None:
         url = self.url + self.ready_path
@@ -204,9 +266,12 @@ class ServerProcess:
         while True:
             code = self.returncode
             if code is not None:
+                held = self.port_holders()
+                where = f" Port {self.port} is held by {held}." if held else ""
                 raise ServerStartError(
-                    f"server {self.describe()} exited with status {code} before it answered "
-                    f"GET {url}. Last lines of {self.log_path}:\n{self.log_tail(30)}"
+                    f"server {self.describe()} exited with {exit_text(code)} before it "
+                    f"answered GET {url}.{where} Last lines of {self.log_path}:\n"
+                    f"{self.log_tail(30)}"
                 )
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -217,6 +282,10 @@ class ServerProcess:
                     f"ready path. Last lines of {self.log_path}:\n{self.log_tail(30)}"
                 )
             ready, last = self.probe(url, max(0.05, min(2.0, remaining)))
+            if ready and self.owns_port() is False:
+                # an answer from a process that is not this server: not ready, whatever it says
+                ready = False
+                last = f"HTTP 200 from {self.port_holders() or 'another process'}, not this server"
             if ready:
                 return
             self.sleep(max(0.0, min(pause, deadline - self.clock())))
@@ -225,7 +294,10 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM the process group, SIGKILL it after ``timeout_s``; returns the exit status.
 
-        Idempotent: later calls return the same status and send nothing.
+        Whatever interrupts the wait (a second Ctrl-C, SIGTERM), the group and every process
+        carrying the server's marker (workers that left the group) get SIGKILL before
+        stop() returns or raises. Idempotent: later calls return the same status and send
+        nothing.
         """
         popen = self._popen
         if popen is None or self._stopped:
@@ -235,16 +307,29 @@ class ServerProcess:
         try:
             if popen.poll() is None:
                 self._signal_group(popen.pid, signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     popen.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(popen.pid, signal.SIGKILL)
-                    popen.wait(timeout=max(5.0, timeout_s))
-            # workers that outlived the leader keep its process group: end them too
-            self._signal_group(popen.pid, signal.SIGKILL)
         finally:
+            # workers that outlived the leader keep its process group; those that left it
+            # keep its marker: end them all, however the wait above ended
+            self._signal_group(popen.pid, signal.SIGKILL)
+            self._kill_marked()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=5.0)
+            if self._watchdog is not None:
+                self._watchdog.close()
             self._close_log()
         return popen.returncode
+
+    def _kill_marked(self) -> None:
+        for pid in sockets.marked(watchdog.MARKER, self.marker, self.proc_root) or []:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    @property
+    def died(self) -> bool:
+        """True when the process ended on its own (not stopped by :meth:`stop`)."""
+        return not self._stopped and self.returncode is not None
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

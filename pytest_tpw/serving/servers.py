@@ -68,6 +68,8 @@ class Servers:
         self.started: list[ServerProcess] = []
         #: Said once per test as a warning (other processes on the server's GPUs...).
         self.warnings: list[str] = []
+        #: The test's report already says that a server died.
+        self.deaths_reported = False
 
     def start(
         self,
@@ -133,6 +135,19 @@ class Servers:
             if process.returncode is None:
                 pids.update(process.process_tree_pids())
         return pids
+
+    def deaths(self, n_lines: int = 30) -> list[str]:
+        """What to say of each server that ended on its own (not stopped): its command, its
+        exit status and the tail of its log. Empty while every server runs."""
+        from pytest_tpw.serving.process import exit_text
+
+        return [
+            f"the server {p.describe()} exited with {exit_text(p.returncode or 0)} during the "
+            f"test, so the test's requests could not be answered. Last lines of "
+            f"{p.log_path}:\n{p.log_tail(n_lines)}"
+            for p in self.started
+            if p.died
+        ]
 
     def log_tails(self, n_lines: int = 40) -> list[tuple[str, str]]:
         """``(what, tail)`` per server, for the test's report."""

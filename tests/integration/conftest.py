@@ -11,6 +11,10 @@ import pytest
 # process"). Importing the statistics module here keeps them loaded across inner runs.
 import pytest_tpw.stats  # noqa: F401
 
+# pytest_tpw.stats loads scipy.stats on first use: load it here, with the rest
+with contextlib.suppress(ImportError):
+    import scipy.stats  # noqa: F401
+
 # The same snapshot makes hypothesis's pytest plugin re-import (and assertion-rewrite)
 # hypothesis in every inner run's terminal summary, about a second each; keep it loaded.
 with contextlib.suppress(ImportError):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.serving.test_server import gone, wait_for
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 # A "measured" sensor whose power is 50 W idle plus 100 W while the test's own busy loop runs
@@ -183,3 +185,91 @@ def test_a_served_model_is_measured_from_its_client(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*tpw server 0: *openai_server.py*", "*Uvicorn running*"])
     assert not _alive(int((tpwtester.path / "server.pid").read_text()))
+
+
+DIES = """
+import os, signal, sys, urllib.request
+
+import pytest
+
+SERVE = '''
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+print("serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+def test_passes_but_its_server_died(tpw_server):
+    model = tpw_server([sys.executable, "-c", SERVE, "{port}"])
+    os.kill(model.pid, signal.SIGKILL)  # an out-of-memory kill, say
+    model.process._popen.wait(timeout=60)
+
+
+def test_fails_on_the_refused_connection(tpw_server):
+    model = tpw_server([sys.executable, "-c", SERVE, "{port}"])
+    os.kill(model.pid, signal.SIGKILL)
+    model.process._popen.wait(timeout=60)
+    urllib.request.urlopen(model.base_url + "/models", timeout=5)
+"""
+
+
+def test_a_server_that_dies_during_a_test_fails_it_with_its_status_and_log(
+    pytester: pytest.Pytester,
+) -> None:
+    """Plain run: the test that passed is failed, naming the exit status and the log's
+    tail; the test that failed on "Connection refused" gets the same as a section."""
+    pytester.makepyfile(test_dies=DIES)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_passes_but_its_server_died _*",
+            "pytest-tpw: the server *",
+            "* exited with signal SIGKILL (-9) during the test, so the test's requests could "
+            "not be answered. Last lines of *server-0.log:",
+            "serving",
+        ]
+    )
+    text = result.stdout.str()
+    assert "tpw server died" in text and "Connection refused" in text
+    assert text.count("exited with signal SIGKILL (-9) during the test") == 2
+
+
+KILLED_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+
+SLEEPER = "import time; time.sleep(300)"
+
+
+def test_worker_dies_with_a_server_running(tpw_server, tmp_path):
+    from pytest_tpw.serving.process import ServerProcess
+
+    server = ServerProcess([sys.executable, "-c", SLEEPER], log_path=tmp_path / "log")
+    server.probe = lambda url, timeout: (True, "HTTP 200")
+    server.start()
+    Path(os.environ["PID_FILE"]).write_text(str(server.pid))
+    os.kill(os.getpid(), signal.SIGKILL)  # the pytest-xdist worker, killed outright
+"""
+
+
+def test_a_server_outlives_no_killed_xdist_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    if not Path("/proc").is_dir():
+        pytest.skip("needs Linux /proc to see the process")
+    pid_file = pytester.path / "server.pid"
+    monkeypatch.setenv("PID_FILE", str(pid_file))
+    pytester.makepyfile(test_killed=KILLED_WORKER)
+    result = pytester.runpytest_subprocess("-n", "1", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    pid = int(pid_file.read_text())
+    assert wait_for(lambda: gone(pid))  # the worker's server died with it
