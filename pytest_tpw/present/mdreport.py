@@ -159,6 +159,32 @@ def _rows(doc: Mapping[str, Any]) -> list[_Row]:
 # -- formatting ------------------------------------------------------------------------------
 
 
+#: Characters that Markdown, GitHub or HTML would read as markup in plain text.
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+#: The verdicts a results document may hold (anything else is shown as code).
+VERDICTS = frozenset(
+    {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE", "NO_BASELINE"}
+)
+
+
+def plain(text: str) -> str:
+    """``text`` as literal Markdown text on one line: no emphasis, links, images, headings,
+    HTML or @mentions come from it (a results file is data, whoever wrote it)."""
+    text = _MARKUP.sub(r"\\\1", " ".join(str(text).splitlines()))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("@", "&#64;")
+
+
+def verdict_text(verdict: str) -> str:
+    """A verdict as it is written, or as code when it is not one."""
+    return verdict if verdict in VERDICTS else code(verdict)
+
+
+def _strings(x: Any) -> list[str]:
+    """A list of strings from a results document (anything else: none)."""
+    return [v for v in x if isinstance(v, str)] if isinstance(x, list) else []
+
+
 def code(text: str) -> str:
     """``text`` as a Markdown code span that survives backticks, pipes and newlines."""
     text = " ".join(text.splitlines()).replace("|", "\\|")
@@ -194,7 +220,7 @@ def _changed_table(rows: Sequence[_Row], confidence: str) -> list[str]:
     ]
     lines += [
         f"| {code(r.key)} | {num(r.level)} | {num(r.baseline)} | {_change(r.ratio)} | "
-        f"{_ratio_interval(r)} | {_p(r.p)} | {r.verdict} |"
+        f"{_ratio_interval(r)} | {_p(r.p)} | {verdict_text(r.verdict)} |"
         for r in rows
     ]
     return lines
@@ -210,7 +236,7 @@ def _other_table(rows: Sequence[_Row], confidence: str) -> list[str]:
         lines.append(
             f"| {code(r.key)} | {num(r.level)} | {ci} | "
             f"{r.n if r.n is not None else '-'} | {num(r.baseline)} | "
-            f"{_change(r.ratio)} | {r.verdict} |"
+            f"{_change(r.ratio)} | {verdict_text(r.verdict)} |"
         )
     return lines
 
@@ -231,9 +257,9 @@ def sensor_line(doc: Mapping[str, Any]) -> str:
     sensor = _environment(doc).get("sensor")
     sensor = sensor if isinstance(sensor, Mapping) else {}
     name = sensor.get("name") or "unknown"
-    method = f" ({sensor['method']})" if sensor.get("method") else ""
+    method = f" ({plain(sensor['method'])})" if sensor.get("method") else ""
     provenance = str(sensor.get("provenance") or "unknown")
-    said = PROVENANCE_TEXT.get(provenance, provenance)
+    said = PROVENANCE_TEXT.get(provenance) or code(provenance)
     line = f"**Sensor:** {code(str(name))}{method}; joules {said}."
     return line if provenance == "measured" else f"> [!WARNING]\n> {line}"
 
@@ -247,8 +273,11 @@ def _run_wide(doc: Mapping[str, Any]) -> list[str]:
         if not isinstance(f, Mapping):
             continue
         verdict = str(f.get("verdict") or "-")
-        meaning = RUN_WIDE_TEXT.get(verdict, verdict.lower())
-        head = f"- {code(str(f.get('hardware_key') or '?'))}: **{verdict}** ({meaning})"
+        if verdict in RUN_WIDE_TEXT:
+            head = f"- {code(str(f.get('hardware_key') or '?'))}: **{verdict}** "
+            head += f"({RUN_WIDE_TEXT[verdict]})"
+        else:
+            head = f"- {code(str(f.get('hardware_key') or '?'))}: {code(verdict)}"
         ratio, ci = _float(f.get("ratio")), _pair(f.get("ci"))
         if ratio is not None:
             head += f", ratio {ratio:.3f}"
@@ -258,14 +287,14 @@ def _run_wide(doc: Mapping[str, Any]) -> list[str]:
             head += f" over {f['n_tests']} tests"
         lines.append(head)
         if f.get("text"):
-            lines.append(f"  - {' '.join(str(f['text']).splitlines())}")
-        changes = [str(c) for c in f.get("stack_changes") or []]
+            lines.append(f"  - {plain(str(f['text']))}")
+        changes = _strings(f.get("stack_changes"))
         if changes:
             lines.append("  - stack changes: " + ", ".join(code(c) for c in changes))
-        suspects = [str(s) for s in f.get("suspects") or []]
+        suspects = _strings(f.get("suspects"))
         if suspects:
             lines.append("  - suspects: " + ", ".join(code(s) for s in suspects))
-        lines += [f"  - {note}" for note in f.get("notes") or [] if isinstance(note, str)]
+        lines += [f"  - {plain(note)}" for note in _strings(f.get("notes"))]
     return [*lines, ""]
 
 
@@ -288,7 +317,7 @@ def _stack(doc: Mapping[str, Any]) -> list[str]:
     changes = []
     for f in doc.get("run_wide") or []:
         if isinstance(f, Mapping):
-            changes += [str(c) for c in f.get("stack_changes") or [] if str(c) not in changes]
+            changes += [c for c in _strings(f.get("stack_changes")) if c not in changes]
     if changes:
         lines += ["Changed since the baseline: " + ", ".join(code(c) for c in changes), ""]
     return lines if len(lines) > 2 else []

@@ -14,7 +14,6 @@ matplotlib is optional and imported only here, lazily; the figure is drawn witho
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from typing import Any, NamedTuple
 
 from pytest_tpw import stats
 from pytest_tpw.errors import TpwError
-from pytest_tpw.store import baseline
+from pytest_tpw.store import baseline, results
+from pytest_tpw.store.files import atomic_write_chunks
 
 SUFFIXES = (".png", ".svg")
 #: history panels drawn without a ``match``; more need one (a wall of panels is unreadable).
@@ -66,11 +66,18 @@ def _check_suffix(out: Path) -> None:
 
 
 def _save(fig: Any, out: Path) -> Path:
+    """Render in memory, then write atomically: a full disk or a killed run leaves the old
+    file or none, never a truncated image."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format=out.suffix.lower().lstrip("."), bbox_inches="tight")
     try:
-        fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."), bbox_inches="tight")
+        atomic_write_chunks(out, [buffer.getvalue()])
     except OSError as exc:
         raise PlotError(
-            f"{out}: cannot write the figure ({exc.strerror or exc}); check the path and its folder"
+            f"{out}: cannot write the figure ({exc.strerror or exc}); check the path, its "
+            "folder and the free space"
         ) from None
     return out
 
@@ -253,12 +260,12 @@ def _point(
 
 
 def _read_json(path: Path) -> Any:
+    """Through the one safe reader (no special files, a size limit, UTF-8, strict JSON,
+    a depth limit); its refusals name the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlotError(f"{path}: no such file") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PlotError(f"{path}: not readable as JSON ({exc})") from None
+        return results.read(path)
+    except results.ResultsError as exc:
+        raise PlotError(str(exc)) from None
 
 
 def _from_results(path: Path, doc: Mapping[str, Any], out: Series) -> None:
@@ -341,6 +348,10 @@ def load_series(paths: Iterable[Path]) -> Series:
             if isinstance(data, dict) and data.get("format") == baseline.FORMAT:
                 _from_baseline(file, out)
             elif isinstance(data, dict) and isinstance(data.get("measurements"), dict):
+                try:
+                    results.check(data, file)  # every value validated before any arithmetic
+                except results.ResultsError as exc:
+                    raise PlotError(str(exc)) from None
                 _from_results(file, data, out)
             else:
                 raise PlotError(

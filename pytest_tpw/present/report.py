@@ -98,11 +98,15 @@ def _cut(name: str, width: int) -> str:
 
 #: The name column keeps at least this many characters when the table must fit a terminal.
 MIN_NAME = 24
+#: In a log (no terminal width), names longer than this lose their head: one test id of
+#: thousands of characters must not widen every row (the JSON keeps the whole name).
+MAX_NAME = 160
 
 
 def table_lines(rows: Sequence[Row], confidence: float, width: int | None = None) -> list[str]:
     """The per-measurement table, columns aligned, at most ``width`` columns wide when given
-    (long names lose their head; the name column keeps at least :data:`MIN_NAME`)."""
+    (long names lose their head; the name column keeps at least :data:`MIN_NAME`, and never
+    more than :data:`MAX_NAME`)."""
     header = (
         "measurement",
         "tokens/J",
@@ -134,6 +138,7 @@ def table_lines(rows: Sequence[Row], confidence: float, width: int | None = None
     if width is not None:
         others = sum(widths[1:]) + 2 * (len(widths) - 1)
         widths[0] = min(widths[0], max(width - others, MIN_NAME))
+    widths[0] = min(widths[0], MAX_NAME)
 
     def fmt(cells: Sequence[str]) -> str:
         first = _cut(cells[0], widths[0]).ljust(widths[0])

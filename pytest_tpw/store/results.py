@@ -100,7 +100,80 @@ def check(doc: Any, path: Path) -> dict[str, Any]:
     for key, entry in doc["measurements"].items():
         if not isinstance(entry, dict):
             raise ResultsError(f"{path}: measurement {key!r} must be an object")
+        _check_entry(entry, f"{path}: measurement {key!r}")
+    findings = doc.get("run_wide")
+    if findings is not None and not (
+        isinstance(findings, list) and all(isinstance(f, dict) for f in findings)
+    ):
+        raise ResultsError(f"{path}: run_wide must be a list of objects")
+    for f in findings or []:
+        for name in ("stack_changes", "suspects", "notes"):
+            value = f.get(name)
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                raise ResultsError(f"{path}: run_wide {name} must be a list of strings")
     return doc
+
+
+#: The verdicts a results document may hold.
+VERDICTS = frozenset(
+    {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE", "NO_BASELINE"}
+)
+
+
+def _positive(value: Any, where: str, name: str) -> None:
+    """``value`` is null, or a finite number > 0."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(float(value)) and float(value) > 0):
+        raise ResultsError(f"{where}: {name} must be a finite number > 0, not {value!r}")
+
+
+def _check_entry(entry: Mapping[str, Any], where: str) -> None:
+    """Every value a command reads of one measurement: signs, types, ranges."""
+    raw = entry.get("samples")
+    if raw is not None and not isinstance(raw, list):
+        raise ResultsError(f"{where}: samples must be a list")
+    if raw:
+        samples(entry, where)
+    verdict = entry.get("verdict")
+    if verdict is not None and verdict not in VERDICTS:
+        raise ResultsError(
+            f"{where}: verdict {verdict!r} is not one of {', '.join(sorted(VERDICTS))}"
+        )
+    for part, fields in (
+        ("summary", ("tokens_per_joule", "joules_per_token", "watts", "tokens_per_second")),
+        ("comparison", ("ratio", "baseline_tokens_per_joule")),
+    ):
+        section = entry.get(part)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ResultsError(f"{where}: {part} must be an object")
+        for name in fields:
+            _positive(section.get(name), where, f"{part}.{name}")
+        ci = section.get("ci")
+        if ci is not None:
+            if not (isinstance(ci, list) and len(ci) == 2):
+                raise ResultsError(f"{where}: {part}.ci must be [low, high] or null")
+            for bound in ci:
+                _positive(bound, where, f"{part}.ci")
+        n = section.get("n")
+        if n is not None and not (type(n) is int and n >= 0):
+            raise ResultsError(f"{where}: {part}.n must be a whole number >= 0, not {n!r}")
+        for name in ("p_regression", "p_adjusted"):
+            value = section.get(name)
+            if value is not None and not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and 0.0 <= float(value) <= 1.0
+            ):
+                raise ResultsError(f"{where}: {part}.{name} must be in [0, 1], not {value!r}")
+        verdict = section.get("verdict")
+        if verdict is not None and verdict not in VERDICTS:
+            raise ResultsError(f"{where}: {part}.verdict {verdict!r} is not a verdict")
 
 
 def mapping(doc: Mapping[str, Any], name: str) -> dict[str, Any]:

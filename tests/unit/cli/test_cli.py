@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -455,3 +457,82 @@ def test_compare_reads_only_the_stored_tests_the_run_compared(
     (only_a,) = [line for line in out.splitlines() if "only in A" in line]
     assert only_a.startswith("34 measurement(s) only in A, not compared: t.py::test_06, ")
     assert only_a.endswith(" and 24 more")
+
+
+def _hostile(kind: str, tmp_path: Path) -> Path:
+    """A file no command may read: special, endless, too deep, not UTF-8, or lying."""
+    path = tmp_path / f"{kind}.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        return Path("/dev/zero")
+    elif kind == "deep":
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    elif kind == "latin-1":
+        path.write_bytes('{"measurements": {"t::é": {}}}'.encode("latin-1"))
+    elif kind == "negative-samples":
+        doc = json.loads(result_file(path, {"t.py::test_00": 10.0}).read_text())
+        doc["measurements"]["t.py::test_00"]["samples"][0]["joules"] = -1.0
+        path.write_text(json.dumps(doc))
+    return path
+
+
+COMMANDS = {
+    "compare A": lambda bad, good, out: ["compare", str(bad), str(good)],
+    "compare B": lambda bad, good, out: ["compare", str(good), str(bad), "--fail"],
+    "report": lambda bad, good, out: ["report", str(bad), "-o", str(out / "r.md")],
+    "export": lambda bad, good, out: ["export", "--format", "bencher", str(bad)],
+    "plot overview": lambda bad, good, out: [
+        "plot",
+        "overview",
+        str(bad),
+        "-o",
+        str(out / "o.png"),
+    ],
+    "plot history": lambda bad, good, out: ["plot", "history", str(bad), "-o", str(out / "h.png")],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep", "latin-1", "negative-samples"])
+def test_every_command_refuses_a_hostile_file_with_exit_2_naming_it(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    """One reader for every command: special files, endless files, deep nesting, another
+    encoding and impossible values are refused at once with exit 2 (never 1, the exit of a
+    regression) and a message naming the file; no traceback. In a fresh process with a
+    timeout, so that a regression that blocks fails instead of hanging the suite."""
+    if command == "plot overview" or command == "plot history":
+        pytest.importorskip("matplotlib")
+    bad = _hostile(kind, tmp_path)
+    good = suite(tmp_path / "good.json", 1)
+    args = COMMANDS[command](bad, good, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_tpw.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert str(bad) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(tmp_path.glob("*.png")) and not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("where", [".", "superseded"])
+def test_show_refuses_a_special_file_in_the_baseline_folder(tmp_path: Path, where: str) -> None:
+    folder = tmp_path / ".tpw"
+    _baseline(folder, "sim-x1", 2)
+    (folder / where).mkdir(exist_ok=True)
+    name = "sim-x1.json" if where == "superseded" else "other-x1.json"
+    os.mkfifo(folder / where / name)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_tpw.cli", "show", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+    )
+    assert done.returncode == 2, done.stderr
+    assert name in done.stderr and "not a regular file" in done.stderr

@@ -245,3 +245,37 @@ def test_headline_counts_regressions_drops_and_improvements() -> None:
     ) in text
     assert "### Regressions (3)" in text and "### Improvements (1)" in text
     assert "All other measurements (1)" in text
+
+
+def test_text_from_a_results_file_cannot_become_markup() -> None:
+    """A results file is data: its run-wide text, notes, verdicts and sensor method come out
+    as plain text (no image, link, heading, HTML or @mention), and a string where a list of
+    stack changes belongs is not spelt out letter by letter."""
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "measurements": {
+            "t::a": one("t::a", "REGRESSED", 0.8)["measurements"]["t::a"],
+            "t::b": one("t::b", "<img src=x onerror=alert(1)>", 1.0)["measurements"]["t::b"],
+        },
+        "environment": {
+            "sensor": {"name": "nvml", "provenance": "measured", "method": "![m](http://e/x)"}
+        },
+        "run_wide": [
+            {
+                "hardware_key": "k",
+                "verdict": "**BOLD** <b>",
+                "text": "![img](http://evil/x.png) @octocat\n# heading <script>x</script>",
+                "notes": ["[click](http://evil) @team"],
+                "stack_changes": "driver",
+                "suspects": 5,
+            }
+        ],
+    }
+    text = mdreport.render(doc)
+    outside_code = re.sub(r"`[^`]*`", "", text)  # a code span shows its text as it is
+    for markup in ("![", "](http", "<img", "<script", "<b>", "@octocat", "@team", "\n# "):
+        assert markup not in outside_code, markup
+    assert "`**BOLD** <b>`" in text  # an unknown verdict: shown as code, inert
+    assert "`<img src=x onerror=alert(1)>`" in text
+    assert "stack changes" not in text and "Changed since the baseline" not in text
+    assert "&#64;octocat" in text  # the words are kept, the mention is not

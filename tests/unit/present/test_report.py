@@ -321,3 +321,12 @@ def test_junit_properties_show_the_verdict_given_not_the_results() -> None:
         junit_properties(result("t", verdict=Verdict.REGRESSED), None, SENSOR, Verdict.INCONCLUSIVE)
     )
     assert props["tpw.verdict"] == "INCONCLUSIVE"
+
+
+def test_a_huge_test_id_does_not_widen_every_row_of_a_log() -> None:
+    huge = "tests/t.py::test_x[" + "a" * 3000 + "]"
+    rows = [Row(huge, result(huge)), Row("t.py::test_short", result("t.py::test_short"))]
+    lines = table_lines(rows, 0.9)
+    assert all(len(line) < 400 for line in lines)
+    assert lines[1].startswith("…") and "a]" in lines[1]
+    assert lines[2].startswith("t.py::test_short ")
