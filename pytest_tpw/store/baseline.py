@@ -22,6 +22,7 @@ parsed and validated in full. Schema 1 is unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -48,8 +49,8 @@ from pytest_tpw.store.layout import (
     Measurements,
     Raw,
     chunks,
+    known_valid,
     lines_valid,
-    parse_region,
     scan,
     session_count,
     session_line,
@@ -77,6 +78,11 @@ MAX_FILE_BYTES = 512 * 2**20
 CHECK_ALL_BELOW = 32 * 2**20
 #: How long a write waits for another run's write of the same file.
 LOCK_TIMEOUT_S = 300.0
+
+
+#: What a write drops of each measurement, for its superseded file: the sessions' lines as
+#: this module writes them (``,\n`` between), known valid.
+Dropped = dict[str, bytes]
 
 
 @dataclass
@@ -111,15 +117,16 @@ class BaselineFile:
         updates: Mapping[str, StoredSession],
         history: int,
         mode: BaselineMode,
-        dropped: dict[str, list[StoredSession]] | None = None,
+        dropped: Dropped | None = None,
     ) -> list[str]:
         """Add this session's samples; returns the keys written, sorted.
 
         ``mode="replace"``: each measurement's history becomes this session.
         ``mode="extend"``: each gains this session and keeps its last ``history``.
         ``mode="missing"``: only measurements without sessions are written.
-        ``dropped``, when given, receives the sessions each key loses (replaced, or rotated
-        out of the history), oldest first; a damaged entry's sessions are not in it.
+        ``dropped``, when given, receives the lines of the sessions each key loses (replaced,
+        or rotated out of the history), oldest first, copied as bytes where the file holds
+        them so (a damaged entry's are not kept).
         """
         if mode not in BASELINE_MODES:
             raise ValueError(f"baseline write mode must be one of {BASELINE_MODES}, not {mode!r}")
@@ -138,14 +145,50 @@ class BaselineFile:
                 written.append(key)
                 continue
             if dropped is not None and count:
-                gone = _readable(self, key)
-                gone = gone[: max(0, len(gone) + 1 - history)] if mode == "extend" else gone
-                if gone:
-                    dropped[key] = gone
+                lines = self._lines(key, software_seen)
+                if mode == "extend" and lines:  # the oldest, rotated out
+                    n = lines.count(b"\n") + 1
+                    lines = _first_lines(lines, max(0, n + 1 - history))
+                if lines:
+                    dropped[key] = lines
             kept = [*self.sessions(key), session][-history:] if mode == "extend" else [session]
             self.measurements[key] = kept
             written.append(key)
         return written
+
+    def _lines(self, key: str, software_seen: set[bytes]) -> bytes:
+        """``key``'s sessions as lines (as this module writes them): its bytes when the file
+        holds it so and they are valid, else its parsed sessions written out; empty for a
+        damaged entry (it is being replaced: nothing of it is kept)."""
+        if isinstance(self.measurements, Measurements):
+            raw = self.measurements.raw(key)
+            if raw is not None and (
+                raw.checked or lines_valid(raw.buf, raw.start, raw.end, software_seen)
+            ):
+                return bytes(raw.buf[raw.start : raw.end])
+        sessions = _readable(self, key)
+        return b",\n".join(session_line(s) for s in sessions)
+
+    def append_lines(self, key: str, lines: bytes, keep: int) -> None:
+        """Add known-valid session lines to ``key``, keeping its newest ``keep`` (copied as
+        bytes where the entry is still bytes: nothing is parsed)."""
+        if not lines:
+            return
+        measurements = self.measurements
+        if isinstance(measurements, Measurements) and (
+            measurements.raw(key) is not None or key not in measurements
+        ):
+            raw = measurements.raw(key)
+            old = b""
+            if raw is not None and raw.end > raw.start:
+                if not (raw.checked or lines_valid(raw.buf, raw.start, raw.end, set())):
+                    measurements[key]  # parse it: a damaged entry is refused, named
+                old = bytes(raw.buf[raw.start : raw.end])
+            buf = _last_lines(old + b",\n" + lines if old else lines, keep)
+            measurements.set_raw(key, Raw(buf, 0, len(buf), checked=True))
+            return
+        added = [known_valid(json.loads(line)) for line in lines.split(b",\n")]
+        self.measurements[key] = [*self.sessions(key), *added][-keep:]
 
     def _extend_raw(
         self,
@@ -153,7 +196,7 @@ class BaselineFile:
         session: StoredSession,
         history: int,
         software_seen: set[bytes],
-        dropped: dict[str, list[StoredSession]] | None,
+        dropped: Dropped | None,
     ) -> bool:
         """Append ``session`` to an entry still held as bytes, without parsing it.
 
@@ -175,18 +218,37 @@ class BaselineFile:
             return False
         if dropped is not None and start > raw.start:
             end = start - 2 if start < raw.end else raw.end  # without the ",\n" between
-            try:
-                gone = parse_region(
-                    self.measurements.path, key, Raw(raw.buf, raw.start, end, False)
-                )
-            except BaselineError:
-                gone = []  # a damaged line is not kept anywhere; the rest still lands
-            if gone:
-                dropped[key] = gone
+            # a damaged line is not kept anywhere; the rest still lands
+            if raw.checked or lines_valid(raw.buf, raw.start, end, software_seen):
+                dropped[key] = bytes(raw.buf[raw.start : end])
         kept = raw.buf[start : raw.end]
         buf = kept + (b",\n" if kept else b"") + session_line(session)
         self.measurements.set_raw(key, Raw(buf, 0, len(buf), checked=True))
         return True
+
+
+def _first_lines(lines: bytes, n: int) -> bytes:
+    """The first ``n`` of ``,\n``-joined session lines."""
+    if n <= 0:
+        return b""
+    end = 0
+    for _ in range(n):
+        end = lines.find(b"\n", end) + 1
+        if end == 0:
+            return lines
+    return lines[: end - 2]
+
+
+def _last_lines(lines: bytes, n: int) -> bytes:
+    """The last ``n`` of ``,\n``-joined session lines."""
+    if n <= 0:
+        return b""
+    start = len(lines)
+    for _ in range(n):
+        start = lines.rfind(b"\n", 0, start)
+        if start < 0:
+            return lines
+    return lines[start + 1 :]
 
 
 def path_for(directory: Path, hardware_key: str) -> Path:
@@ -488,7 +550,7 @@ def flush(
         current = load(target, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(
             hardware_key
         )
-        dropped: dict[str, list[StoredSession]] = {}
+        dropped: Dropped = {}
         written = current.merge(updates, history, mode, dropped if superseded > 0 else None)
         if written:
             if dropped:
@@ -503,20 +565,23 @@ def _keep_superseded(
     target: Path,
     hardware_key: str,
     hardware: Mapping[str, Any],
-    dropped: Mapping[str, list[StoredSession]],
+    dropped: Dropped,
     keep: int,
     max_bytes: int,
 ) -> None:
-    """Add the sessions a write drops to the superseded file (holding the folder's lock)."""
+    """Add the sessions a write drops to the superseded file (holding the folder's lock),
+    as bytes: an accept of 10,000 tests parses none of their old sessions."""
     path = superseded_path(target)
     try:
         make_folder(path.parent)
     except OSError as exc:
         raise write_error(path.parent, exc, "create the folder of superseded sessions") from exc
     remove_stale_temps(path)
-    kept = load(path, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(hardware_key)
-    for i in range(max(len(v) for v in dropped.values())):
-        kept.merge({k: v[i] for k, v in dropped.items() if i < len(v)}, SUPERSEDED_KEEP, "extend")
+    kept = load(path, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(
+        hardware_key, {}, Measurements(path)
+    )
+    for key, lines in sorted(dropped.items()):
+        kept.append_lines(key, lines, keep)
     kept.hardware = dict(hardware)
     write(path, kept)
 

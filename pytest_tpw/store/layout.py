@@ -136,7 +136,7 @@ def parse_region(path: Path, key: str, raw: Raw) -> list[StoredSession]:
     ]
 
 
-def _known_valid(data: Any) -> StoredSession:
+def known_valid(data: Any) -> StoredSession:
     """A session from one line that :func:`lines_valid` accepted (so every field is there
     and of its type, every number in range)."""
     return StoredSession(
@@ -171,8 +171,7 @@ class Measurements(MutableMapping[str, list[StoredSession]]):
         ):
             # the strict pattern proved every line valid: plain JSON, no field-by-field checks
             sessions = [
-                _known_valid(data)
-                for data in json.loads(b"[" + raw.buf[raw.start : raw.end] + b"]")
+                known_valid(data) for data in json.loads(b"[" + raw.buf[raw.start : raw.end] + b"]")
             ]
         else:
             sessions = parse_region(self.path, key, raw)
@@ -220,7 +219,7 @@ class Measurements(MutableMapping[str, list[StoredSession]]):
         start = raw.buf.rfind(b"\n", raw.start, raw.end) + 1 or raw.start
         if lines_valid(raw.buf, start, raw.end, self._software_seen):
             # the strict pattern proved it valid: plain JSON, no field-by-field checks
-            return _known_valid(json.loads(raw.buf[start : raw.end]))
+            return known_valid(json.loads(raw.buf[start : raw.end]))
         try:
             (last,) = parse_region(self.path, key, Raw(raw.buf, start, raw.end, False))
         except (BaselineError, ValueError):  # not one session a line: read the entry whole

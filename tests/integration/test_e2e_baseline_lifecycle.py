@@ -241,3 +241,15 @@ def test_budgets_fail_even_when_updating(
     assert case.find("failure") is None
     _, case, _ = junit_case(tpwtester.path / "junit.xml", "test_too_hungry")
     assert case.find("failure") is not None
+
+
+def test_how_many_superseded_sessions_are_kept_is_a_setting(tpwtester: pytest.Pytester) -> None:
+    tpwtester.makepyfile(test_life=LIFE)
+    old = tpwtester.path / ".tpw" / "superseded" / "sim-x1.json"
+    for _ in range(3):
+        tpwtester.runpytest("--tpw-update", "--tpw-rounds", "3", "--tpw-superseded", "1")
+    doc = json.loads(old.read_text(encoding="utf-8"))
+    assert len(doc["measurements"][NODE]["sessions"]) == 1  # the newest superseded only
+    old.unlink()
+    tpwtester.runpytest("--tpw-update", "--tpw-rounds", "3", "--tpw-superseded", "0")
+    assert not old.exists()

@@ -555,6 +555,21 @@ def test_superseded_sessions_are_capped_per_measurement(tmp_path: Path) -> None:
     assert kept == dates[-baseline.SUPERSEDED_KEEP - 1 : -1]
 
 
+@pytest.mark.parametrize("keep", [0, 1, 3])
+def test_superseded_keeps_what_it_is_told(tmp_path: Path, keep: int) -> None:
+    path = tmp_path / "sim-x1.json"
+    dates = [f"2025-02-{d:02d}T00:00:00+00:00" for d in range(1, 7)]
+    for date in dates:
+        baseline.flush(
+            path, KEY, HARDWARE, {"t.py::test_b": session(date=date)}, 1, "replace", superseded=keep
+        )
+    if keep == 0:
+        assert not baseline.superseded_path(path).exists()
+    else:
+        kept = [s.date for s in superseded(path, "t.py::test_b")]
+        assert kept == dates[-1 - keep : -1]
+
+
 def test_a_damaged_entry_is_replaced_by_an_accept_and_not_kept(tmp_path: Path) -> None:
     path = tmp_path / "sim-x1.json"
     good = baseline.dumps(BaselineFile(KEY, dict(HARDWARE), {"t.py::test_x": [_OLD]}))
