@@ -207,6 +207,18 @@ class RunWide:
         }
 
 
+def owners(key: str) -> list[str]:
+    """The node ids a measurement key may belong to: the key itself (a test's unnamed
+    measurement) and each prefix before a ``::`` (a named one, ``nodeid::name``; node ids
+    and names may hold ``::`` themselves)."""
+    out = [key]
+    at = key.find("::")
+    while at > 0:
+        out.append(key[:at])
+        at = key.find("::", at + 2)
+    return out
+
+
 class Judge:
     """Baselines and settings of one session, the suite's prior, and every judgement."""
 
@@ -276,11 +288,11 @@ class Judge:
         """:meth:`focus` on the stored measurements of these tests (a test's unnamed
         measurement is keyed by its node id, a named one by ``nodeid::name``)."""
         wanted = set(nodeids)
-        keys = []
-        for key in self.baseline.measurements if self.baseline is not None else ():
-            at = key.rfind("::")
-            if key in wanted or (at > 0 and key[:at] in wanted):
-                keys.append(key)
+        keys = [
+            key
+            for key in (self.baseline.measurements if self.baseline is not None else ())
+            if any(test in wanted for test in owners(key))
+        ]
         self.focus(keys)
 
     def _keys(self) -> list[str]:

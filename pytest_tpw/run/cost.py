@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pytest_tpw.config.settings import TestSettings
-from pytest_tpw.judging.judge import Judge
+from pytest_tpw.judging.judge import Judge, owners
 from pytest_tpw.store.baseline import BaselineError, StoredSession
 
 
@@ -43,10 +43,8 @@ def measurement_keys(nodeids: Iterable[str], stored: Iterable[str]) -> dict[str,
     ``nodeid::name``); a test with none has one, named after it."""
     index: dict[str, list[str]] = {}
     for key in stored:
-        index.setdefault(key, []).append(key)
-        at = key.rfind("::")
-        if at > 0:
-            index.setdefault(key[:at], []).append(key)
+        for test in owners(key):
+            index.setdefault(test, []).append(key)
     return {nodeid: sorted(set(index.get(nodeid) or [nodeid])) for nodeid in nodeids}
 
 

@@ -25,13 +25,20 @@ def stored(seconds: float, n: int = 20) -> StoredSession:
 
 def test_a_test_counts_each_stored_measurement_or_one_of_its_own() -> None:
     keys = cost.measurement_keys(
-        ["t.py::test_a", "t.py::test_b", "t.py::test_c[x::y]"],
-        ["t.py::test_a", "t.py::test_b::prefill", "t.py::test_b::decode", "t.py::test_z"],
+        ["t.py::test_a", "t.py::test_b", "t.py::test_c[x::y]", "t.py::test_d"],
+        [
+            "t.py::test_a",
+            "t.py::test_b::prefill",
+            "t.py::test_b::decode",
+            "t.py::test_z",
+            "t.py::test_d::stage::one",  # a name may hold "::" too
+        ],
     )
     assert keys == {
         "t.py::test_a": ["t.py::test_a"],
         "t.py::test_b": ["t.py::test_b::decode", "t.py::test_b::prefill"],
         "t.py::test_c[x::y]": ["t.py::test_c[x::y]"],
+        "t.py::test_d": ["t.py::test_d::stage::one"],
     }
 
 

@@ -51,13 +51,20 @@ s.listen()
 time.sleep(300)
 """
 
-#: Starts a worker that leaves the process group (setsid), then serves.
+#: Starts a worker that leaves the process group (setsid); says "up" once it has left.
 ESCAPING = r"""
-import os, subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
+import subprocess, sys, time
+LEAVES = "import os, time; os.setsid(); print('left', flush=True); time.sleep(300)"
+worker = subprocess.Popen([sys.executable, "-c", LEAVES], stdout=subprocess.PIPE)
+worker.stdout.readline()
 print("up", flush=True)
 time.sleep(300)
 """
+
+
+def has_escaped(log: Path) -> bool:
+    """The ESCAPING server's worker has left its process group (the server logged "up")."""
+    return log.exists() and "up" in log.read_text().split()
 
 
 @pytest.fixture
@@ -138,7 +145,8 @@ def test_workers_that_leave_the_process_group_are_stopped_too(tmp_path: Path) ->
     server = ServerProcess([sys.executable, "-c", ESCAPING], log_path=tmp_path / "log")
     server.probe = lambda url, timeout: (True, "HTTP 200")
     server.start()
-    assert wait_for(lambda: len(server.own_pids()) == 2)
+    assert wait_for(lambda: has_escaped(tmp_path / "log"))
+    assert len(server.own_pids()) == 2
     pids = server.own_pids()
     escaped = [p for p in pids if p != server.pid]
     assert os.getpgid(escaped[0]) != os.getpgid(server.pid)  # it left the group
@@ -158,7 +166,7 @@ def test_the_watchdog_stops_the_server_when_the_test_process_is_killed(tmp_path:
         server = ServerProcess([sys.executable, "-c", {ESCAPING!r}], log_path=log)
         server.probe = lambda url, timeout: (True, "HTTP 200")
         server.start()
-        while len(server.own_pids()) < 2:
+        while "up" not in (log.read_text().split() if log.exists() else []):
             time.sleep(0.05)
         print(" ".join(map(str, server.own_pids())), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
