@@ -18,14 +18,19 @@ Run it with::
     pip install fastapi uvicorn
     python examples/openai_server.py --port 8000
 
-It pins PyTorch to one thread (``--threads``) and runs on CUDA when there is one.
+It pins PyTorch to one thread (``--threads``) and runs on CUDA when there is one. Concurrent
+requests are decoded together in batches of up to ``--max-batch`` (default 16; 1 serves one
+request at a time), so a load of several streams is served more efficiently than one.
+``--fail-every N`` answers every N-th request with HTTP 500, to see a load count failures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,14 +75,42 @@ def chat_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 class Engine:
-    """The model and the request rules of one server."""
+    """The model and the request rules of one server.
 
-    def __init__(self, model: TinyLM, name: str) -> None:
+    Concurrent requests are batched, as serving engines do: a scheduler thread takes every
+    request waiting (up to ``max_batch``, gathering arrivals for ``gather_s``), decodes them
+    together in one left-padded batch, and hands each request its tokens as they come. A
+    request that arrives while a batch runs waits for the next one (static batching; vLLM and
+    SGLang also let it join the running batch). ``max_batch=1`` serves one request at a time.
+    """
+
+    def __init__(
+        self,
+        model: TinyLM,
+        name: str,
+        *,
+        max_batch: int = 16,
+        gather_s: float = 0.005,
+        fail_every: int = 0,
+    ) -> None:
         self.model = model
         self.name = name
+        self.fail_every = fail_every
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self.max_batch = max_batch
+        self.gather_s = gather_s
+        self._waiting: queue.Queue[_Request] = queue.Queue()
+        self._held: _Request | None = None
+        threading.Thread(target=self._schedule, name="batcher", daemon=True).start()
 
     def prepare(self, prompt: str, max_tokens: int | None) -> tuple[list[int], int]:
         """Prompt ids (left-truncated to fit the context) and the number of new tokens."""
+        with self._count_lock:
+            self._count += 1
+            fail = self.fail_every > 0 and self._count % self.fail_every == 0
+        if fail:
+            raise HTTPException(500, f"injected failure of request {self._count} (--fail-every)")
         new = DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
         limit = self.model.config.max_seq_len
         if not 1 <= new < limit:
@@ -86,10 +119,63 @@ class Engine:
         return ids, new
 
     def stream(self, ids: list[int], new: int) -> Iterator[int]:
-        device = self.model.embed.weight.device
-        prompt = torch.tensor([ids], dtype=torch.long, device=device)
-        for token in self.model.stream(prompt, new):
-            yield int(token[0])
+        """The request's new tokens, one by one, as its batch decodes them."""
+        request = _Request(ids, new)
+        self._waiting.put(request)
+        while True:
+            item = request.out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise HTTPException(500, f"generation failed: {item}")
+            yield item
+
+    def _next(self, timeout: float | None) -> _Request | None:
+        if self._held is not None:
+            request, self._held = self._held, None
+            return request
+        try:
+            return self._waiting.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _schedule(self) -> None:
+        limit = self.model.config.max_seq_len
+        while True:
+            first = self._next(None)
+            assert first is not None
+            batch = [first]
+            deadline = time.monotonic() + self.gather_s
+            while len(batch) < self.max_batch:
+                request = self._next(max(deadline - time.monotonic(), 0.0))
+                if request is None:
+                    break
+                width = max(len(r.ids) for r in (*batch, request))
+                if width + max(r.new for r in (*batch, request)) > limit:
+                    self._held = request  # does not fit beside these: the next batch
+                    break
+                batch.append(request)
+            self._run(batch)
+
+    def _run(self, batch: list[_Request]) -> None:
+        new = max(r.new for r in batch)
+        try:
+            for step, tokens in enumerate(self.model.stream_batch([r.ids for r in batch], new)):
+                for request, token in zip(batch, tokens.tolist(), strict=True):
+                    if step < request.new:
+                        request.out.put(int(token))
+                    if step + 1 == request.new:
+                        request.out.put(None)
+        except Exception as exc:  # every request of the batch hears of it
+            for request in batch:
+                request.out.put(exc)
+
+
+class _Request:
+    def __init__(self, ids: list[int], new: int) -> None:
+        self.ids = ids
+        self.new = new
+        self.out: queue.Queue[int | BaseException | None] = queue.Queue()
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -235,9 +321,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="tiny-llm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="requests decoded together (1: one at a time)"
+    )
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        help="answer every N-th request with HTTP 500 (0: never), to see failures counted",
+    )
     args = parser.parse_args(argv)
+    if args.max_batch < 1:
+        parser.error("--max-batch must be at least 1")
     torch.set_num_threads(args.threads)
-    engine = Engine(build_model(seed=args.seed), args.model_name)
+    engine = Engine(
+        build_model(seed=args.seed),
+        args.model_name,
+        max_batch=args.max_batch,
+        fail_every=args.fail_every,
+    )
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="info")
 
 

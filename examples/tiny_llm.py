@@ -112,11 +112,16 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, start: int) -> Tensor:
-        """Rotate ``x`` of shape (batch, heads, seq, head_dim) placed at positions ``start..``."""
+    def forward(self, x: Tensor, start: int, positions: Tensor | None = None) -> Tensor:
+        """Rotate ``x`` of shape (batch, heads, seq, head_dim) placed at positions ``start..``
+        (or at ``positions``, shape (batch, seq), one row per sequence of a padded batch)."""
         t = x.shape[-2]
-        cos = self.cos[start : start + t].to(x.dtype)
-        sin = self.sin[start : start + t].to(x.dtype)
+        if positions is None:
+            cos = self.cos[start : start + t].to(x.dtype)
+            sin = self.sin[start : start + t].to(x.dtype)
+        else:
+            cos = self.cos[positions][:, None].to(x.dtype)
+            sin = self.sin[positions][:, None].to(x.dtype)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return out.flatten(-2)
@@ -168,16 +173,34 @@ class Attention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
         self.rotary = rotary
 
-    def forward(self, x: Tensor, layer: int, start: int, cache: KVCache | None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        layer: int,
+        start: int,
+        cache: KVCache | None,
+        positions: Tensor | None = None,
+        keys: Tensor | None = None,
+    ) -> Tensor:
         b, t, d = x.shape
         q, k, v = (
             self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         )
-        q = self.rotary(q, start)
-        k = self.rotary(k, start)
+        q = self.rotary(q, start, positions)
+        k = self.rotary(k, start, positions)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        if t == 1:
+        if keys is not None:
+            # a left-padded batch: causal, real keys only, and every position sees itself
+            # (a padding position would otherwise attend to nothing)
+            s = k.shape[-2]
+            causal = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+            rows = torch.arange(t, device=x.device)
+            itself = torch.zeros(t, s, dtype=torch.bool, device=x.device)
+            itself[rows, s - t + rows] = True
+            allowed = (causal & keys[:, None, None, :s]) | itself
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        elif t == 1:
             # One new query attends to every earlier position: no mask needed.
             y = F.scaled_dot_product_attention(q, k, v)
         elif k.shape[-2] == t:
@@ -215,8 +238,16 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, layer: int, start: int, cache: KVCache | None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), layer, start, cache)
+    def forward(
+        self,
+        x: Tensor,
+        layer: int,
+        start: int,
+        cache: KVCache | None,
+        positions: Tensor | None = None,
+        keys: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), layer, start, cache, positions, keys)
         out: Tensor = x + self.mlp(self.mlp_norm(x))
         return out
 
@@ -244,11 +275,19 @@ class TinyLM(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
 
-    def forward(self, input_ids: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        keys: Tensor | None = None,
+    ) -> Tensor:
         """Logits of shape (batch, seq, vocab) for ``input_ids`` of shape (batch, seq).
 
         With a ``cache``, ``input_ids`` continue the sequences already in it and the cache is
-        extended; without one, ``input_ids`` are whole sequences starting at position 0.
+        extended; without one, ``input_ids`` are whole sequences starting at position 0. A
+        left-padded batch also gives each token's ``positions`` (batch, seq) and which of
+        the cache's positions hold real tokens, ``keys`` (batch, cached + seq).
         """
         start = 0 if cache is None else cache.length
         if start + input_ids.shape[1] > self.config.max_seq_len:
@@ -258,7 +297,7 @@ class TinyLM(nn.Module):
             )
         x = self.embed(input_ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, i, start, cache)
+            x = block(x, i, start, cache, positions, keys)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return F.linear(self.norm(x), self.embed.weight)  # tied LM head
@@ -295,6 +334,44 @@ class TinyLM(nn.Module):
             yield token
             if step + 1 < max_new_tokens:
                 logits = self(token[:, None], cache)  # decode
+
+    @torch.inference_mode()
+    def stream_batch(self, prompts: list[list[int]], max_new_tokens: int) -> Iterator[Tensor]:
+        """Greedy decoding of prompts of different lengths in one batch, as a serving engine
+        batches concurrent requests: left-padded, with the padding masked out and positions
+        counted from each prompt's first token. Yields the next token of every prompt at
+        each step, like :meth:`stream`; one prompt takes :meth:`stream` itself.
+        """
+        dev = self.embed.weight.device
+        if len(prompts) == 1:
+            yield from self.stream(torch.tensor(prompts, dtype=torch.long), max_new_tokens)
+            return
+        width = max(len(p) for p in prompts)
+        if min(len(p) for p in prompts) == 0:
+            raise ValueError("every prompt needs at least one token")
+        ids = torch.zeros(len(prompts), width, dtype=torch.long, device=dev)
+        keys = torch.zeros(len(prompts), width, dtype=torch.bool, device=dev)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            keys[row, width - len(prompt) :] = True
+        self._check(ids, max_new_tokens)
+        cache = KVCache(
+            self.config,
+            len(prompts),
+            width + max_new_tokens,
+            dtype=self.embed.weight.dtype,
+            device=dev,
+        )
+        positions = (keys.long().cumsum(dim=1) - 1).clamp(min=0)
+        logits = self(ids, cache, positions, keys)  # prefill
+        real = torch.ones(len(prompts), 1, dtype=torch.bool, device=dev)
+        for step in range(max_new_tokens):
+            token = logits[:, -1].argmax(dim=-1)
+            yield token
+            if step + 1 < max_new_tokens:
+                positions = positions[:, -1:] + 1
+                keys = torch.cat([keys, real], dim=1)
+                logits = self(token[:, None], cache, positions, keys)  # decode
 
     @torch.inference_mode()
     def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:

@@ -20,6 +20,8 @@ class Verdict(str, Enum):
     IMPROVED = "IMPROVED"
     INCONCLUSIVE = "INCONCLUSIVE"
     NO_BASELINE = "NO_BASELINE"
+    #: Measured under another load than its baseline (``tpw.load``): not judged.
+    INCOMPARABLE = "INCOMPARABLE"
 
     def __str__(self) -> str:
         return self.value

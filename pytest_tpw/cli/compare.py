@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_tpw.config.options import DEFAULT, FIELD, HELP
 from pytest_tpw.config.settings import ROWS, Settings, build
 from pytest_tpw.errors import SettingError, TpwError
+from pytest_tpw.load.figures import LoadFigures
 from pytest_tpw.measure.samples import Measurement, Sample
 from pytest_tpw.store import baseline, results
 from pytest_tpw.store.baseline import BaselineFile, StoredSession
@@ -142,6 +143,7 @@ def reference(path: Path) -> tuple[Side, BaselineFile]:
                 sensor=results.text(entry.get("sensor")) or side.sensor("name") or "",
                 provenance=results.text(entry.get("provenance")) or side.sensor("provenance") or "",
                 samples=results.samples(entry, f"{path}: {k}"),
+                load=dict(entry["load"]) if isinstance(entry.get("load"), dict) else None,
             )
         ]
     return side, stored
@@ -260,6 +262,9 @@ def candidates(b: Side, keys: Sequence[str], settings: Settings, keep: bool) -> 
             results.text(entry.get("provenance")) or b.sensor("provenance") or "",  # type: ignore[arg-type]
             complete=True,
         )
+        shape = entry.get("load")
+        if isinstance(shape, dict):  # checked when the file was read
+            m.load = LoadFigures(dict(shape), results.text(shape.get("model")) or "")
         raw = entry.get("samples") or []
         for (tokens, joules, seconds), data in zip(results.samples(entry, where), raw, strict=True):
             notes = data.get("warnings") if isinstance(data, dict) else None
@@ -449,6 +454,10 @@ def closing_lines(
             named = ", ".join(only[:LISTED])
             more = f" and {len(only) - LISTED} more" if len(only) > LISTED else ""
             lines.append(f"{len(only)} measurement(s) only in {side}, not compared: {named}{more}")
+    for key in keys:
+        change = judge.load_change(key)
+        if change is not None:
+            lines.append(f"{key}: INCOMPARABLE: A and B ran under different loads ({change})")
     if elsewhere:
         lines.append(
             f"{len(elsewhere)} measurement(s) of B taken on other hardware, not compared: "

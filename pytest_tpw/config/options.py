@@ -34,8 +34,9 @@ HELP: Final = 8
 #: with underscores), ``ini`` (an ini key ``tpw_<field>`` only) or ``marker`` (only as a
 #: ``@pytest.mark.tpw`` argument). ``MARKER`` is the shape of the marker argument (None: not
 #: settable per test): ``fraction`` (a percentage string or a fraction), ``int``, ``number``,
-#: ``devices`` (a list of indices) or ``bool``. ``TRAITS``: ``measures`` (asking for it
-#: measures, as ``--tpw`` does), ``repeat`` (the flag may be given several times). A parser
+#: ``devices`` (a list of indices), ``bool`` or ``latency`` (a dict of limits). ``TRAITS``:
+#: ``measures`` (asking for it measures, as ``--tpw`` does), ``repeat`` (the flag may be
+#: given several times). A parser
 #: ``mode=X`` is one of the mutually exclusive ways of writing baselines: the flag sets the
 #: setting to X.
 OPTIONS: tuple[Row, ...] = (
@@ -177,6 +178,12 @@ OPTIONS: tuple[Row, ...] = (
     (
         "min_tokens_per_second", None, "marker", None, "positive_float", None, "number", "",
         "fail below this many tokens per second",
+    ),
+    (
+        "max_latency", None, "marker", None, "latency", None, "latency", "",
+        "fail when a load measurement's latency is above a limit in seconds, e.g. "
+        "{'tpot_p90': 0.05, 'ttft_p99': 1.0}: ttft (time to first token), tpot (time per "
+        "output token) or e2e (end to end), at p50, p90 or p99",
     ),
     (
         "canary", None, "marker", "false", "bool", None, "bool", "",

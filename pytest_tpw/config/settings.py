@@ -154,6 +154,25 @@ def parse_exports(text: str) -> tuple[tuple[str, Path], ...]:
     return tuple(out)
 
 
+#: The latencies a load measurement gives, and their percentiles (``max_latency`` keys).
+LATENCY_METRICS = ("ttft", "tpot", "e2e")
+LATENCY_PERCENTILES = ("p50", "p90", "p99")
+
+
+def parse_latency(text: str) -> tuple[tuple[str, float], ...]:
+    """``"tpot_p90=0.05,ttft_p99=1"`` -> (("tpot_p90", 0.05), ("ttft_p99", 1.0))."""
+    names = [f"{m}_{p}" for m in LATENCY_METRICS for p in LATENCY_PERCENTILES]
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, raw = part.partition("=")
+        if not sep or name.strip() not in names:
+            raise ValueError(f"{name.strip()!r} is not a latency; use one of {', '.join(names)}")
+        out.append((name.strip(), parse_positive_float(raw)))
+    if not out:
+        raise ValueError("no limit given")
+    return tuple(out)
+
+
 #: The parsers the table names.
 PARSERS: Mapping[str, Callable[[str], Any]] = {
     "fraction": parse_fraction,
@@ -170,6 +189,7 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "str": parse_str,
     "path": parse_path,
     "exports": parse_exports,
+    "latency": parse_latency,
 }
 
 #: Each field's row, the first for a field several flags feed (``baseline_mode``).
@@ -252,6 +272,7 @@ class Settings:
             writes_baselines=self.writes_baselines,
             canary=m.canary,
             budgets=m.budgets(),
+            latency_limits=dict(m.max_latency or ()),
         )
 
 
@@ -273,6 +294,8 @@ class TestSettings:
     writes_baselines: bool
     canary: bool = False
     budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    #: ``max_latency`` limits in seconds by name (``tpot_p90``...), for load measurements.
+    latency_limits: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 #: ``(raw text or None, where it came from)`` for one row: the flag, its ini twin or nothing.
@@ -339,6 +362,7 @@ class MarkerArgs:
     max_joules_per_token: float | None = None
     max_watts: float | None = None
     min_tokens_per_second: float | None = None
+    max_latency: tuple[tuple[str, float], ...] | None = None
     canary: bool = default("canary")
 
     def budgets(self) -> dict[str, float]:
@@ -371,6 +395,7 @@ ACCEPTS = {
     "devices": "a non-empty list of GPU indices such as [0] or [0, 1]",
     "positive_float": "a positive number",
     "bool": "True or False",
+    "latency": "a dict of limits in seconds such as {'tpot_p90': 0.05, 'ttft_p99': 1.0}",
 }
 
 
@@ -391,6 +416,15 @@ def _marker_text(shape: str, value: object) -> str:
         return ",".join(str(v) for v in value)
     if shape == "fraction" and isinstance(value, str):
         return value
+    if shape == "latency":
+        if not isinstance(value, Mapping) or not value:
+            raise TypeError
+        for name, limit in value.items():
+            if not isinstance(name, str) or isinstance(limit, bool):
+                raise TypeError
+            if not isinstance(limit, (int, float)):
+                raise TypeError
+        return ",".join(f"{name}={limit!r}" for name, limit in value.items())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError
     if shape == "int" and not isinstance(value, int):

@@ -42,6 +42,8 @@ from pytest_tpw.judging.model import (
 )
 from pytest_tpw.judging.prior import suite_prior
 from pytest_tpw.judging.shift import change_of, look_shift
+from pytest_tpw.load.figures import LATENCIES, limit_breaches
+from pytest_tpw.load.shape import shape_changes
 from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
 from pytest_tpw.store.baseline import BaselineFile, StoredSession, pooled, stack_changes
 from pytest_tpw.store.layout import session_count
@@ -252,6 +254,8 @@ class Judge:
         self._finished = False
         #: Benjamini-Hochberg's family at the end of the run: the compared, non-canary tests.
         self._family = 1
+        #: Per measurement: how its load differs from its baseline's (None: comparable).
+        self._load_changes: dict[str, str | None] = {}
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -269,6 +273,21 @@ class Judge:
 
     def sessions(self, key: str) -> list[StoredSession]:
         return self.baseline.sessions(key) if self.baseline is not None else []
+
+    def load_change(self, key: str) -> str | None:
+        """How measurement ``key``'s load differed from its baseline's, once judged."""
+        return self._load_changes.get(key)
+
+    def incomparable(self, m: Measurement) -> str | None:
+        """How the load ``m`` ran under differs from its baseline's (``tpw.load``: the
+        concurrency or rate, prompts, output length, endpoint), in words; None when they
+        agree or there is no baseline. Such a measurement is not judged."""
+        if m.key not in self._load_changes:
+            stored = self.sessions(m.key) if self.has_stored(m.key) else []
+            now = None if m.load is None else m.load.shape
+            changes = shape_changes(stored[-1].load, now) if stored else []
+            self._load_changes[m.key] = "; ".join(changes) if changes else None
+        return self._load_changes[m.key]
 
     # -- what is compared: the stored sessions of this run's tests ---------------------------
 
@@ -398,10 +417,13 @@ class Judge:
             canary=test.canary,
             rounds=test.rounds,
         )
-        sessions = self.sessions(m.key)
+        changed = self.incomparable(m)
+        sessions = self.sessions(m.key) if changed is None else []
         if sessions:
             j.baseline_level = stats.summarize(pooled(sessions), test.confidence).estimate
-        if comparison is not None and comparison.verdict is not Verdict.NO_BASELINE:
+        if changed is not None:
+            self._incomparable(j, changed)
+        elif comparison is not None and comparison.verdict is not Verdict.NO_BASELINE:
             j.verdict = comparison.verdict
             j.ratio = comparison.ratio if math.isfinite(comparison.ratio) else None
             self.inputs[m.key] = self.test_input(m, test)
@@ -413,6 +435,27 @@ class Judge:
         self._budgets(j, result, test)
         self.judgements[m.key] = j
         return j
+
+    def _incomparable(self, j: Judgement, changed: str) -> None:
+        """Measured under another load than its baseline: not judged, and said so."""
+        s = self.settings
+        j.verdict = Verdict.INCOMPARABLE
+        head = (
+            f"{j.key}: INCOMPARABLE: measured under another load than its baseline "
+            f"({changed}), so it is not judged"
+        )
+        if s.baseline_mode == "replace":
+            j.notes.append(f"{head}; this run's sessions replace the baseline (--tpw-update)")
+            return
+        fix = f"accept this load with pytest --tpw --tpw-update {_quote(j.nodeid)}"
+        if s.baseline_mode == "extend":
+            text = f"{head} and not recorded (its history is of another load); {fix}"
+        else:
+            text = f"{head}; {fix}, or measure at the stored load"
+        if s.strict and not s.writes_baselines:
+            j.failures.append(text)
+        else:
+            j.warnings.append(text)
 
     def _no_baseline(self, j: Judgement) -> None:
         s = self.settings
@@ -566,6 +609,7 @@ class Judge:
             ("max_watts", r.watts, "W", True),
             ("min_tokens_per_second", r.tokens_per_second, "tokens/s", False),
         ]
+        self._latency_budgets(j, r, test)
         for name, value, unit, is_max in checks:
             limit = test.budgets.get(name)
             if limit is None or (value <= limit if is_max else value >= limit):
@@ -575,6 +619,33 @@ class Judge:
             j.failures.append(
                 f"{j.key}: {value:.4g} {unit}{shown} is {side} {limit:g} "
                 f"{unit} set by @pytest.mark.tpw({name}={limit:g})"
+            )
+
+    def _latency_budgets(self, j: Judgement, r: Result, test: TestSettings) -> None:
+        limits = test.latency_limits
+        if not limits:
+            return
+        if r.latency is None:
+            j.failures.append(
+                f"{j.key}: @pytest.mark.tpw(max_latency=...) limits the latencies of a load, "
+                "and this measurement is not one: measure with tpw.load(...), or move the "
+                "limit to the test that does"
+            )
+            return
+        for name, observed, limit in limit_breaches(r.latency, limits):
+            metric, _, pct = name.rpartition("_")
+            what = f"{LATENCIES[metric + '_s']} ({metric.upper()}) {pct}"
+            if observed is None:
+                j.failures.append(
+                    f"{j.key}: {what} has no value (no request of the steady part gave one), "
+                    f"so the limit {limit:g} s set by @pytest.mark.tpw(max_latency="
+                    f"{{'{name}': {limit:g}}}) cannot be shown to hold"
+                )
+                continue
+            j.failures.append(
+                f"{j.key}: {what} {observed:.4g} s is above the limit {limit:g} s set by "
+                f"@pytest.mark.tpw(max_latency={{'{name}': {limit:g}}}) (tokens/J "
+                f"{r.tokens_per_joule:.4g})"
             )
 
     def settle_alone(self, j: Judgement) -> None:
@@ -769,7 +840,11 @@ class BaselinePolicy:
     def more(self, m: Measurement) -> bool:
         n = len(m.samples)
         schedule = self._schedule()
-        if self.judge.prior is None or m.key not in self.judge.stored:
+        if (
+            self.judge.prior is None
+            or m.key not in self.judge.stored
+            or self.judge.incomparable(m) is not None
+        ):
             # nothing to compare with: the first look's windows, or all a recording wants
             return n < (schedule[0] if len(schedule) > 1 else schedule[-1])
         if n < schedule[-1] and n not in schedule:

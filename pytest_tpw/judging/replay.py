@@ -53,7 +53,7 @@ def replay(
         marker = MarkerArgs(tolerance=c.tolerance, rounds=c.rounds, canary=c.canary)
         test = settings.for_test(marker)
         policy = judge.policy(test)
-        if judge.prior is not None and judge.has_stored(m.key):
+        if judge.prior is not None and judge.has_stored(m.key) and judge.incomparable(m) is None:
             policy.look(m)  # the last look the run took, at the windows it recorded
         result = m.summarize(settings.confidence, policy.verdict(m.key))
         judge.judge(m, result, test, policy.comparisons.get(m.key))

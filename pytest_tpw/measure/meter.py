@@ -15,17 +15,20 @@ import inspect
 import math
 import operator
 import re
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pytest_tpw.errors import MeasurementError
 from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Measurement, Result
 from pytest_tpw.measure.window import Closed, OpenWindow, WindowRunner
 from pytest_tpw.sensors.base import Sensor
 from pytest_tpw.verdict import Verdict
+
+if TYPE_CHECKING:
+    from pytest_tpw.measure.loaded import LoadPlan, LoadSummary
 
 R = TypeVar("R")
 TokenSpec = int | Callable[[Any], Any]
@@ -377,6 +380,65 @@ class TokensPerJoule(abc.ABC):
         except StopIteration as done:
             return cast(R, done.value)
 
+    def load(
+        self,
+        server: object,
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        duration_s: float | None = None,
+        requests: int | None = None,
+        prompts: Sequence[str] | None = None,
+        max_tokens: int = 64,
+        endpoint: str = "chat",
+        model: str | None = None,
+        seed: int = 0,
+        timeout_s: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
+        name: str | None = None,
+    ) -> LoadSummary:
+        """Measure a served model under load: ``concurrency`` streams (closed loop) or
+        ``rate`` requests per second (open loop, Poisson arrivals from ``seed``).
+
+        ``server`` is what ``tpw_server`` returned, or the URL of any OpenAI-compatible
+        server. Each window is one whole load: its ramp and drain are left out, its steady
+        part (``duration_s``, or until ``requests`` requests finished, whichever comes
+        first; 10 s when neither is given) is measured, with tokens from the responses'
+        ``usage``. Requests stream from ``/v1/chat/completions`` (``endpoint="chat"``) or
+        ``/v1/completions``, take the ``prompts`` in turn (a built-in set by default) and
+        ask for ``max_tokens``; ``extra_body`` goes with each (``{"ignore_eos": True}`` on
+        vLLM fixes the output length). ``timeout_s`` bounds each whole load window.
+
+        Returns the latencies (TTFT, time per output token, end-to-end at p50/p90/p99),
+        the achieved concurrency and rate, requests and errors, and the measurement's
+        result. Without ``--tpw`` one load window runs, unmeasured.
+        """
+        __tracebackhide__ = True
+        from pytest_tpw.measure.loaded import plan_load
+
+        key = self._claim(name)
+        plan = plan_load(
+            server,
+            concurrency=concurrency,
+            rate=rate,
+            duration_s=duration_s,
+            requests=requests,
+            prompts=prompts,
+            max_tokens=max_tokens,
+            endpoint=endpoint,
+            model=model,
+            seed=seed,
+            timeout_s=timeout_s,
+            extra_body=extra_body,
+            api_key=api_key,
+        )
+        return self._load(name, key, plan)
+
+    @abc.abstractmethod
+    def _load(self, name: str | None, key: str, plan: LoadPlan) -> LoadSummary:
+        """Run a validated load: measured windows, or one unmeasured."""
+
     @abc.abstractmethod
     def _calls(self, name: str | None, key: str, tokens: TokenSpec) -> Plan:
         """The call form's plan, shared by ``__call__`` and ``acall``: a generator that
@@ -427,6 +489,16 @@ class OffMeter(TokensPerJoule):
         # what a measured run would refuse, refused here too
         _no_tokens(_counted(tokens, out, key), key)
         return out
+
+    def _load(self, name: str | None, key: str, plan: LoadPlan) -> LoadSummary:
+        from pytest_tpw.measure.loaded import unmeasured
+
+        self._refuse_overlap(key)
+        self._open = key
+        try:
+            return unmeasured(plan)
+        finally:
+            self._open = None
 
     def rounds(self, name: str | None = None) -> Iterator[Window]:
         loop = _OffLoop(self, self._claim(name))
@@ -541,6 +613,13 @@ class Meter(TokensPerJoule):
                     window.calls += 1
                 window.tokens = count
         return result
+
+    def _load(self, name: str | None, key: str, plan: LoadPlan) -> LoadSummary:
+        from pytest_tpw.measure.loaded import measured, summary_of
+
+        m = self._start(name, key)
+        measured(self, m, plan)
+        return summary_of(m, self.summary(m) if m.samples else None)
 
     def rounds(self, name: str | None = None) -> Iterator[Window]:
         key = self._claim(name)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_tpw.sensors.base import Provenance
 from pytest_tpw.verdict import Verdict
+
+if TYPE_CHECKING:
+    from pytest_tpw.load.figures import LoadFigures
 
 #: Starts a sample's note that its window waited for a device lock ("...<seconds> s for <ids>").
 WAITED = "waited for the device lock: "
@@ -76,6 +79,10 @@ class Result:
     verdict: Verdict
     samples: tuple[float, ...]
     provenance: Provenance
+    #: A load measurement's ``load`` block (shape, requests, errors, steady seconds...).
+    load: dict[str, Any] | None = None
+    #: A load measurement's latencies: ``{"ttft_s": {"p50":..., "p90":..., "p99":...}, ...}``.
+    latency: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -90,6 +97,8 @@ class Measurement:
     warmup: int = 0
     warnings: list[str] = field(default_factory=list)
     complete: bool = False
+    #: What a load measurement's windows saw (``tpw.load``); None for any other.
+    load: LoadFigures | None = None
 
     @property
     def key(self) -> str:
@@ -152,6 +161,8 @@ class Measurement:
             verdict=verdict,
             samples=tuple(self.values()),
             provenance=self.provenance,
+            load=None if self.load is None else self.load.load_json(),
+            latency=None if self.load is None else self.load.latency(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +176,7 @@ class Measurement:
             "warnings": list(self.warnings),
             "complete": self.complete,
             "samples": [s.to_dict() for s in self.samples],
+            "load": None if self.load is None else self.load.to_dict(),
         }
 
     @classmethod
@@ -178,4 +190,13 @@ class Measurement:
             warnings=list(data["warnings"]),
             complete=bool(data["complete"]),
             samples=[Sample.from_dict(s) for s in data["samples"]],
+            load=_load_from(data.get("load")),
         )
+
+
+def _load_from(data: Any) -> LoadFigures | None:
+    if data is None:
+        return None
+    from pytest_tpw.load.figures import LoadFigures
+
+    return LoadFigures.from_dict(data)

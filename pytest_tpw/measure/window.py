@@ -22,7 +22,7 @@ from pytest_tpw.errors import MeasurementError, SensorError
 from pytest_tpw.host import distributed
 from pytest_tpw.host.locks import DeviceLocks
 from pytest_tpw.measure.samples import SHORT_WINDOW, WAITED, Sample
-from pytest_tpw.sensors.base import Sensor
+from pytest_tpw.sensors.base import Sensor, WindowEnergy
 
 #: Longest run of invalid windows (counter reset...) tolerated before giving up.
 MAX_INVALID_WINDOWS = 3
@@ -54,6 +54,15 @@ class OpenWindow:
     started: float
     ranks: distributed.Ranks | None
     waited: tuple[float, list[str]]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A window's energy, read, waiting for its tokens."""
+
+    window: OpenWindow
+    seconds: float
+    energy: WindowEnergy
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,11 @@ class WindowRunner:
         Raises :class:`MeasurementError` for a window that cannot give a sample at all (zero
         tokens, no energy) and after :data:`MAX_INVALID_WINDOWS` invalid windows in a row.
         """
+        return self.sample(self.read(window, where), tokens, calls, where, loop_form=loop_form)
+
+    def read(self, window: OpenWindow, where: str) -> Reading:
+        """The window's last read (and the lock released), before its tokens are known: a
+        load counts the tokens of its steady part once the requests in flight finished."""
         try:
             self._sync(self.devices)
             if window.ranks is not None:
@@ -157,7 +171,14 @@ class WindowRunner:
             raise SensorError(f"{where}: {exc}") from exc
         finally:
             self._release()
-        domains = self._selected_domains(energy.joules, where)
+        return Reading(window, seconds, energy)
+
+    def sample(
+        self, reading: Reading, tokens: int, calls: int, where: str, *, loop_form: bool = False
+    ) -> Closed:
+        """A read window with its tokens: the validated sample, or why it was discarded."""
+        window, seconds, energy = reading.window, reading.seconds, reading.energy
+        domains = self.selected_domains(energy.joules, where)
         joules = float(sum(domains.values()))
         invalid = energy.invalid
         if window.ranks is not None:
@@ -201,7 +222,7 @@ class WindowRunner:
         if self._locks is not None:
             self._locks.release()
 
-    def _selected_domains(self, joules: dict[str, float], where: str) -> dict[str, float]:
+    def selected_domains(self, joules: dict[str, float], where: str) -> dict[str, float]:
         """The window's energy on this test's devices (marker ``devices=``) only.
 
         The sensor measures every device of the session; a test that names its devices

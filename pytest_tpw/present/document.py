@@ -48,6 +48,9 @@ def measurement_json(
             "n": result.n,
             "ci": list(result.ci) if result.ci else None,
         }
+    if m.load is not None:
+        doc["load"] = m.load.load_json()
+        doc["latency"] = m.load.latency()
     if judgement is not None:
         doc["comparison"] = comparison_json(judgement)
     return doc

@@ -9,7 +9,8 @@ Two formats, both plain text from plain data (the results document as it is on d
   that different machines never share one history:
   ``bencher run --testbed "$(pytest-tpw export --testbed results.json)" ...``.
 - ``github-action-benchmark``: the ``customBiggerIsBetter`` input of
-  benchmark-action/github-action-benchmark, a list of ``{name, unit, value, range, extra}``.
+  benchmark-action/github-action-benchmark, a list of ``{name, unit, value, range, extra}``
+  (every value there is bigger-is-better: a load's latencies are lines of ``extra``).
 
 Measurements without a summary (no samples) or with non-finite numbers are left out: both
 consumers reject NaN, and an empty measurement has nothing to chart.
@@ -24,6 +25,7 @@ from typing import Any
 
 from pytest_tpw.config.options import EXPORT_FORMATS
 from pytest_tpw.errors import TpwError
+from pytest_tpw.present.loadtext import latency_text, shape_text
 
 #: The export formats, as ``--format`` and ``--tpw-export FORMAT=PATH`` spell them.
 FORMATS: tuple[str, ...] = EXPORT_FORMATS
@@ -33,6 +35,9 @@ BENCHER, GITHUB_ACTION_BENCHMARK = FORMATS
 TOKENS_PER_JOULE = "tokens-per-joule"
 JOULES_PER_TOKEN = "joules-per-token"
 WATTS = "watts"
+#: A load measurement's latencies, as BMF measures ``<name>-p50`` ... ``<name>-p99`` (s).
+LATENCY_MEASURES = ("ttft", "tpot", "e2e")
+FAILED_REQUESTS = "failed-requests"
 
 
 class ExportError(TpwError, ValueError):
@@ -70,8 +75,42 @@ def bencher(doc: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
         watts = _finite(summary.get("watts"))
         if watts is not None:
             measures[WATTS] = {"value": watts}
+        measures.update(_load_measures(doc["measurements"][key]))
         out[key] = measures
     return out
+
+
+def _load_measures(entry: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A load measurement's latencies (``ttft-p90``... in seconds) and failed requests."""
+    out: dict[str, dict[str, float]] = {}
+    latency = entry.get("latency")
+    if isinstance(latency, Mapping):
+        for name in LATENCY_MEASURES:
+            block = latency.get(f"{name}_s")
+            if not isinstance(block, Mapping):
+                continue
+            for pct in ("p50", "p90", "p99"):
+                value = _finite(block.get(pct))
+                if value is not None:
+                    out[f"{name}-{pct}"] = {"value": value}
+    load = entry.get("load")
+    if isinstance(load, Mapping):
+        errors = _finite(load.get("errors"))
+        if errors is not None:
+            out[FAILED_REQUESTS] = {"value": errors}
+    return out
+
+
+def _load_extra(entry: Mapping[str, Any]) -> list[str]:
+    """A load measurement's lines in github-action-benchmark's ``extra`` (its values must
+    all be bigger-is-better, so latencies go in the text)."""
+    load, latency = entry.get("load"), entry.get("latency")
+    if not isinstance(load, Mapping):
+        return []
+    lines = [f"load: {shape_text(load)}, {load.get('errors')} of {load.get('requests')} failed"]
+    if isinstance(latency, Mapping):
+        lines.append(latency_text(latency))
+    return lines
 
 
 def bencher_testbed(doc: Mapping[str, Any]) -> str:
@@ -107,6 +146,7 @@ def github_action_benchmark(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
                 f"n: {summary.get('n', '?')}",
                 f"sensor: {sensor} (joules {provenance})",
                 f"hardware: {hardware}",
+                *_load_extra(entry),
             ]
         )
         out.append(item)

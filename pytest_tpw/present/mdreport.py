@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_tpw.present.loadtext import seconds, shape_text
 from pytest_tpw.present.report import num
+from pytest_tpw.verdict import Verdict
 
 #: GitHub's largest pull-request (issue) comment body, in characters.
 COMMENT_LIMIT = 65_536
@@ -162,9 +164,7 @@ def _rows(doc: Mapping[str, Any]) -> list[_Row]:
 #: Characters that Markdown, GitHub or HTML would read as markup in plain text.
 _MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
 #: The verdicts a results document may hold (anything else is shown as code).
-VERDICTS = frozenset(
-    {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE", "NO_BASELINE"}
-)
+VERDICTS = frozenset(v.value for v in Verdict)
 
 
 def plain(text: str) -> str:
@@ -323,6 +323,48 @@ def _stack(doc: Mapping[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+#: Load measurements shown in the report's table (the rest are counted).
+MAX_LOAD_ROWS = 50
+
+
+def _load(doc: Mapping[str, Any]) -> list[str]:
+    """The load measurements: the load as driven, failures, latencies at p50/p90/p99."""
+    measurements = _mapping(doc.get("measurements"))
+    loaded = [
+        (str(k), _mapping(e.get("load")), _mapping(e.get("latency")))
+        for k, e in sorted(measurements.items(), key=lambda kv: str(kv[0]))
+        if isinstance(e, Mapping) and isinstance(e.get("load"), Mapping)
+    ]
+    if not loaded:
+        return []
+    lines = [
+        f"### Under load ({len(loaded)})",
+        "",
+        "| measurement | load | achieved | failed | TTFT p50 / p90 / p99 | "
+        "TPOT p50 / p90 / p99 | E2E p50 / p90 / p99 |",
+        "|---|---|---|---:|---|---|---|",
+    ]
+    for key, load, latency in loaded[:MAX_LOAD_ROWS]:
+        achieved = (
+            f"{num(_float(load.get('achieved_concurrency')))} in flight, "
+            f"{num(_float(load.get('achieved_rate')))} req/s"
+        )
+        cells = []
+        for name in ("ttft_s", "tpot_s", "e2e_s"):
+            block = _mapping(latency.get(name))
+            cells.append(" / ".join(seconds(block.get(q)) for q in ("p50", "p90", "p99")))
+        lines.append(
+            f"| {code(key)} | {plain(shape_text(load))} | {achieved} | "
+            f"{load.get('errors') if isinstance(load.get('errors'), int) else '-'} of "
+            f"{load.get('requests') if isinstance(load.get('requests'), int) else '-'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if len(loaded) > MAX_LOAD_ROWS:
+        lines.append(f"… {len(loaded) - MAX_LOAD_ROWS} more load measurement(s); see the JSON.")
+    return [*lines, ""]
+
+
 def _compose(
     doc: Mapping[str, Any],
     rows: Sequence[_Row],
@@ -358,6 +400,7 @@ def _compose(
         lines += ["</details>", ""]
     if hidden:
         lines += [f"… {hidden} more measurement(s) not shown; see the JSON.", ""]
+    lines += _load(doc)
     lines += _stack(doc)
     lines += [sensor_line(doc), ""]
     return "\n".join(lines)

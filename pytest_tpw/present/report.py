@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pytest_tpw.measure.samples import Measurement, Result
+from pytest_tpw.present.loadtext import load_lines
 from pytest_tpw.verdict import Verdict
 
 PROVENANCE_TEXT = {
@@ -204,6 +205,12 @@ def terminal_lines(
         totals_line(measurements),
         sensor_line(sensor),
     ]
+    loaded = [m for m in measurements if m.load is not None and m.load.windows]
+    if loaded:
+        lines.append("under load (steady part of each window; latencies of its requests):")
+        for m in loaded:
+            assert m.load is not None
+            lines.extend(load_lines(_cut(m.key, MAX_NAME), m.load.load_json(), m.load.latency()))
     lines.extend(notes)
     return lines
 

@@ -83,9 +83,17 @@ def _write_baselines(
         share.key,
         share.hardware,
         [
-            (key, m.sensor, m.provenance, [(s.tokens, s.joules, s.seconds) for s in m.samples])
+            (
+                key,
+                m.sensor,
+                m.provenance,
+                [(s.tokens, s.joules, s.seconds) for s in m.samples],
+                None if m.load is None else m.load.shape,
+            )
             for key, (m, _) in share.measurements.items()
-            if m.finished and m.nodeid not in session.failed_tests
+            if m.finished
+            and m.nodeid not in session.failed_tests
+            and not (mode == "extend" and share.judge.incomparable(m))
         ],
         date=session.started.replace(microsecond=0).isoformat(),
         commit=fingerprint.git_commit(session.rootdir),

@@ -19,7 +19,9 @@ def record(
     path: Path,
     hardware_key: str,
     hardware: Mapping[str, Any],
-    measurements: Iterable[tuple[str, str, str, list[tuple[int, float, float]]]],
+    measurements: Iterable[
+        tuple[str, str, str, list[tuple[int, float, float]], dict[str, Any] | None]
+    ],
     *,
     date: str,
     commit: str | None,
@@ -29,8 +31,9 @@ def record(
     mode: BaselineMode,
     interrupted: bool,
 ) -> str:
-    """Write ``measurements`` — ``(key, sensor, provenance, samples)`` with samples as
-    ``(tokens, joules, seconds)`` per window — as this session of each; returns the note
+    """Write ``measurements`` — ``(key, sensor, provenance, samples, load)`` with samples as
+    ``(tokens, joules, seconds)`` per window and ``load`` the shape of a load measurement's
+    load (or None) — as this session of each; returns the note
     the run prints. ``superseded``: how many sessions each measurement keeps of those it
     no longer holds."""
     updates = {
@@ -41,8 +44,9 @@ def record(
             sensor=sensor,
             provenance=provenance,
             samples=samples,
+            load=load,
         )
-        for key, sensor, provenance, samples in measurements
+        for key, sensor, provenance, samples, load in measurements
     }
     written = flush(path, hardware_key, hardware, updates, history, mode, superseded=superseded)
     what = f"{len(written)} measurement(s) written to {path}"

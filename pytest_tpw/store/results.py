@@ -20,6 +20,7 @@ from pytest_tpw.errors import TpwError
 from pytest_tpw.store import reading
 from pytest_tpw.store.layout import FORMAT
 from pytest_tpw.store.sessions import MAX_TOKENS, MIN_VALUE, strict_loads
+from pytest_tpw.verdict import Verdict
 
 #: The results document's schema, written by :mod:`pytest_tpw.present.document`.
 RESULTS_SCHEMA = 1
@@ -117,9 +118,7 @@ def check(doc: Any, path: Path) -> dict[str, Any]:
 
 
 #: The verdicts a results document may hold.
-VERDICTS = frozenset(
-    {"REGRESSED", "MINOR_REGRESSION", "UNCHANGED", "IMPROVED", "INCONCLUSIVE", "NO_BASELINE"}
-)
+VERDICTS = frozenset(v.value for v in Verdict)
 
 
 def _positive(value: Any, where: str, name: str) -> None:
@@ -131,8 +130,70 @@ def _positive(value: Any, where: str, name: str) -> None:
         raise ResultsError(f"{where}: {name} must be a finite number > 0, not {value!r}")
 
 
+#: The ``load`` block's counts and figures, as a command reads them.
+LOAD_COUNTS = ("concurrency", "n_prompts", "max_tokens", "windows", "requests", "errors")
+LOAD_FIGURES = (
+    "rate",
+    "steady_s",
+    "achieved_concurrency",
+    "achieved_rate",
+    "gross_tokens_per_joule",
+)
+LOAD_TEXTS = ("prompts", "endpoint", "model", "cut_short", "first_error")
+LATENCY_NAMES = ("ttft_s", "tpot_s", "e2e_s")
+LATENCY_PERCENTILES = ("p50", "p90", "p99")
+
+
+def _nonnegative(value: Any, where: str, name: str) -> None:
+    """``value`` is null, or a finite number >= 0."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(float(value)) and float(value) >= 0):
+        raise ResultsError(f"{where}: {name} must be a finite number >= 0, not {value!r}")
+
+
+def _check_load(entry: Mapping[str, Any], where: str) -> None:
+    """A load measurement's ``load`` and ``latency`` blocks."""
+    load = entry.get("load")
+    if load is not None:
+        if not isinstance(load, dict):
+            raise ResultsError(f"{where}: load must be an object")
+        for name in LOAD_COUNTS:
+            value = load.get(name)
+            if value is not None and not (type(value) is int and value >= 0):
+                raise ResultsError(
+                    f"{where}: load.{name} must be a whole number >= 0, not {value!r}"
+                )
+        for name in LOAD_FIGURES:
+            _nonnegative(load.get(name), where, f"load.{name}")
+        for name in LOAD_TEXTS:
+            value = load.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ResultsError(f"{where}: load.{name} must be text, not {value!r}")
+        kinds = load.get("error_kinds")
+        if kinds is not None and not (
+            isinstance(kinds, dict) and all(type(n) is int and n >= 0 for n in kinds.values())
+        ):
+            raise ResultsError(f"{where}: load.error_kinds must map texts to counts")
+    latency = entry.get("latency")
+    if latency is None:
+        return
+    if not isinstance(latency, dict):
+        raise ResultsError(f"{where}: latency must be an object")
+    for name in LATENCY_NAMES:
+        block = latency.get(name)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise ResultsError(f"{where}: latency.{name} must be an object")
+        for pct in LATENCY_PERCENTILES:
+            _nonnegative(block.get(pct), where, f"latency.{name}.{pct}")
+
+
 def _check_entry(entry: Mapping[str, Any], where: str) -> None:
     """Every value a command reads of one measurement: signs, types, ranges."""
+    _check_load(entry, where)
     raw = entry.get("samples")
     if raw is not None and not isinstance(raw, list):
         raise ResultsError(f"{where}: samples must be a list")

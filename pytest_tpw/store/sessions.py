@@ -25,6 +25,8 @@ MIN_VALUE = 1e-12
 _MAX_INT_DIGITS = 19
 
 _SESSION_FIELDS = ("commit", "date", "provenance", "samples", "sensor", "software")
+#: Fields a session may hold besides those: ``load``, the shape of a load measurement's load.
+_OPTIONAL_FIELDS = ("load",)
 
 
 class BaselineError(TpwError):
@@ -140,6 +142,9 @@ class StoredSession:
     sensor: str
     provenance: str
     samples: list[tuple[int, float, float]]  # (tokens, joules, seconds) per window
+    #: The load a ``tpw.load`` measurement ran under (concurrency or rate, prompts, output
+    #: length, endpoint); None for any other measurement.
+    load: dict[str, Any] | None = None
 
     def values(self) -> list[float]:
         """The session's samples as tokens per joule."""
@@ -153,6 +158,7 @@ class StoredSession:
             "sensor": self.sensor,
             "provenance": self.provenance,
             "samples": [[t, round(j), round(s)] for t, j, s in self.samples],
+            **({} if self.load is None else {"load": self.load}),
         }
 
     @classmethod
@@ -172,7 +178,7 @@ class StoredSession:
         for name in _SESSION_FIELDS:
             if name not in data:
                 bad(f"malformed session: missing field {name!r}")
-        unknown = sorted(set(data) - set(_SESSION_FIELDS))
+        unknown = sorted(set(data) - set(_SESSION_FIELDS) - set(_OPTIONAL_FIELDS))
         if unknown:
             bad(f"malformed session: unknown field {shorten(unknown[0])}")
         for name in ("date", "sensor", "provenance"):
@@ -227,6 +233,17 @@ class StoredSession:
                     )
                 values.append(number)
             samples.append((tokens, values[0], values[1]))
+        load = data.get("load")
+        if load is not None:
+            if not isinstance(load, dict):
+                bad(f"malformed session: load must be an object, not {shorten(load)}")
+            check_no_duplicates(load, f"{where}: load", fix)
+            for name, value in load.items():
+                if not is_scalar(value):
+                    bad(
+                        f"malformed session: load {name!r} must be a string, number or null, "
+                        f"not {shorten(value)}"
+                    )
         return cls(
             date=data["date"],
             commit=data["commit"],
@@ -234,4 +251,5 @@ class StoredSession:
             sensor=data["sensor"],
             provenance=data["provenance"],
             samples=samples,
+            load=None if load is None else dict(load),
         )

@@ -29,16 +29,28 @@ ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "host": set(),
     "sensors": {"host"},
-    "measure": {"host", "sensors"},
+    "load": set(),
+    "measure": {"host", "sensors", "load"},
     "store": {"config"},
-    "judging": {"config", "measure", "store"},
-    "present": {"config", "measure", "judging", "store"},
+    "judging": {"config", "measure", "store", "load"},
+    "present": {"config", "measure", "judging", "store", "load"},
     "serving": {"host", "sensors"},
-    "run": {"config", "host", "sensors", "measure", "store", "judging", "present", "serving"},
+    "run": {
+        "config",
+        "host",
+        "sensors",
+        "load",
+        "measure",
+        "store",
+        "judging",
+        "present",
+        "serving",
+    },
     "hooks": {
         "config",
         "host",
         "sensors",
+        "load",
         "measure",
         "store",
         "judging",
@@ -46,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         "serving",
         "run",
     },
-    "cli": {"config", "measure", "store", "judging", "present"},
+    "cli": {"config", "load", "measure", "store", "judging", "present"},
     # the public modules users import; count warns with the plugin's typed warning, which
     # subclasses pytest's and is imported only when pytest is there
     "count": {"hooks.warning_types"},
@@ -160,7 +172,8 @@ def test_plugin_off_mode_does_not_load_the_measuring_modules() -> None:
     code = (
         "import sys, pytest, pytest_tpw.hooks.plugin; "
         "heavy = [m for m in sys.modules if m in ('numpy', 'scipy') or m.startswith("
-        "('pytest_tpw.measure', 'pytest_tpw.judging', 'pytest_tpw.run', 'pytest_tpw.store', "
+        "('pytest_tpw.measure', 'pytest_tpw.load', 'pytest_tpw.judging', 'pytest_tpw.run', "
+        "'pytest_tpw.store', "
         "'pytest_tpw.present', 'pytest_tpw.config.settings'))]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

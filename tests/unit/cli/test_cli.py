@@ -474,6 +474,16 @@ def _hostile(kind: str, tmp_path: Path) -> Path:
         doc = json.loads(result_file(path, {"t.py::test_00": 10.0}).read_text())
         doc["measurements"]["t.py::test_00"]["samples"][0]["joules"] = -1.0
         path.write_text(json.dumps(doc))
+    elif kind in ("negative-latency", "lying-load"):
+        doc = json.loads(result_file(path, {"t.py::test_00": 10.0}).read_text())
+        entry = doc["measurements"]["t.py::test_00"]
+        entry["load"] = {"concurrency": 2, "requests": 10, "errors": 0, "steady_s": 1.0}
+        entry["latency"] = {"tpot_s": {"p50": 0.01, "p90": 0.02, "p99": 0.03}}
+        if kind == "negative-latency":
+            entry["latency"]["tpot_s"]["p90"] = -0.02
+        else:
+            entry["load"]["error_kinds"] = {"HTTP 500": "many"}
+        path.write_text(json.dumps(doc))
     return path
 
 
@@ -494,7 +504,10 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep", "latin-1", "negative-samples"])
+@pytest.mark.parametrize(
+    "kind",
+    ["fifo", "dev-zero", "deep", "latin-1", "negative-samples", "negative-latency", "lying-load"],
+)
 def test_every_command_refuses_a_hostile_file_with_exit_2_naming_it(
     tmp_path: Path, command: str, kind: str
 ) -> None:

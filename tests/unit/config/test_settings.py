@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ ALLOWED = (
     "max_joules_per_token",
     "max_watts",
     "min_tokens_per_second",
+    "max_latency",
     "canary",
 )
 
@@ -584,3 +586,28 @@ def test_marker_help_lists_every_marker_argument_of_the_table() -> None:
     inside = help_text[len("tpw(") : help_text.index(")")]
     assert [part.split("=")[0] for part in inside.split(", ")] == list(MARKER_FIELDS)
     assert help_text.startswith("tpw(") and "pytest-tpw" in help_text
+
+
+def test_max_latency_takes_a_dict_of_limits_and_reaches_the_test() -> None:
+    args = parse_marker("t.py::test_x", (), {"max_latency": {"tpot_p90": 0.05, "ttft_p99": 1}})
+    assert args.max_latency == (("tpot_p90", 0.05), ("ttft_p99", 1.0))
+    test = Settings().for_test(args)
+    assert dict(test.latency_limits) == {"tpot_p90": 0.05, "ttft_p99": 1.0}
+    assert Settings().for_test(None).latency_limits == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"tpot_p95": 0.1}, "'tpot_p95' is not a latency; use one of ttft_p50"),
+        ({"tpot_p90": -1}, "a positive finite number"),
+        ({"tpot_p90": "fast"}, "expected a dict of limits in seconds"),
+        ({"tpot_p90": True}, "expected a dict of limits in seconds"),
+        ({}, "expected a dict of limits in seconds"),
+        (0.05, "expected a dict of limits in seconds"),
+    ],
+)
+def test_max_latency_refuses_what_it_cannot_check(value: object, text: str) -> None:
+    with pytest.raises(MarkerError, match=re.escape(text)) as info:
+        parse_marker("t.py::test_x", (), {"max_latency": value})
+    assert "t.py::test_x: @pytest.mark.tpw(max_latency=" in str(info.value)

@@ -163,3 +163,26 @@ def test_cli_export_refuses_a_baseline_file(
     assert cli.main(["export", "--format", "bencher", str(path)]) == 2
     err = capsys.readouterr().err
     assert "k-x1.json" in err and "baseline file" in err
+
+
+def test_a_load_measurement_exports_its_latencies_and_failures() -> None:
+    doc = results_doc(2)
+    key = "tests/test_m.py::test_000"
+    doc["measurements"][key]["load"] = {
+        "concurrency": 8, "max_tokens": 32, "endpoint": "chat", "requests": 40, "errors": 3,
+    }  # fmt: skip
+    doc["measurements"][key]["latency"] = {
+        "ttft_s": {"p50": 0.05, "p90": 0.08, "p99": 0.1, "n": 37},
+        "tpot_s": {"p50": 0.002, "p90": None, "p99": None, "n": 0},
+    }
+    bmf = _strict_loads(exports.render(doc, "bencher"))
+    loaded = bmf[key]
+    assert loaded["ttft-p90"] == {"value": 0.08} and loaded["tpot-p50"] == {"value": 0.002}
+    assert "tpot-p90" not in loaded  # no value, no measure
+    assert loaded["failed-requests"] == {"value": 3}
+    assert not any(m.startswith(("ttft", "failed")) for m in bmf["tests/test_m.py::test_001"])
+    gab = _strict_loads(exports.render(doc, "github-action-benchmark"))
+    (entry,) = [e for e in gab if e["name"] == key]
+    assert entry["unit"] == "tokens/J"  # latencies stay out of the bigger-is-better values
+    assert "load: concurrency 8, 32 output tokens, chat, 3 of 40 failed" in entry["extra"]
+    assert "TTFT 50 ms / 80 ms / 100 ms" in entry["extra"]

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -919,6 +920,12 @@ HOSTILE: dict[str, tuple[str, str, str]] = {
         "duplicate key 'python'",
     ),
     "deep-nesting": ('{"python": "3.11.8"}', "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "list-load": ('"commit": "def"', '"commit": "def", "load": [4]', "load must be an object"),
+    "nested-load-value": (
+        '"commit": "def"',
+        '"commit": "def", "load": {"concurrency": [4]}',
+        "load 'concurrency' must be a string, number or null",
+    ),
 }
 
 
@@ -1170,3 +1177,20 @@ def test_a_damaged_newest_line_is_refused_naming_it(tmp_path: Path) -> None:
     assert loaded is not None
     with pytest.raises(BaselineError, match=r"'t.py::test_x'.*sensor must be a string"):
         loaded.newest("t.py::test_x")
+
+
+def test_a_load_measurement_keeps_its_load_shape_and_others_write_none(tmp_path: Path) -> None:
+    path = tmp_path / "sim-x1.json"
+    shape = {"concurrency": 8, "prompts": "abc", "n_prompts": 2, "max_tokens": 16,
+             "endpoint": "chat"}  # fmt: skip
+    loaded_session = replace(session(), load=shape)
+    baseline.flush(
+        path, KEY, HARDWARE, {"t.py::test_l": loaded_session, "t.py::test_p": session()}, 10,
+        "extend",
+    )  # fmt: skip
+    text = path.read_text(encoding="utf-8")
+    assert text.count('"load"') == 1  # a measurement without a load writes no field
+    loaded = baseline.load(path, KEY, check=True)
+    assert loaded is not None
+    assert loaded.sessions("t.py::test_l")[0].load == shape
+    assert loaded.sessions("t.py::test_p")[0].load is None

@@ -1,0 +1,317 @@
+"""``tpw.load``: a served model measured under a stated load, one load window per sample.
+
+Each window runs a whole load (:func:`pytest_tpw.load.driver.drive`): its ramp and drain are
+not measured, its steady part is the window the sensor reads, and the steady part's tokens
+come from the requests' ``usage``. The windows go through the same rounds, baselines and
+verdicts as any measurement; the load's shape, requests, errors and latencies travel with the
+measurement (:class:`pytest_tpw.load.figures.LoadFigures`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pytest_tpw.errors import MeasurementError
+from pytest_tpw.load.shape import LoadError, LoadShape
+
+if TYPE_CHECKING:
+    from pytest_tpw.load.driver import Edges, LoadRun
+    from pytest_tpw.load.figures import LoadFigures, WindowFigures
+    from pytest_tpw.measure.meter import Meter
+    from pytest_tpw.measure.samples import Measurement, Result
+    from pytest_tpw.measure.window import OpenWindow, Reading, WindowRunner
+
+#: The steady part's length when neither ``duration_s`` nor ``requests`` is given.
+DEFAULT_DURATION_S = 10.0
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """A validated ``tpw.load(...)`` call."""
+
+    base_url: str
+    shape: LoadShape
+    duration_s: float | None
+    requests: int | None
+    timeout_s: float
+    model: str | None
+    api_key: str
+    extra_body: Mapping[str, Any] | None
+
+
+def base_url_of(server: object) -> str:
+    """The OpenAI base URL of a server: a ``tpw_server`` handle or ``ServerProcess`` (their
+    ``base_url``), or a URL (``http://host:port`` gets ``/v1``)."""
+    url = server if isinstance(server, str) else getattr(server, "base_url", None)
+    if not isinstance(url, str):
+        raise LoadError(
+            f"tpw.load: the server must be a URL such as 'http://127.0.0.1:8000/v1' or what "
+            f"tpw_server returned, got {server!r}"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise LoadError(f"tpw.load: {url!r} is not an http(s) URL of an OpenAI-compatible server")
+    if parts.path in ("", "/"):
+        url = url.rstrip("/") + "/v1"
+    return url
+
+
+def plan_load(
+    server: object,
+    *,
+    concurrency: int | None,
+    rate: float | None,
+    duration_s: float | None,
+    requests: int | None,
+    prompts: Sequence[str] | None,
+    max_tokens: int,
+    endpoint: str,
+    model: str | None,
+    seed: int,
+    timeout_s: float | None,
+    extra_body: Mapping[str, Any] | None,
+    api_key: str | None,
+) -> LoadPlan:
+    """Check every argument of ``tpw.load`` before anything is sent."""
+    shape = LoadShape.make(
+        concurrency=concurrency,
+        rate=rate,
+        prompts=prompts,
+        max_tokens=max_tokens,
+        endpoint=endpoint,
+        seed=seed,
+    )
+    for label, value in (("duration_s", duration_s), ("timeout_s", timeout_s)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise LoadError(
+                f"tpw.load: {label} must be a positive number of seconds, got {value!r}"
+            )
+    if requests is not None and (
+        isinstance(requests, bool) or not isinstance(requests, int) or requests < 1
+    ):
+        raise LoadError(f"tpw.load: requests must be an integer >= 1, got {requests!r}")
+    if duration_s is None and requests is None:
+        duration_s = DEFAULT_DURATION_S
+    if timeout_s is None:
+        timeout_s = 60.0 + 3.0 * duration_s if duration_s is not None else 300.0
+    elif duration_s is not None and timeout_s <= duration_s:
+        raise LoadError(
+            f"tpw.load: timeout_s={timeout_s:g} bounds the whole load window (ramp, steady "
+            f"part, drain) and must exceed duration_s={duration_s:g}"
+        )
+    if model is not None and not (isinstance(model, str) and model):
+        raise LoadError(f"tpw.load: model must be a non-empty string, got {model!r}")
+    if extra_body is not None and not isinstance(extra_body, Mapping):
+        raise LoadError(f"tpw.load: extra_body must be a dict, got {extra_body!r}")
+    return LoadPlan(
+        base_url=base_url_of(server),
+        shape=shape,
+        duration_s=None if duration_s is None else float(duration_s),
+        requests=requests,
+        timeout_s=float(timeout_s),
+        model=model,
+        api_key=api_key or "pytest-tpw",
+        extra_body=extra_body,
+    )
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What ``tpw.load`` returns: the load's figures, and its tokens per joule when measured.
+
+    ``load`` and ``latency`` are the blocks the results file holds (``latency["tpot_s"]
+    ["p90"]``, seconds); ``result`` is the measurement's summary (None without ``--tpw``).
+    """
+
+    result: Result | None
+    load: dict[str, Any]
+    latency: dict[str, dict[str, Any]]
+
+    @property
+    def tokens_per_joule(self) -> float | None:
+        return None if self.result is None else self.result.tokens_per_joule
+
+    @property
+    def requests(self) -> int:
+        return int(self.load["requests"])
+
+    @property
+    def errors(self) -> int:
+        return int(self.load["errors"])
+
+
+def _drive(plan: LoadPlan, edges: Edges) -> LoadRun:
+    from pytest_tpw.load.driver import drive
+
+    return drive(
+        plan.base_url,
+        plan.shape,
+        edges=edges,
+        duration_s=plan.duration_s,
+        requests=plan.requests,
+        timeout_s=plan.timeout_s,
+        model=plan.model,
+        api_key=plan.api_key,
+        extra_body=plan.extra_body,
+    )
+
+
+class _Clock:
+    """Edges of an unmeasured load: the instants only."""
+
+    def open(self) -> float:
+        return time.perf_counter()
+
+    def close(self) -> float:
+        return time.perf_counter()
+
+
+def unmeasured(plan: LoadPlan) -> LoadSummary:
+    """Without ``--tpw``: one load window, nothing read; its latencies still come back."""
+    from pytest_tpw.load.figures import LoadFigures, WindowFigures
+
+    run = _drive(plan, _Clock())
+    figures = LoadFigures(plan.shape.to_json(), run.model)
+    figures.add(WindowFigures.of(run), None)
+    return LoadSummary(None, figures.load_json(), figures.latency())
+
+
+class _SensorEdges:
+    """Edges of a measured load: the runner's window opens and is read at them."""
+
+    def __init__(self, runner: WindowRunner, key: str, where: str) -> None:
+        self.runner = runner
+        self.key = key
+        self.where = where
+        self.opened: OpenWindow | None = None
+        self.reading: Reading | None = None
+
+    def open(self) -> float:
+        self.opened = self.runner.open(self.key)
+        return self.opened.started
+
+    def close(self) -> float:
+        assert self.opened is not None
+        opened, self.opened = self.opened, None
+        self.reading = self.runner.read(opened, self.where)
+        return opened.started + self.reading.seconds
+
+    def abandon(self) -> None:
+        if self.opened is not None:
+            opened, self.opened = self.opened, None
+            self.runner.abandon(opened)
+
+
+def measured(meter: Meter, m: Measurement, plan: LoadPlan) -> None:
+    """Warm-up load windows, then recorded ones while the round policy asks."""
+    from pytest_tpw.load.figures import LoadFigures, WindowFigures
+
+    runner = meter.runner
+    figures = LoadFigures(plan.shape.to_json(), plan.model or "")
+    m.load = figures
+    warm_left = meter.warmup
+    index = 0
+    while warm_left > 0 or meter.policy.more(m):
+        where = f"{m.key} (load window {index})"
+        edges = _SensorEdges(runner, m.key, where)
+        gross = runner.sensor.begin()
+        meter._open = m.key
+        try:
+            run = _drive(plan, edges)
+        except BaseException:
+            edges.abandon()
+            with suppress(Exception):
+                runner.sensor.end(gross)
+            raise
+        finally:
+            meter._open = None
+        gross_joules = _gross(runner, gross, where)
+        window = WindowFigures.of(run)
+        figures.model = run.model
+        assert edges.reading is not None
+        tokens = round(window.tokens)
+        if tokens <= 0:
+            raise MeasurementError(_no_tokens(where, window))
+        closed = runner.sample(edges.reading, tokens, 1, where, loop_form=True)
+        record = warm_left == 0
+        kept = meter._keep(m, closed, record=record)
+        if kept and record:
+            figures.add(window, gross_joules)
+        elif kept:
+            warm_left -= 1
+        index += 1
+    m.warnings.extend(load_warnings(m.key, figures))
+    meter._finish(m)
+
+
+def _gross(runner: WindowRunner, token: object, where: str) -> float | None:
+    """The whole load's joules (ramp, steady part, drain) on the test's devices, as context;
+    None when the sensor could not give them."""
+    try:
+        energy = runner.sensor.end(token)
+    except Exception:
+        return None
+    if energy.invalid is not None:
+        return None
+    joules = float(sum(runner.selected_domains(energy.joules, where).values()))
+    return joules if joules > 0 else None
+
+
+def _no_tokens(where: str, window: WindowFigures) -> str:
+    head = f"{where}: no tokens were generated in the steady part ({window.steady_s:.3f} s)"
+    if window.errors:
+        kind = max(window.error_kinds, key=lambda k: window.error_kinds[k])
+        return (
+            f"{head}: {window.errors} of {window.requests} requests failed; the most "
+            f"frequent: {kind}: {window.error_examples.get(kind, kind)}"
+        )
+    return (
+        f"{head}: no request streamed text inside it; give the steady part more time "
+        "(duration_s=) or requests (requests=)"
+    )
+
+
+def load_warnings(key: str, figures: LoadFigures) -> list[str]:
+    """Failed requests and a steady part cut short, said once per measurement."""
+    out = []
+    if figures.errors:
+        kinds = figures.error_kinds()
+        listed = ", ".join(f"{n} x {kind}" for kind, n in kinds.items())
+        first = figures.first_error(next(iter(kinds)))
+        out.append(
+            f"{key}: {figures.errors} of {figures.requests} requests failed under "
+            f"{figures.shape_text()} ({listed}; the first: {first}). Failed requests add no "
+            "tokens and no latency; the energy they used stays in the windows"
+        )
+    cut = [w.cut_short for w in figures.windows if w.cut_short]
+    if cut:
+        out.append(f"{key}: {cut[0]}; raise timeout_s or lower requests=")
+    return out
+
+
+def summary_of(m: Measurement, result: Result | None) -> LoadSummary:
+    assert m.load is not None
+    return LoadSummary(result, m.load.load_json(), m.load.latency())
+
+
+__all__ = [
+    "DEFAULT_DURATION_S",
+    "LoadPlan",
+    "LoadSummary",
+    "base_url_of",
+    "measured",
+    "plan_load",
+    "summary_of",
+    "unmeasured",
+]
