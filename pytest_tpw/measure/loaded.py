@@ -187,30 +187,69 @@ def unmeasured(plan: LoadPlan) -> LoadSummary:
     return LoadSummary(None, figures.load_json(), figures.latency())
 
 
-class _SensorEdges:
-    """Edges of a measured load: the runner's window opens and is read at them."""
+class _Whole:
+    """The whole load's energy beside its steady part: the ramp and the drain read as
+    windows of their own that meet the steady one (a sensor has one window open at a
+    time), their joules added to the steady part's for the gross figure."""
 
-    def __init__(self, runner: WindowRunner, key: str, where: str) -> None:
+    def __init__(self, runner: WindowRunner, where: str) -> None:
+        self.runner = runner
+        self.where = where
+        self.token: object | None = None
+        self.joules: float | None = 0.0
+
+    def begin(self) -> None:
+        self.token = self.runner.sensor.begin()
+
+    def end(self) -> None:
+        token, self.token = self.token, None
+        if token is None:
+            return
+        try:
+            energy = self.runner.sensor.end(token)
+        except Exception:  # context only: a failed read costs the gross figure, not the test
+            self.joules = None
+            return
+        if energy.invalid is not None or self.joules is None:
+            self.joules = None
+            return
+        self.joules += float(sum(self.runner.selected_domains(energy.joules, self.where).values()))
+
+    def abandon(self) -> None:
+        if self.token is not None:
+            token, self.token = self.token, None
+            with suppress(Exception):
+                self.runner.sensor.end(token)
+
+
+class _SensorEdges:
+    """Edges of a measured load: the ramp's read ends and the runner's window opens at the
+    first, the runner's window is read and the drain's begins at the second."""
+
+    def __init__(self, runner: WindowRunner, key: str, where: str, whole: _Whole) -> None:
         self.runner = runner
         self.key = key
         self.where = where
+        self.whole = whole
         self.opened: OpenWindow | None = None
         self.reading: Reading | None = None
 
     def open(self) -> float:
-        self.opened = self.runner.open(self.key)
+        self.opened = self.runner.open(self.key, just_before=self.whole.end)
         return self.opened.started
 
     def close(self) -> float:
         assert self.opened is not None
         opened, self.opened = self.opened, None
         self.reading = self.runner.read(opened, self.where)
+        self.whole.begin()
         return opened.started + self.reading.seconds
 
     def abandon(self) -> None:
         if self.opened is not None:
             opened, self.opened = self.opened, None
             self.runner.abandon(opened)
+        self.whole.abandon()
 
 
 def measured(meter: Meter, m: Measurement, plan: LoadPlan) -> None:
@@ -224,19 +263,18 @@ def measured(meter: Meter, m: Measurement, plan: LoadPlan) -> None:
     index = 0
     while warm_left > 0 or meter.policy.more(m):
         where = f"{m.key} (load window {index})"
-        edges = _SensorEdges(runner, m.key, where)
-        gross = runner.sensor.begin()
+        whole = _Whole(runner, where)
+        edges = _SensorEdges(runner, m.key, where, whole)
         meter._open = m.key
         try:
+            whole.begin()  # the ramp
             run = _drive(plan, edges)
+            whole.end()  # the drain
         except BaseException:
             edges.abandon()
-            with suppress(Exception):
-                runner.sensor.end(gross)
             raise
         finally:
             meter._open = None
-        gross_joules = _gross(runner, gross, where)
         window = WindowFigures.of(run)
         figures.model = run.model
         assert edges.reading is not None
@@ -247,25 +285,15 @@ def measured(meter: Meter, m: Measurement, plan: LoadPlan) -> None:
         record = warm_left == 0
         kept = meter._keep(m, closed, record=record)
         if kept and record:
-            figures.add(window, gross_joules)
+            gross = None
+            if whole.joules is not None and closed.sample is not None:
+                gross = whole.joules + closed.sample.joules
+            figures.add(window, gross)
         elif kept:
             warm_left -= 1
         index += 1
     m.warnings.extend(load_warnings(m.key, figures))
     meter._finish(m)
-
-
-def _gross(runner: WindowRunner, token: object, where: str) -> float | None:
-    """The whole load's joules (ramp, steady part, drain) on the test's devices, as context;
-    None when the sensor could not give them."""
-    try:
-        energy = runner.sensor.end(token)
-    except Exception:
-        return None
-    if energy.invalid is not None:
-        return None
-    joules = float(sum(runner.selected_domains(energy.joules, where).values()))
-    return joules if joules > 0 else None
 
 
 def _no_tokens(where: str, window: WindowFigures) -> str:

@@ -111,10 +111,12 @@ class WindowRunner:
             return self._min_window_s
         return self.sensor.min_window_s()
 
-    def open(self, owner: str = "") -> OpenWindow:
+    def open(self, owner: str = "", *, just_before: Callable[[], None] | None = None) -> OpenWindow:
         """Start a window: random phase, lock, sync, barrier, first read.
 
-        ``owner`` (the measurement's key) names the window in lock messages.
+        ``owner`` (the measurement's key) names the window in lock messages; ``just_before``
+        runs right before the first read (a load ends its ramp's read there, so that the
+        two windows meet).
         """
         if self.max_delay_s > 0:
             # a random phase keeps periodic work from aliasing with the sensor's sampling
@@ -131,6 +133,8 @@ class WindowRunner:
             if ranks is not None:
                 self.rank = ranks.rank
                 ranks.barrier()  # every rank's window starts together
+            if just_before is not None:
+                just_before()
             token = self.sensor.begin()
         except BaseException:
             self._release()

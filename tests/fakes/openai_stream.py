@@ -4,7 +4,8 @@ It serves ``GET /v1/models`` and streamed ``POST /v1/chat/completions`` and
 ``/v1/completions`` on the loopback, in a thread of the test process. Each response streams
 ``max_tokens`` text chunks ``token_s`` apart after ``first_s``, then (when asked with
 ``stream_options.include_usage``) a usage chunk. Knobs for what can go wrong: ``fail_every``
-(every N-th request answers HTTP 500), ``usage=False`` (no usage chunk), ``hang_after`` (requests
+(every N-th request answers HTTP 500), ``fail_after`` (every request after the N-th
+does), ``usage=False`` (no usage chunk), ``hang_after`` (requests
 after the N-th never finish), ``tokens_per_chunk`` (usage counts more tokens than chunks).
 """
 
@@ -25,6 +26,7 @@ class Behaviour:
     first_s: float = 0.005
     token_s: float = 0.001
     fail_every: int = 0
+    fail_after: int | None = None
     usage: bool = True
     hang_after: int | None = None
     tokens_per_chunk: int = 1
@@ -66,7 +68,9 @@ def _handler(b: Behaviour) -> type[BaseHTTPRequestHandler]:
                 b.received += 1
                 n = b.received
                 b.bodies.append(body)
-                fail = b.fail_every > 0 and n % b.fail_every == 0
+                fail = (b.fail_every > 0 and n % b.fail_every == 0) or (
+                    b.fail_after is not None and n > b.fail_after
+                )
                 if fail:
                     b.failed += 1
             if fail:
@@ -127,11 +131,15 @@ def _handler(b: Behaviour) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a load's connections arrive together
+
+
 @contextmanager
 def serving(behaviour: Behaviour | None = None) -> Iterator[tuple[str, Behaviour]]:
     """``(base_url, behaviour)`` of a server running until the block ends."""
     b = behaviour or Behaviour()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(b))
+    server = _Server(("127.0.0.1", 0), _handler(b))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -142,3 +150,11 @@ def serving(behaviour: Behaviour | None = None) -> Iterator[tuple[str, Behaviour
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+if __name__ == "__main__":  # a standalone server for benchmarks: prints its URL, serves
+    import sys
+
+    with serving(Behaviour(first_s=float(sys.argv[1]), token_s=float(sys.argv[2]))) as (u, _):
+        print(u, flush=True)
+        threading.Event().wait()
