@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_tpw.load.driver import drive  # noqa: E402
 from pytest_tpw.load.figures import WindowFigures  # noqa: E402
+from pytest_tpw.load.plan import LoadPlan  # noqa: E402
 from pytest_tpw.load.shape import LoadShape  # noqa: E402
 
 
@@ -60,8 +61,8 @@ def main() -> None:
                 concurrency=c, rate=None, prompts=None, max_tokens=1, endpoint="chat", seed=0
             )
             cpu = time.process_time()
-            run = drive(url, shape, edges=Edges(), duration_s=args.seconds, requests=None,
-                        timeout_s=60 + 3 * args.seconds)  # fmt: skip
+            plan = LoadPlan(url, shape, args.seconds, None, 60 + 3 * args.seconds, None, "x", None)
+            run = drive(plan, edges=Edges())
             cpu = time.process_time() - cpu
             f = WindowFigures.of(run)
             print(

@@ -34,7 +34,7 @@ SERVER = [sys.executable, str(Path(__file__).with_name("openai_server.py")), "--
 
 #: Each load window's steady part, in seconds (its ramp and drain come on top);
 #: ``TPW_LOAD_SECONDS`` shortens it for a quick look.
-STEADY_S = float(os.environ.get("TPW_LOAD_SECONDS", "2.0"))
+STEADY_S = float(os.environ.get("TPW_LOAD_SECONDS", "1.5"))
 
 
 @pytest.mark.tpw(max_latency={"tpot_p90": 0.25, "ttft_p99": 5.0})

@@ -22,11 +22,12 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pytest_tpw.load.plan import LoadPlan
 from pytest_tpw.load.shape import LoadError, LoadShape
 
 #: Longest error text kept per request.
@@ -108,25 +109,15 @@ def arrival_gaps(rate: float, seed: int) -> Iterator[float]:
 
 class _Driver:
     def __init__(
-        self,
-        client: Any,
-        shape: LoadShape,
-        model: str,
-        *,
-        duration_s: float | None,
-        requests: int | None,
-        timeout_s: float,
-        extra_body: Mapping[str, Any] | None,
-        edges: Edges,
-        clock: Callable[[], float],
+        self, client: Any, plan: LoadPlan, model: str, edges: Edges, clock: Callable[[], float]
     ) -> None:
         self.client = client
-        self.shape = shape
+        self.shape = plan.shape
         self.model = model
-        self.duration_s = duration_s
-        self.requests = requests
-        self.timeout_s = timeout_s
-        self.extra_body = dict(extra_body) if extra_body else None
+        self.duration_s = plan.duration_s
+        self.requests = plan.requests
+        self.timeout_s = plan.timeout_s
+        self.extra_body = dict(plan.extra_body) if plan.extra_body else None
         self.edges = edges
         self.clock = clock
         self.records: list[RequestRecord] = []
@@ -313,8 +304,14 @@ class _Driver:
         )
 
 
-async def _first_model(client: Any) -> str:
-    page = await client.models.list()
+async def _first_model(client: Any, base_url: str) -> str:
+    try:
+        page = await client.models.list()
+    except Exception as exc:
+        raise LoadError(
+            f"tpw.load: asking {base_url}/models which model it serves failed "
+            f"({_error_text(exc)}); is the server up? model= skips this question"
+        ) from None
     data = getattr(page, "data", None) or []
     if not data:
         raise LoadError(
@@ -323,19 +320,7 @@ async def _first_model(client: Any) -> str:
     return str(data[0].id)
 
 
-async def _drive(
-    base_url: str,
-    shape: LoadShape,
-    *,
-    model: str | None,
-    api_key: str,
-    duration_s: float | None,
-    requests: int | None,
-    timeout_s: float,
-    extra_body: Mapping[str, Any] | None,
-    edges: Edges,
-    clock: Callable[[], float],
-) -> LoadRun:
+async def _drive(plan: LoadPlan, edges: Edges, clock: Callable[[], float]) -> LoadRun:
     try:
         import openai
     except ImportError:
@@ -343,38 +328,17 @@ async def _drive(
             "tpw.load drives the server with the official OpenAI client: pip install openai"
         ) from None
     client = openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
+        base_url=plan.base_url, api_key=plan.api_key, timeout=plan.timeout_s, max_retries=0
     )
     async with client:
-        name = model if model is not None else await _first_model(client)
-        driver = _Driver(
-            client,
-            shape,
-            name,
-            duration_s=duration_s,
-            requests=requests,
-            timeout_s=timeout_s,
-            extra_body=extra_body,
-            edges=edges,
-            clock=clock,
-        )
-        return await driver.run()
+        name = plan.model if plan.model is not None else await _first_model(client, plan.base_url)
+        return await _Driver(client, plan, name, edges, clock).run()
 
 
 def drive(
-    base_url: str,
-    shape: LoadShape,
-    *,
-    edges: Edges,
-    duration_s: float | None,
-    requests: int | None,
-    timeout_s: float,
-    model: str | None = None,
-    api_key: str = "pytest-tpw",
-    extra_body: Mapping[str, Any] | None = None,
-    clock: Callable[[], float] = time.perf_counter,
+    plan: LoadPlan, *, edges: Edges, clock: Callable[[], float] = time.perf_counter
 ) -> LoadRun:
-    """Run one load window against ``base_url`` (``http://host:port/v1``).
+    """Run one load window of ``plan``, reading its steady part's edges with ``edges``.
 
     Runs an event loop of its own in a thread, so a test that already runs one (an async
     test) can call it. Ctrl-C stops the load and is raised here.
@@ -387,18 +351,7 @@ def drive(
         holder["loop"] = asyncio.get_running_loop()
         holder["task"] = asyncio.current_task()
         ready.set()
-        return await _drive(
-            base_url,
-            shape,
-            model=model,
-            api_key=api_key,
-            duration_s=duration_s,
-            requests=requests,
-            timeout_s=timeout_s,
-            extra_body=extra_body,
-            edges=edges,
-            clock=clock,
-        )
+        return await _drive(plan, edges, clock)
 
     def target() -> None:
         try:

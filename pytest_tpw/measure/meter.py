@@ -28,7 +28,8 @@ from pytest_tpw.sensors.base import Sensor
 from pytest_tpw.verdict import Verdict
 
 if TYPE_CHECKING:
-    from pytest_tpw.measure.loaded import LoadPlan, LoadSummary
+    from pytest_tpw.load.plan import LoadPlan
+    from pytest_tpw.measure.loaded import LoadSummary
 
 R = TypeVar("R")
 TokenSpec = int | Callable[[Any], Any]
@@ -415,7 +416,7 @@ class TokensPerJoule(abc.ABC):
         result. Without ``--tpw`` one load window runs, unmeasured.
         """
         __tracebackhide__ = True
-        from pytest_tpw.measure.loaded import plan_load
+        from pytest_tpw.load.plan import plan_load
 
         key = self._claim(name)
         plan = plan_load(

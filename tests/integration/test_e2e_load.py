@@ -299,3 +299,23 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def test_an_async_test_can_drive_a_load(tpwtester: pytest.Pytester, fake: Behaviour) -> None:
+    pytest.importorskip("anyio")
+    tpwtester.makepyfile(
+        test_async="""
+        import os
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_served(tpw):
+            out = tpw.load(os.environ["FAKE_URL"], rate=50.0, duration_s=0.2, max_tokens=4)
+            assert out.requests > 0 and out.errors == 0
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+        """
+    )
+    tpwtester.runpytest("--tpw", *FAST).assert_outcomes(passed=1)

@@ -14,6 +14,7 @@ import pytest
 from pytest_tpw.load import driver
 from pytest_tpw.load.driver import LoadRun, arrival_gaps, drive
 from pytest_tpw.load.figures import WindowFigures
+from pytest_tpw.load.plan import LoadPlan
 from pytest_tpw.load.shape import LoadError, LoadShape
 from tests.fakes.openai_stream import Behaviour, serving
 
@@ -47,10 +48,17 @@ def shape(**kw: Any) -> LoadShape:
 
 def run(url: str, s: LoadShape, **kw: Any) -> tuple[LoadRun, Edges]:
     edges = Edges()
-    kw.setdefault("duration_s", 0.3)
-    kw.setdefault("requests", None)
-    kw.setdefault("timeout_s", 30.0)
-    return drive(url, s, edges=edges, **kw), edges
+    plan = LoadPlan(
+        base_url=url,
+        shape=s,
+        duration_s=kw.get("duration_s", 0.3),
+        requests=kw.get("requests"),
+        timeout_s=kw.get("timeout_s", 30.0),
+        model=kw.get("model"),
+        api_key="pytest-tpw",
+        extra_body=None,
+    )
+    return drive(plan, edges=edges), edges
 
 
 def max_in_flight(records: list[driver.RequestRecord]) -> int:
@@ -121,7 +129,7 @@ def test_a_server_that_never_answers_is_given_up_at_the_bound() -> None:
         serving(Behaviour(hang_after=0)) as (url, _),
         pytest.raises(LoadError, match="never reached a steady state") as info,
     ):
-        run(url, shape(concurrency=2), duration_s=0.2, timeout_s=0.5)
+        run(url, shape(concurrency=2), duration_s=0.2, timeout_s=2.0)
     assert "2 request(s) sent, 0 finished" in str(info.value)
 
 
@@ -158,3 +166,8 @@ def test_a_bad_address_is_said_before_any_load() -> None:
         # nothing listens there: the connection is refused at once
         run("http://127.0.0.1:9/v1", shape(concurrency=1), model="m", timeout_s=5.0)
     assert "Connect" in str(info.value)  # openai's APIConnectionError, or httpx's ConnectError
+
+
+def test_a_server_that_cannot_name_its_model_is_said_so() -> None:
+    with pytest.raises(LoadError, match=r"asking http://127\.0\.0\.1:9/v1/models which model"):
+        run("http://127.0.0.1:9/v1", shape(concurrency=1), timeout_s=5.0)
