@@ -206,8 +206,9 @@ class _Driver:
                 await asyncio.sleep(delay)
 
     async def one_arrival(self) -> None:
-        await self.request()
-        self.settled.set()
+        record = await self.request()
+        if record.ok:  # one request went through: the open loop is under way
+            self.settled.set()
 
     def spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -260,10 +261,15 @@ class _Driver:
             if left <= 0:
                 if self.duration_s is not None and start + self.duration_s <= deadline:
                     return None
+                asked = (
+                    f"{self.duration_s:g} s"
+                    if self.duration_s is not None
+                    else f"{self.requests} requests"
+                )
                 return (
                     f"the steady part was cut short by the load window's time bound "
-                    f"(timeout_s={self.timeout_s:g}) after {self.completed_in_steady} of "
-                    f"{self.requests} requests"
+                    f"(timeout_s={self.timeout_s:g}) after {self.clock() - start:.3g} s and "
+                    f"{self.completed_in_steady} finished requests, of {asked} asked"
                 )
             self.progress.clear()
             with suppress(asyncio.TimeoutError):
@@ -287,13 +293,16 @@ class _Driver:
         what = (
             f"all {self.shape.concurrency} streams to finish their first request"
             if self.shape.concurrency is not None
-            else "a first request to finish"
+            else "a first request to succeed"
         )
         head = (
             f"tpw.load: the load never reached a steady state: waited {self.timeout_s:g} s "
-            f"(timeout_s) for {what}; {len(self.records)} request(s) sent, {done} finished. "
+            f"(timeout_s) for {what}; {len(self.records)} request(s) sent, {done} finished"
         )
-        return head + "Is the server answering? Raise timeout_s for a slow one"
+        errors = [r.error for r in self.records if r.error]
+        if errors:
+            head += f", {len(errors)} failed (the first: {errors[0]})"
+        return head + ". Is the server answering? Raise timeout_s for a slow one"
 
     def all_failed(self) -> str:
         errors = [r.error for r in self.records if r.error]

@@ -171,3 +171,20 @@ def test_a_bad_address_is_said_before_any_load() -> None:
 def test_a_server_that_cannot_name_its_model_is_said_so() -> None:
     with pytest.raises(LoadError, match=r"asking http://127\.0\.0\.1:9/v1/models which model"):
         run("http://127.0.0.1:9/v1", shape(concurrency=1), timeout_s=5.0)
+
+
+def test_an_open_loop_starts_at_its_first_success_and_counts_the_failures() -> None:
+    with serving(Behaviour(fail_every=2)) as (url, b):
+        out, _ = run(url, shape(concurrency=None, rate=50.0, seed=1), duration_s=0.3)
+    assert WindowFigures.of(out).errors == b.failed >= 1
+    first_ok = min(r.ended or 0.0 for r in out.records if r.ok)
+    assert out.steady_start >= first_ok
+
+
+def test_an_open_loop_whose_every_request_fails_says_so_at_the_bound() -> None:
+    with (
+        serving(Behaviour(fail_every=1)) as (url, _),
+        pytest.raises(LoadError, match="never reached a steady state") as info,
+    ):
+        run(url, shape(concurrency=None, rate=20.0), duration_s=0.2, timeout_s=1.0)
+    assert "failed (the first: InternalServerError" in str(info.value)
