@@ -10,12 +10,14 @@ the output says so. ``compare .tpw/KEY.json results.json`` gives the verdicts th
 wrote ``results.json`` printed, with the settings it ran with (flags override them).
 
 Exit codes: 0 fine, 1 regressed (with ``--fail``; a run-wide stack regression too with
-``--fail-stack``), 2 an error: an unreadable or incomparable file, bad usage.
+``--fail-stack``), 2 an error: an unreadable or incomparable file, measurements of A and B
+taken under different loads, bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -342,6 +344,15 @@ def run(
         print(line)
     for line in closing_lines(judge, a, b, own, stored, elsewhere):
         print(line)
+    loads = [k for k in own if judge.load_change(k) is not None]
+    if loads:
+        # an incomparable pair is an error, whatever else was found: the comparison is not whole
+        print(
+            f"error: {len(loads)} measurement(s) of A and B ran under different loads and "
+            "were not compared (listed above); measure both at one load",
+            file=sys.stderr,
+        )
+        return 2
     regressed = [j for j in judge.judgements.values() if j.verdict.value == "REGRESSED"]
     stack = judge.run_wide is not None and judge.run_wide.finding == "STACK_REGRESSION"
     return 1 if (fail and regressed) or (fail_stack and stack) else 0

@@ -144,12 +144,13 @@ def test_compare_refuses_two_runs_at_different_loads(
     tpwtester.runpytest("--tpw", *FAST, "--tpw-json", "b.json").assert_outcomes(passed=1)
     capsys.readouterr()
     a, b = tpwtester.path / "a.json", tpwtester.path / "b.json"
-    assert cli.main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    assert cli.main(["compare", str(a), str(b)]) == 2  # an incomparable pair: an error
+    captured = capsys.readouterr()
     assert (
         "test_load.py::test_served: INCOMPARABLE: A and B ran under different loads "
-        "(concurrency 2 -> 3)" in out
+        "(concurrency 2 -> 3)" in captured.out
     )
+    assert "1 measurement(s) of A and B ran under different loads" in captured.err
     assert cli.main(["compare", str(a), str(a)]) == 0
     assert "INCOMPARABLE" not in capsys.readouterr().out
 
