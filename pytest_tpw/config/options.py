@@ -34,7 +34,8 @@ HELP: Final = 8
 #: with underscores), ``ini`` (an ini key ``tpw_<field>`` only) or ``marker`` (only as a
 #: ``@pytest.mark.tpw`` argument). ``MARKER`` is the shape of the marker argument (None: not
 #: settable per test): ``fraction`` (a percentage string or a fraction), ``int``, ``number``,
-#: ``devices`` (a list of indices), ``bool`` or ``latency`` (a dict of limits). ``TRAITS``:
+#: ``devices`` (a list of indices), ``bool``, ``latency`` (a dict of limits) or ``hosts`` (a
+#: list of host names). ``TRAITS``:
 #: ``measures`` (asking for it measures, as ``--tpw`` does), ``repeat`` (the flag may be
 #: given several times). A parser
 #: ``mode=X`` is one of the mutually exclusive ways of writing baselines: the flag sets the
@@ -107,6 +108,25 @@ OPTIONS: tuple[Row, ...] = (
     (
         "devices", "--tpw-devices", "flag", None, "devices", "LIST", "devices", "",
         "GPUs to measure, as this process indexes them (default: all visible)",
+    ),
+    (
+        "sensor_url", "--tpw-sensor-url", "flag", None, "urls", "URL", None, "repeat",
+        "remote GPU telemetry: a dcgm-exporter's metrics URL (http://NODE:9400/metrics, one "
+        "per host) for --tpw-sensor dcgm-exporter, or a Prometheus server's URL for "
+        "--tpw-sensor prometheus (repeat the flag, or separate with commas)",
+    ),
+    (
+        "sensor_select", "--tpw-sensor-select", "flag", None, "selects", "LABEL=VALUE", None,
+        "repeat",
+        "remote GPU telemetry: measure only the GPUs whose LABEL is VALUE (hostname, uuid, "
+        "pod, namespace, container, gpu, model; values of one label are alternatives, "
+        "different labels must all match)",
+    ),
+    (
+        "sensor_interval", None, "ini", None, "positive_float", None, None, "",
+        "remote GPU telemetry: seconds between refreshes of the energy counter (the "
+        "exporter's collect interval; through Prometheus, the larger of it and the scrape "
+        "interval); default: learned by watching the counter at start",
     ),
     (
         "json", "--tpw-json", "flag", None, "path", "PATH", None, "",
@@ -184,6 +204,15 @@ OPTIONS: tuple[Row, ...] = (
         "fail when a load measurement's latency is above a limit in seconds, e.g. "
         "{'tpot_p90': 0.05, 'ttft_p99': 1.0}: ttft (time to first token), tpot (time per "
         "output token) or e2e (end to end), at p50, p90 or p99",
+    ),
+    (
+        "gpus", None, "marker", None, "int>=1", None, "int", "",
+        "the number of GPUs the deployment spans (TP x PP...): a window that measured fewer "
+        "fails, listing what it found",
+    ),
+    (
+        "hosts", None, "marker", None, "hosts", None, "hosts", "",
+        "the hosts the deployment spans: a window that measured no GPU of one of them fails",
     ),
     (
         "canary", None, "marker", "false", "bool", None, "bool", "",

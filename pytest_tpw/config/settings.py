@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pytest_tpw.config.options import (
     OPTIONS,
     PARSER,
     SCOPE,
+    TRAITS,
     TRUE_WORDS,
     ini_name,
 )
@@ -173,6 +175,43 @@ def parse_latency(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+def parse_urls(text: str) -> tuple[str, ...]:
+    """``"http://a:9400/metrics, http://b:9400/metrics"`` -> the URLs (http or https)."""
+    urls = tuple(u for u in re.split(r"[,\s]+", text) if u)
+    for url in urls:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+    if not urls:
+        raise ValueError("no URL given")
+    return urls
+
+
+def parse_selects(text: str) -> tuple[str, ...]:
+    """``"hostname=a,b,pod=x"`` -> ("hostname=a,b", "pod=x"): a part without ``=`` is one
+    more value of the label before it."""
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            name, _, value = part.partition("=")
+            if not name.strip() or not value.strip():
+                raise ValueError(f"{part!r} must be LABEL=VALUE")
+            out.append(f"{name.strip()}={value.strip()}")
+        elif out:
+            out[-1] += f",{part}"
+        else:
+            raise ValueError(f"{part!r} must be LABEL=VALUE")
+    return tuple(out)
+
+
+def parse_hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in text.split(",") if h.strip())
+    if not hosts:
+        raise ValueError("no host given")
+    return hosts
+
+
 #: The parsers the table names.
 PARSERS: Mapping[str, Callable[[str], Any]] = {
     "fraction": parse_fraction,
@@ -190,6 +229,9 @@ PARSERS: Mapping[str, Callable[[str], Any]] = {
     "path": parse_path,
     "exports": parse_exports,
     "latency": parse_latency,
+    "urls": parse_urls,
+    "selects": parse_selects,
+    "hosts": parse_hosts,
 }
 
 #: Each field's row, the first for a field several flags feed (``baseline_mode``).
@@ -204,7 +246,9 @@ def default(field: str) -> Any:
     if row[PARSER] == "switch":
         return False
     raw = row[DEFAULT]
-    return None if raw is None else PARSERS[row[PARSER]](raw)
+    if raw is None:
+        return () if "repeat" in row[TRAITS] else None  # a repeatable flag: none given
+    return PARSERS[row[PARSER]](raw)
 
 
 # -- the session's settings ------------------------------------------------------------------
@@ -232,6 +276,9 @@ class Settings:
     min_window: float | None = default("min_window")
     sensor: str = default("sensor")
     devices: tuple[int, ...] | None = default("devices")
+    sensor_url: tuple[str, ...] = default("sensor_url")
+    sensor_select: tuple[str, ...] = default("sensor_select")
+    sensor_interval: float | None = default("sensor_interval")
     json: Path | None = default("json")
     export: tuple[tuple[str, Path], ...] = ()
     report: Path | None = default("report")
@@ -273,6 +320,8 @@ class Settings:
             canary=m.canary,
             budgets=m.budgets(),
             latency_limits=dict(m.max_latency or ()),
+            gpus=m.gpus,
+            hosts=m.hosts,
         )
 
 
@@ -296,6 +345,10 @@ class TestSettings:
     budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
     #: ``max_latency`` limits in seconds by name (``tpot_p90``...), for load measurements.
     latency_limits: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    #: What the deployment spans (marker ``gpus``, ``hosts``): a window that measured less
+    #: fails.
+    gpus: int | None = None
+    hosts: tuple[str, ...] | None = None
 
 
 #: ``(raw text or None, where it came from)`` for one row: the flag, its ini twin or nothing.
@@ -363,6 +416,8 @@ class MarkerArgs:
     max_watts: float | None = None
     min_tokens_per_second: float | None = None
     max_latency: tuple[tuple[str, float], ...] | None = None
+    gpus: int | None = None
+    hosts: tuple[str, ...] | None = None
     canary: bool = default("canary")
 
     def budgets(self) -> dict[str, float]:
@@ -396,6 +451,8 @@ ACCEPTS = {
     "positive_float": "a positive number",
     "bool": "True or False",
     "latency": "a dict of limits in seconds such as {'tpot_p90': 0.05, 'ttft_p99': 1.0}",
+    "int>=1": "an integer >= 1",
+    "hosts": "a non-empty list of host names such as ['node1', 'node2']",
 }
 
 
@@ -416,6 +473,12 @@ def _marker_text(shape: str, value: object) -> str:
         return ",".join(str(v) for v in value)
     if shape == "fraction" and isinstance(value, str):
         return value
+    if shape == "hosts":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)
+        if not ok or not value:
+            raise TypeError
+        assert isinstance(value, (list, tuple))
+        return ",".join(value)
     if shape == "latency":
         if not isinstance(value, Mapping) or not value:
             raise TypeError

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,6 +101,9 @@ class Judgement:
     #: When it cannot catch a drop of its tolerance: which part of the noise is why
     #: (:meth:`Judge.widened_by`; :data:`LOWER_IT` says what lowers it).
     limited_by: str | None = None
+    #: How far the ratio may be off from the sensor's edges alone (:meth:`Judge.
+    #: instrument_bound`); a drop within it is never REGRESSED.
+    instrument_bound: float | None = None
 
     @property
     def fails(self) -> bool:
@@ -123,6 +127,7 @@ class Judgement:
             "detectable_drop": self.detectable_drop,
             "too_noisy": self.too_noisy,
             "limited_by": self.limited_by,
+            "instrument_bound": self.instrument_bound,
             "pending": self.pending,
             "comparison": _comparison_dict(self.comparison),
         }
@@ -145,6 +150,7 @@ class Judgement:
             detectable_drop=data.get("detectable_drop"),
             too_noisy=bool(data.get("too_noisy")),
             limited_by=data.get("limited_by"),
+            instrument_bound=data.get("instrument_bound"),
             pending=bool(data.get("pending")),
             comparison=_comparison_from(data.get("comparison")),
         )
@@ -231,8 +237,12 @@ class Judge:
         hardware_key: str,
         other_hardware: Sequence[str] = (),
         software: Mapping[str, Any] | None = None,
+        *,
+        edge_error_s: float = 0.0,
     ) -> None:
         self.settings = settings
+        #: The sensor's edge error (:meth:`pytest_tpw.sensors.base.Sensor.edge_error_s`).
+        self.edge_error_s = edge_error_s
         self.baseline = baseline
         self.hardware_key = hardware_key
         self.other_hardware = list(other_hardware)
@@ -421,6 +431,9 @@ class Judge:
         sessions = self.sessions(m.key) if changed is None else []
         if sessions:
             j.baseline_level = stats.summarize(pooled(sessions), test.confidence).estimate
+            j.instrument_bound = self.instrument_bound(
+                [s.seconds for s in m.samples], [sec for x in sessions for _, _, sec in x.samples]
+            )
         if changed is not None:
             self._incomparable(j, changed)
         elif comparison is not None and comparison.verdict is not Verdict.NO_BASELINE:
@@ -435,6 +448,26 @@ class Judge:
         self._budgets(j, result, test)
         self.judgements[m.key] = j
         return j
+
+    def instrument_bound(
+        self, candidate: Sequence[float], baseline: Sequence[float]
+    ) -> float | None:
+        """How far the ratio of two levels may be off from the sensor's edges alone: each
+        window of ``T`` seconds is off by at most ``edge / T``, independently (the random
+        phase), so a level of ``n`` windows by ``edge x mean(1/T) / sqrt(n)``; the ratio by
+        the sum of both sides'. None when the sensor states no edge error."""
+        if self.edge_error_s <= 0:
+            return None
+
+        def side(seconds: Sequence[float]) -> float:
+            valid = [t for t in seconds if t > 0]
+            if not valid:
+                return 0.0
+            return (
+                self.edge_error_s * statistics.fmean(1 / t for t in valid) / math.sqrt(len(valid))
+            )
+
+        return side(candidate) + side(baseline)
 
     def _incomparable(self, j: Judgement, changed: str) -> None:
         """Measured under another load than its baseline: not judged, and said so."""
@@ -497,6 +530,19 @@ class Judge:
                     f"{j.key}: canary {_pct(c.ratio)} relative to the run "
                     f"({c.verdict.value}); canaries never fail on their own"
                 )
+            return
+        bound = j.instrument_bound
+        if c.verdict is Verdict.REGRESSED and bound is not None and 1 - c.ratio <= bound:
+            # beyond the statistics, not beyond what the sensor's edges can do by themselves
+            why = (
+                f"the drop ({1 - c.ratio:.1%}) is within the sensor's instrument bound "
+                f"(±{bound:.1%}: its readings at a window's edges are uncertain by "
+                f"{self.edge_error_s:.3g} s); longer windows (--tpw-min-window) or a "
+                "finer counter lower it"
+            )
+            j.comparison = replace(c, verdict=Verdict.INCONCLUSIVE, why=why)
+            j.verdict = Verdict.INCONCLUSIVE
+            j.warnings.append(f"{j.key}: INCONCLUSIVE: {why}")
             return
         if c.verdict is Verdict.REGRESSED and not updating:
             j.failures.append(self.regression_text(j, c))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +58,42 @@ class OpenWindow:
 
 
 @dataclass(frozen=True)
+class Spans:
+    """What a deployment spans (marker ``gpus``, ``hosts``): a window that measured less
+    cannot be its energy."""
+
+    gpus: int | None = None
+    hosts: tuple[str, ...] | None = None
+
+    def check(self, domains: dict[str, float], where: str) -> None:
+        """Raise :class:`MeasurementError` listing what the window measured when it is
+        fewer GPUs, or lacks a host, than the deployment spans."""
+        gpus = sorted(d for d in domains if d.startswith("gpu:"))
+        hosts = {_host_of(d) for d in gpus}
+        short = []
+        if self.gpus is not None and len(gpus) < self.gpus:
+            short.append(f"{len(gpus)} GPU(s) of the {self.gpus} it spans (gpus={self.gpus})")
+        missing = sorted(set(self.hosts or ()) - hosts)
+        if missing:
+            short.append(f"no GPU of {', '.join(missing)} (hosts={list(self.hosts or ())})")
+        if short:
+            found = ", ".join(g[4:] for g in gpus) or "none"
+            raise MeasurementError(
+                f"{where}: the window measured {'; '.join(short)}. It measured: {found}. "
+                "Widen the sensor's view (--tpw-devices, --tpw-sensor-url for each host, "
+                "--tpw-sensor-select), or check that every exporter answered"
+            )
+
+
+def _host_of(domain: str) -> str:
+    """``gpu:node1/GPU-...`` -> ``node1``; a local GPU (``gpu:0``) is this host's."""
+    name = domain[4:]
+    if "/" in name:
+        return name.split("/", 1)[0]
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
 class Reading:
     """A window's energy, read, waiting for its tokens."""
 
@@ -90,8 +127,10 @@ class WindowRunner:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         sync: Sync = cuda_sync,
+        spans: Spans | None = None,
     ) -> None:
         self.sensor = sensor
+        self.spans = spans
         self.devices = devices
         self._min_window_s = min_window_s
         self.max_delay_s = max_delay_s
@@ -183,6 +222,8 @@ class WindowRunner:
         """A read window with its tokens: the validated sample, or why it was discarded."""
         window, seconds, energy = reading.window, reading.seconds, reading.energy
         domains = self.selected_domains(energy.joules, where)
+        if self.spans is not None and energy.invalid is None:
+            self.spans.check(domains, where)
         joules = float(sum(domains.values()))
         invalid = energy.invalid
         if window.ranks is not None:

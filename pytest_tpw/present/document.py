@@ -90,6 +90,7 @@ def comparison_json(j: Judgement) -> dict[str, Any] | None:
         "canary": j.canary,
         "failures": list(j.failures),
         "notes": list(j.notes),
+        "instrument_bound": j.instrument_bound,
     }
     if c is None:
         return out

@@ -25,7 +25,7 @@ from pytest_tpw.host.locks import DeviceLocks
 from pytest_tpw.judging.judge import HardwareShare, Judge, Judgement, suspects
 from pytest_tpw.measure.meter import Meter
 from pytest_tpw.measure.samples import Measurement, Result
-from pytest_tpw.measure.window import WindowRunner
+from pytest_tpw.measure.window import Spans, WindowRunner
 from pytest_tpw.present.report import SensorInfo
 from pytest_tpw.run.roles import Controller, Role, Worker
 from pytest_tpw.store import baseline
@@ -112,6 +112,10 @@ class TpwSession:
             sim_watts=s.sim_watts,
             sim_noise=s.sim_noise,
             cpu_watts_per_core=s.cpu_watts_per_core,
+            urls=s.sensor_url,
+            select=s.sensor_select,
+            interval_s=s.sensor_interval,
+            tolerance=s.tolerance,
         )
         selection = sensors.select(s.sensor, options, dict(extra_sensors or {}))
         sensor = selection.sensor
@@ -121,7 +125,7 @@ class TpwSession:
             stored = baseline.load(baseline.path_for(directory, key), key)
             others = [] if stored is not None else baseline.other_hardware(directory, key)
             software = fingerprint.software_stack(sensor.describe())
-            judge = Judge(s, stored, key, others, software)
+            judge = Judge(s, stored, key, others, software, edge_error_s=sensor.edge_error_s())
         except BaseException:
             sensor.close()
             raise
@@ -194,6 +198,7 @@ class TpwSession:
             min_window_s=test.min_window,
             max_delay_s=test.max_delay,
             locks=self.locks,
+            spans=Spans(test.gpus, test.hosts) if test.gpus or test.hosts else None,
             **runner_options,
         )
         policy = self.judge.policy(test)
@@ -305,6 +310,7 @@ class TpwSession:
                 "method": self.sensor.method,
                 "domains": list(self.sensor.domains()),
                 "min_window_s": self.sensor.min_window_s(),
+                "edge_error_s": self.sensor.edge_error_s(),
                 "skipped": dict(self.skipped),
                 "details": described,
                 "idle_watts": self.idle_watts,
@@ -376,7 +382,14 @@ class TpwSession:
             stored = None
         software = dict(hardware.get("software") or {})
         described = {k: hardware[k] for k in ("models", "sensor", "provenance") if k in hardware}
-        judge = Judge(self.settings, stored, key, software=software)
+        edge = hardware.get("edge_error_s")
+        judge = Judge(
+            self.settings,
+            stored,
+            key,
+            software=software,
+            edge_error_s=float(edge) if isinstance(edge, (int, float)) else 0.0,
+        )
         if self.collected is not None:
             judge.focus_on_tests(self.collected)
         share = self.shares[key] = HardwareShare(judge, described)

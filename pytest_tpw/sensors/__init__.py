@@ -35,6 +35,8 @@ BUILTIN: dict[str, str] = {
     "rapl": "pytest_tpw.sensors.rapl:RaplSensor",
     "cpu-estimate": "pytest_tpw.sensors.cpu_estimate:CpuEstimateSensor",
     "sim": "pytest_tpw.sensors.sim:SimSensor",
+    "dcgm-exporter": "pytest_tpw.sensors.dcgm_exporter:DcgmExporterSensor",
+    "prometheus": "pytest_tpw.sensors.prometheus:PrometheusSensor",
 }
 
 #: What ``--tpw-sensor auto`` tries, best first. ``sim`` is never chosen automatically.

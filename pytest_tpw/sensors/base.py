@@ -61,6 +61,14 @@ class SensorOptions:
     cpu_watts_per_core: float = 10.0
     #: ``rapl``: root of the powercap tree (tests point it at a fake tree).
     powercap_root: str = "/sys/class/powercap"
+    #: Remote telemetry (``dcgm-exporter``, ``prometheus``): where to read it.
+    urls: tuple[str, ...] = ()
+    #: Remote telemetry: ``LABEL=VALUE[,VALUE]`` selections of the GPUs to measure.
+    select: tuple[str, ...] = ()
+    #: Remote telemetry: seconds between the counter's refreshes (None: learned at open).
+    interval_s: float | None = None
+    #: The session's tolerance: a sensor whose error bound exceeds it is refused.
+    tolerance: float = 0.05
 
 
 @dataclass
@@ -159,6 +167,12 @@ class Sensor(abc.ABC):
         """The processes using each device this sensor can see, measured or not, by device
         id (as :meth:`lock_ids` names them); empty when the sensor cannot tell."""
         return {}
+
+    def edge_error_s(self) -> float:
+        """Seconds of uncertainty a window gets from its two edges (a counter's refresh
+        interval, an HTTP round trip...): at constant power a window of ``T`` seconds is off
+        by at most this over ``T``. 0 when negligible against the window (the default)."""
+        return 0.0
 
     def advice(self) -> str | None:
         """Once per session at most: advice about this host that affects every measurement

@@ -373,9 +373,13 @@ class NvmlSensor(Sensor):
         return {uuid: set(pids) for uuid, pids in gpu_processes(self._nvml).items()}
 
     def min_window_s(self) -> float:
+        return self.updates_per_window * self.edge_error_s()
+
+    def edge_error_s(self) -> float:
+        """The counter's update period: a read at a window's edge may be that old."""
         self._calibrate()
         periods = [gpu.period_s or self.assumed_period_s for gpu in self._gpus]
-        return self.updates_per_window * max(periods, default=self.assumed_period_s)
+        return max(periods, default=self.assumed_period_s)
 
     # -- devices -------------------------------------------------------------------------
 

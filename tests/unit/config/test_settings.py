@@ -47,6 +47,8 @@ ALLOWED = (
     "max_watts",
     "min_tokens_per_second",
     "max_latency",
+    "gpus",
+    "hosts",
     "canary",
 )
 

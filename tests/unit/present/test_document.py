@@ -58,6 +58,7 @@ def test_json_document_round_trips_through_dump_json() -> None:
         "canary": False,
         "failures": [],
         "notes": ["better"],
+        "instrument_bound": None,
     }
     # the run order, for judging the document again offline
     assert [e["order"] for e in doc["measurements"].values()] == [0, 1, 2]

@@ -63,7 +63,7 @@ def test_unknown_name_lists_known_names() -> None:
         select("nvlm", SensorOptions())
     text = str(info.value)
     assert "'nvlm'" in text
-    assert "choose one of: auto, cpu-estimate, nvml, rapl, sim" in text
+    assert "choose one of: auto, cpu-estimate, dcgm-exporter, nvml, prometheus, rapl, sim" in text
 
 
 def test_unknown_name_lists_extra_sensors_too() -> None:
@@ -72,11 +72,15 @@ def test_unknown_name_lists_extra_sensors_too() -> None:
 
 
 def test_known_names() -> None:
-    assert known_names() == ["auto", "cpu-estimate", "nvml", "rapl", "sim"]
+    assert known_names() == [
+        "auto", "cpu-estimate", "dcgm-exporter", "nvml", "prometheus", "rapl", "sim",
+    ]  # fmt: skip
     assert known_names({"zz": Working, "sim": Working}) == [
         "auto",
         "cpu-estimate",
+        "dcgm-exporter",
         "nvml",
+        "prometheus",
         "rapl",
         "sim",
         "zz",
@@ -142,7 +146,9 @@ def test_extra_overrides_nothing_builtin_unless_named() -> None:
 def test_entry_point_sensor_selectable_and_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sensors, "_entry_point_factories", lambda: {"ep": lambda: Working})
     assert "ep" in known_names()
-    assert known_names() == ["auto", "cpu-estimate", "ep", "nvml", "rapl", "sim"]
+    assert known_names() == [
+        "auto", "cpu-estimate", "dcgm-exporter", "ep", "nvml", "prometheus", "rapl", "sim",
+    ]  # fmt: skip
     selection = select("ep", SensorOptions())
     assert isinstance(selection.sensor, Working)
     assert selection.sensor.is_open
