@@ -102,7 +102,8 @@ def tpw_meter(
     for m in meter.measurements:
         if m.complete:  # a test that failed inside a measurement records nothing of it
             j = judgements.get(m.key)
-            warn(item, [*m.warnings, *(j.warnings if j is not None else [])])
+            # a pending verdict's warnings come with its final outcome, at the end of the run
+            warn(item, [*m.warnings, *(j.warnings if j is not None and not j.pending else [])])
     if not item.stash.get(CALL_FAILED_KEY, False):
         meter.check_finished()
 

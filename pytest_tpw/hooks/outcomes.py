@@ -17,6 +17,7 @@ This module may import pytest; the decisions themselves live in :mod:`pytest_tpw
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,8 @@ class Deferrals:
         log(item, reports)
 
     def release(self) -> None:
-        """Log every held test with its final outcome (after the judge finished the run)."""
+        """Log every held test with its final outcome (after the judge finished the run),
+        and the warnings its final verdicts carry (why an interval is too wide...)."""
         held, self.held = self.held, []
         for h in held:
             judgements = h.item.stash.get(JUDGEMENTS_KEY, {})
@@ -69,6 +71,27 @@ class Deferrals:
                 if report.when == "teardown":
                     attach_properties(h.item, report, self.sensor)
             log(h.item, h.reports)
+            record_warnings(h.item, [w for j in judgements.values() for w in j.warnings])
+
+
+def record_warnings(item: pytest.Item, texts: Sequence[str]) -> None:
+    """Warnings of a test whose verdicts were decided after it ran: handed to pytest's
+    warnings summary as if the test had raised them, attributed to the test."""
+    from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
+
+    path, line, _ = item.location
+    for text in texts:
+        message = warnings.WarningMessage(
+            TpwMeasurementWarning(text), TpwMeasurementWarning, path, (line or 0) + 1
+        )
+        item.ihook.pytest_warning_recorded.call_historic(  # a historic hook in pytest
+            kwargs={
+                "warning_message": message,
+                "when": "runtest",
+                "nodeid": item.nodeid,
+                "location": None,
+            }
+        )
 
 
 def pending(item: pytest.Item) -> bool:

@@ -53,6 +53,7 @@ def verdicts(result: pytest.RunResult) -> dict[str, str]:
         if (
             first.startswith("test_fdr.py::")
             and not first.endswith(":")
+            and len(line.split()) > 2  # not a test's heading in the warnings summary
             and " PASSED" not in line
             and " FAILED" not in line
         ):
