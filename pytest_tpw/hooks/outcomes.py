@@ -71,24 +71,25 @@ class Deferrals:
                 if report.when == "teardown":
                     attach_properties(h.item, report, self.sensor)
             log(h.item, h.reports)
-            record_warnings(h.item, [w for j in judgements.values() for w in j.warnings])
+            path, line, _ = h.item.location
+            texts = [w for j in judgements.values() for w in j.warnings]
+            record_warnings(h.item.ihook, h.item.nodeid, path, (line or 0) + 1, texts)
 
 
-def record_warnings(item: pytest.Item, texts: Sequence[str]) -> None:
+def record_warnings(hook: Any, nodeid: str, path: str, line: int, texts: Sequence[str]) -> None:
     """Warnings of a test whose verdicts were decided after it ran: handed to pytest's
     warnings summary as if the test had raised them, attributed to the test."""
     from pytest_tpw.hooks.warning_types import TpwMeasurementWarning
 
-    path, line, _ = item.location
     for text in texts:
         message = warnings.WarningMessage(
-            TpwMeasurementWarning(text), TpwMeasurementWarning, path, (line or 0) + 1
+            TpwMeasurementWarning(text), TpwMeasurementWarning, path, line
         )
-        item.ihook.pytest_warning_recorded.call_historic(  # a historic hook in pytest
+        hook.pytest_warning_recorded.call_historic(  # a historic hook in pytest
             kwargs={
                 "warning_message": message,
                 "when": "runtest",
-                "nodeid": item.nodeid,
+                "nodeid": nodeid,
                 "location": None,
             }
         )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_tpw.hooks.outcomes import add_properties, fail_report
+from pytest_tpw.hooks.outcomes import add_properties, fail_report, record_warnings
 from pytest_tpw.host.pinning import PinningError, check_capacity, visible_devices
 from pytest_tpw.run.roles import Worker
 
@@ -98,6 +98,7 @@ class HeldWorkerReports:
 
     def __init__(self, dsession: Any, tpw_session: TpwSession) -> None:
         self.session = tpw_session
+        self.hook = dsession.config.hook
         self.original: dict[str, Callable[..., None]] = {}
         for name in _LOG_EVENTS:
             self.original[name] = getattr(dsession, name)
@@ -162,6 +163,8 @@ class HeldWorkerReports:
                 elif report.when == "teardown":
                     add_properties(report, self.session.results_of(nodeid), judgements, sensor)
             self._log(events)
+            texts = [w for j in judgements for w in j.warnings]
+            record_warnings(self.hook, nodeid, nodeid.split("::", 1)[0], 0, texts)
         left, self.open = list(self.open.values()), {}
         for events in left:
             self._log(events)

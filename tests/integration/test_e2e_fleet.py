@@ -184,3 +184,20 @@ def test_a_drop_within_the_instrument_bound_is_not_a_regression(
         entry = doc["measurements"]["test_drop.py::test_a"]
         assert entry["verdict"] == verdict
         assert (entry["comparison"]["instrument_bound"] is not None) == bounded
+
+
+def test_under_xdist_a_held_verdicts_warning_reaches_the_summary(
+    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller decides held verdicts at the end of the run: their warnings (here the
+    instrument bound's) still reach pytest's warnings summary."""
+    pytest.importorskip("xdist")
+    tpwtester.makeconftest(EDGY)
+    tpwtester.makepyfile(test_drop=DROP)
+    common = ("--tpw", "--tpw-sensor", "edgy", "-o", "tpw_sim_noise=0.002", "--tpw-rounds", "6")
+    tpwtester.runpytest(*common, "--tpw-record").assert_outcomes(passed=1)
+    tpwtester.runpytest(*common, "--tpw-record").assert_outcomes(passed=1)
+    monkeypatch.setenv("EDGE_S", "0.2")
+    result = tpwtester.runpytest_subprocess(*common, "-o", "tpw_sim_watts=340", "-n", "2")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_drop.py::test_a: INCONCLUSIVE: the drop (1*%) is within*"])
