@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -87,8 +87,16 @@ def served_models(
         manager.register(ServerDeaths(), "tpw-server-deaths")
     servers = Servers(sensor, tmp_path)
     request.node.stash[SERVERS_KEY] = servers
+
+    def start(
+        *args: Any, gpus: int | None = None, hosts: Sequence[str] | None = None, **kwargs: Any
+    ) -> ServedModel:
+        if gpus is not None or hosts is not None:
+            spans_of(request.node, gpus, hosts)
+        return servers.start(*args, **kwargs)
+
     try:
-        yield servers.start
+        yield start
     finally:
         # a death the call's report did not show (it came after the test body): an error
         late = [] if servers.deaths_reported else servers.deaths()
@@ -98,3 +106,27 @@ def served_models(
         warn(request.node, servers.warnings)
     if late:
         pytest.fail("\n\n".join(f"pytest-tpw: {d}" for d in late), pytrace=False)
+
+
+def spans_of(item: pytest.Item, gpus: int | None, hosts: Sequence[str] | None) -> None:
+    """``tpw_server(..., gpus=N, hosts=[...])``: what the served deployment spans, checked in
+    every window of the test as the marker's ``gpus``/``hosts`` are (nothing to check when
+    the run does not measure)."""
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
+        raise TypeError(f"tpw_server(gpus=...) must be an integer >= 1, got {gpus!r}")
+    if hosts is not None and (
+        isinstance(hosts, str) or not hosts or not all(isinstance(h, str) and h for h in hosts)
+    ):
+        raise TypeError(f"tpw_server(hosts=...) must be a list of host names, got {hosts!r}")
+    from pytest_tpw.hooks.measuring import METER_KEY
+
+    meter = item.stash.get(METER_KEY, None)
+    if meter is None:
+        return
+    from pytest_tpw.measure.window import Spans
+
+    before = meter.runner.spans or Spans()
+    meter.runner.spans = Spans(
+        gpus if gpus is not None else before.gpus,
+        tuple(hosts) if hosts is not None else before.hosts,
+    )

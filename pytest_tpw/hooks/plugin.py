@@ -180,7 +180,9 @@ def tpw_server(
     with ``model.client()`` (``openai.OpenAI``) or ``model.async_client()`` inside ``tpw(...)``
     and count tokens from the responses' usage (``pytest_tpw.count.openai_tokens``). Every
     server stops at the end of the test, pass or fail; its log tail goes to the report.
-    Without ``--tpw`` the server runs and nothing is measured.
+    ``gpus=N`` and ``hosts=[...]`` say what the deployment spans: a window that measured
+    less fails (as the marker's ``gpus``/``hosts``). Without ``--tpw`` the server runs and
+    nothing is measured.
     """
     from pytest_tpw.hooks.fixtures import served_models
 

@@ -201,3 +201,40 @@ def test_under_xdist_a_held_verdicts_warning_reaches_the_summary(
     result = tpwtester.runpytest_subprocess(*common, "-o", "tpw_sim_watts=340", "-n", "2")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_drop.py::test_a: INCONCLUSIVE: the drop (1*%) is within*"])
+
+
+SERVED = """
+import os, sys, time
+
+SERVE = '''
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+'''
+
+def test_served(tpw, tpw_server):
+    tpw_server([sys.executable, "-c", SERVE, "{port}"], gpus=int(os.environ["GPUS"]))
+    tpw(time.sleep, 0.05, tokens=100)
+"""
+
+
+@pytest.mark.parametrize(("gpus", "passed"), [(3, True), (4, False)])
+def test_tpw_server_states_what_its_deployment_spans(
+    pytester: pytest.Pytester,
+    exporters: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    gpus: int,
+    passed: bool,
+) -> None:
+    monkeypatch.setenv("GPUS", str(gpus))
+    pytester.makepyfile(test_served=SERVED)
+    result = pytester.runpytest(*args(exporters))
+    result.assert_outcomes(passed=int(passed), failed=int(not passed))
+    if not passed:
+        assert "the window measured 3 GPU(s) of the 4 it spans (gpus=4)" in result.stdout.str()
