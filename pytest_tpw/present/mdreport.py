@@ -261,6 +261,12 @@ def sensor_line(doc: Mapping[str, Any]) -> str:
     provenance = str(sensor.get("provenance") or "unknown")
     said = PROVENANCE_TEXT.get(provenance) or code(provenance)
     line = f"**Sensor:** {code(str(name))}{method}; joules {said}."
+    edge = _float(sensor.get("edge_error_s"))
+    if edge:
+        line += (
+            f" Window edges uncertain by {edge:.3g} s: a drop within a test's instrument "
+            "bound is not counted as a regression."
+        )
     return line if provenance == "measured" else f"> [!WARNING]\n> {line}"
 
 

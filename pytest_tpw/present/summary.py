@@ -151,6 +151,7 @@ def notes(run: RunState, extra: Sequence[str] = ()) -> list[str]:
                 "logs) those tests itself, so their verdicts cannot wait for the rest of the run"
             )
     lines += limits(every)
+    lines += bound_line(every, run.shares[run.hardware_key].judge.edge_error_s)
     lines += warning_counts(run)
     own = run.shares[run.hardware_key]
     judge = own.judge
@@ -170,6 +171,19 @@ def notes(run: RunState, extra: Sequence[str] = ()) -> list[str]:
             "waits were outside the windows"
         )
     return [*lines, *extra]
+
+
+def bound_line(judgements: Sequence[Judgement], edge_error_s: float) -> list[str]:
+    """The instrument's bound, when the sensor states an edge error: how large it was for
+    the compared tests, and what it means for their verdicts."""
+    bounds = [j.instrument_bound for j in judgements if j.instrument_bound is not None]
+    if edge_error_s <= 0 or not bounds:
+        return []
+    return [
+        f"instrument bound: the sensor's window edges are uncertain by {edge_error_s:.3g} s, "
+        f"so a ratio may be off by {min(bounds):.1%} to {max(bounds):.1%} (compared tests); "
+        "a drop within it is never REGRESSED (docs/verdicts.md)"
+    ]
 
 
 #: At most this many tests are named per line of :func:`limits`.
