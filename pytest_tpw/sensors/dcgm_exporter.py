@@ -16,12 +16,11 @@ from __future__ import annotations
 import itertools
 import time
 import urllib.parse
-from collections.abc import Sequence
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
 from pytest_tpw.sensors import remote
-from pytest_tpw.sensors.base import Capabilities, Provenance, Sensor, WindowEnergy
+from pytest_tpw.sensors.base import WindowEnergy
 
 #: Seconds between polls while learning the collect interval.
 POLL_S = 0.02
@@ -47,9 +46,8 @@ def metrics_url(url: str) -> str:
     return url
 
 
-class DcgmExporterSensor(Sensor):
+class DcgmExporterSensor(remote.RemoteGpus):
     name = "dcgm-exporter"
-    provenance: Provenance = "measured"
 
     def open(self) -> None:
         if not self.options.urls:
@@ -141,15 +139,6 @@ class DcgmExporterSensor(Sensor):
 
     # -- windows -------------------------------------------------------------------------
 
-    def domains(self) -> Sequence[str]:
-        return [g.domain for g in self._gpus]
-
-    def min_window_s(self) -> float:
-        return remote.min_window(self.interval_s, self.rtt_s)
-
-    def edge_error_s(self) -> float:
-        return remote.edge_bound(self.interval_s, self.rtt_s)
-
     def begin(self) -> object:
         values, rtts = self._read_all()
         return (time.perf_counter(), values, max(rtts))
@@ -194,17 +183,8 @@ class DcgmExporterSensor(Sensor):
         return {
             "urls": list(self._urls),
             "select": list(self.options.select),
-            "gpus": [{"host": g.host, "uuid": g.uuid, "model": g.model} for g in self._gpus],
+            "gpus": self.gpus_json(),
             "interval_s": self.interval_s,
             "interval_source": self.interval_source,
             "rtt_s": round(self.rtt_s, 6),
         }
-
-    def hardware(self) -> tuple[str, ...]:
-        return tuple(g.model for g in self._gpus)
-
-    def lock_ids(self) -> tuple[str, ...]:
-        return tuple(f"dcgm:{g.host}/{g.uuid}" for g in self._gpus)
-
-    def capabilities(self) -> Capabilities:
-        return Capabilities(tuple(g.uuid for g in self._gpus), "device", True)

@@ -18,12 +18,11 @@ import itertools
 import math
 import time
 import urllib.parse
-from collections.abc import Sequence
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
 from pytest_tpw.sensors import remote
-from pytest_tpw.sensors.base import Capabilities, Provenance, Sensor, WindowEnergy
+from pytest_tpw.sensors.base import WindowEnergy
 
 #: Seconds of stored samples read at start to learn the interval.
 LEARN_S = 30.0
@@ -61,9 +60,8 @@ def counter_at(samples: Series, t: float) -> float | None:
     return corrected[-1][1]
 
 
-class PrometheusSensor(Sensor):
+class PrometheusSensor(remote.RemoteGpus):
     name = "prometheus"
-    provenance: Provenance = "measured"
 
     def open(self) -> None:
         if len(self.options.urls) != 1:
@@ -168,15 +166,6 @@ class PrometheusSensor(Sensor):
 
     # -- windows -----------------------------------------------------------------------------
 
-    def domains(self) -> Sequence[str]:
-        return [g.domain for g in self._gpus]
-
-    def min_window_s(self) -> float:
-        return remote.min_window(self.interval_s, self.rtt_s)
-
-    def edge_error_s(self) -> float:
-        return remote.edge_bound(self.interval_s, self.rtt_s)
-
     def begin(self) -> object:
         return (time.time(), time.perf_counter())
 
@@ -220,16 +209,7 @@ class PrometheusSensor(Sensor):
         return {
             "url": self._url,
             "select": list(self.options.select),
-            "gpus": [{"host": g.host, "uuid": g.uuid, "model": g.model} for g in self._gpus],
+            "gpus": self.gpus_json(),
             "interval_s": self.interval_s,
             "interval_source": self.interval_source,
         }
-
-    def hardware(self) -> tuple[str, ...]:
-        return tuple(g.model for g in self._gpus)
-
-    def lock_ids(self) -> tuple[str, ...]:
-        return tuple(f"dcgm:{g.host}/{g.uuid}" for g in self._gpus)
-
-    def capabilities(self) -> Capabilities:
-        return Capabilities(tuple(g.uuid for g in self._gpus), "device", True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.sensors.base import Capabilities, Provenance, Sensor
 
 #: The energy counter, in mJ.
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
@@ -201,11 +202,44 @@ def host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
+class RemoteGpus(Sensor):
+    """What both remote sensors are once open: GPUs named by host and UUID, a refresh
+    interval and a round trip, from which the shortest window and the edge error follow."""
+
+    provenance: Provenance = "measured"
+    _gpus: list[Gpu]
+    interval_s: float
+    interval_source: str
+    rtt_s: float
+
+    def domains(self) -> Sequence[str]:
+        return [g.domain for g in self._gpus]
+
+    def min_window_s(self) -> float:
+        return min_window(self.interval_s, self.rtt_s)
+
+    def edge_error_s(self) -> float:
+        return edge_bound(self.interval_s, self.rtt_s)
+
+    def gpus_json(self) -> list[dict[str, str]]:
+        return [{"host": g.host, "uuid": g.uuid, "model": g.model} for g in self._gpus]
+
+    def hardware(self) -> tuple[str, ...]:
+        return tuple(g.model for g in self._gpus)
+
+    def lock_ids(self) -> tuple[str, ...]:
+        return tuple(f"dcgm:{g.host}/{g.uuid}" for g in self._gpus)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(tuple(g.uuid for g in self._gpus), "device", True)
+
+
 __all__ = [
     "ENERGY_METRIC",
     "LABELS",
     "LONGEST_WINDOW_S",
     "Gpu",
+    "RemoteGpus",
     "check_interval",
     "edge_bound",
     "gpu_of",
