@@ -163,11 +163,12 @@ class DcgmExporterSensor(remote.RemoteGpus):
                 )
                 continue
             out.joules[gpu.domain] = (after[gpu] - before[gpu]) / 1000.0
-        if missing:
-            out.warnings.append(
-                f"dcgm-exporter: {len(missing)} GPU(s) gave no reading at an edge of this "
-                f"window: {', '.join(missing)}"
+        if missing:  # a window without some of its GPUs would undercount: not used
+            reason = (
+                f"{len(missing)} GPU(s) gave no reading at an edge of this window: "
+                f"{', '.join(missing)}"
             )
+            out.invalid = reason if out.invalid is None else f"{out.invalid}; {reason}"
         bound = remote.edge_bound(self.interval_s, rtt)
         out.state = {
             "gpus": len(out.joules),

@@ -190,10 +190,10 @@ class PrometheusSensor(remote.RemoteGpus):
                 missing.append(f"{gpu.host}/{gpu.uuid}")
                 continue
             out.joules[gpu.domain] = max(stop - start, 0.0) / 1000.0
-        if missing:
-            out.warnings.append(
-                f"prometheus: no samples around an edge of this window for {len(missing)} "
-                f"GPU(s): {', '.join(missing)} (scraped too rarely, or a target is down)"
+        if missing:  # a window without some of its GPUs would undercount: not used
+            out.invalid = (
+                f"no samples around an edge of this window for {len(missing)} GPU(s): "
+                f"{', '.join(missing)} (scraped too rarely, or a target is down)"
             )
         bound = remote.edge_bound(self.interval_s, self.rtt_s)
         out.state = {

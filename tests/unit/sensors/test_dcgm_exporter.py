@@ -131,3 +131,13 @@ def test_an_exporter_lost_during_a_window_leaves_its_gpus_out_and_says_so() -> N
         second_stack.close()  # node2's exporter goes away
         with pytest.raises(SensorError, match=r"cannot read dcgm-exporter metrics at"):
             s.end(token)
+
+
+def test_a_gpu_gone_at_an_edge_discards_the_window_rather_than_undercount() -> None:
+    exporter = Exporter([FakeGpu("GPU-a", 300.0), FakeGpu("GPU-b", 100.0, 1)])
+    with exporting(exporter) as url:
+        s = sensor((url,), interval_s=0.1)
+        token = s.begin()
+        exporter.gpus.pop()  # its series is gone from the exporter
+        energy = s.end(token)
+    assert energy.invalid is not None and "GPU-b" in energy.invalid
