@@ -17,6 +17,7 @@ taken under different loads, bad usage.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,6 +85,15 @@ class Side:
 
     def sensor(self, field: str) -> str | None:
         return results.text(results.mapping(self.environment, "sensor").get(field))
+
+    @property
+    def edge_error_s(self) -> float:
+        """The edge error of the sensor that measured this file (0 when it states none)."""
+        value = results.mapping(self.environment, "sensor").get("edge_error_s")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return 0.0
+        number = float(value)
+        return number if math.isfinite(number) and number > 0 else 0.0
 
     @property
     def software(self) -> dict[str, Any]:
@@ -336,6 +346,7 @@ def run(
         settings,
         b.software,
         focus,
+        edge_error_s=b.edge_error_s,
     )
     print(f"A (reference): {a_path}\nB (candidate): {b_path}")
     for note in notes:

@@ -40,11 +40,13 @@ def replay(
     settings: Settings,
     software: Mapping[str, Any],
     focus: Sequence[str] | None = None,
+    edge_error_s: float = 0.0,
 ) -> Judge:
     """Judge ``candidates`` (in run order) against ``stored`` as a run would; returns the
     finished judge (its ``judgements`` and ``run_wide``). ``focus``: the stored
-    measurements the run compared and learned its prior from (None: all of ``stored``)."""
-    judge = Judge(settings, stored, hardware_key, software=software)
+    measurements the run compared and learned its prior from (None: all of ``stored``);
+    ``edge_error_s``: the run's sensor's edge error (its instrument bound)."""
+    judge = Judge(settings, stored, hardware_key, software=software, edge_error_s=edge_error_s)
     if focus is not None:
         judge.focus(focus)
     taken = []

@@ -6,12 +6,14 @@ measured under load with the exporters' counters."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
+from pytest_tpw.cli import main as cli
 from tests.fakes.dcgm_exporter import Exporter, FakeGpu, exporting
 from tests.fakes.openai_stream import serving
 
@@ -158,7 +160,9 @@ def test_a(tpw):
 
 
 def test_a_drop_within_the_instrument_bound_is_not_a_regression(
-    tpwtester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    tpwtester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The same 12 % drop (sim watts 300 -> 340): REGRESSED with an exact sensor, and
     INCONCLUSIVE, saying why, with one whose edges are uncertain by more than that."""
@@ -167,6 +171,9 @@ def test_a_drop_within_the_instrument_bound_is_not_a_regression(
     common = ("--tpw", "--tpw-sensor", "edgy", "-o", "tpw_sim_noise=0.002", "--tpw-rounds", "6")
     tpwtester.runpytest(*common, "--tpw-record").assert_outcomes(passed=1)
     tpwtester.runpytest(*common, "--tpw-record").assert_outcomes(passed=1)
+    # sessions are dated to the second, and compare leaves out a stored session dated as
+    # the run it judges (that run's own): the compared runs start a second later
+    time.sleep(1.1)
     exact = tpwtester.runpytest(*common, "-o", "tpw_sim_watts=340", "--tpw-json", "a.json")
     exact.assert_outcomes(failed=1)
     monkeypatch.setenv("EDGE_S", "0.2")  # windows of about 20 ms: a bound far above 12 %
@@ -178,6 +185,7 @@ def test_a_drop_within_the_instrument_bound_is_not_a_regression(
          "*test_drop.py::test_a: INCONCLUSIVE: the drop (1*%) is within the sensor's "
          "instrument bound (±*%: its readings at a window's edges are uncertain by 0.2 s)*"]
     )  # fmt: skip
+    stored = tpwtester.path / ".tpw" / "sim-x1.json"
     for name, verdict, bounded in (
         ("a.json", "REGRESSED", False),
         ("b.json", "INCONCLUSIVE", True),
@@ -186,6 +194,11 @@ def test_a_drop_within_the_instrument_bound_is_not_a_regression(
         entry = doc["measurements"]["test_drop.py::test_a"]
         assert entry["verdict"] == verdict
         assert (entry["comparison"]["instrument_bound"] is not None) == bounded
+        # compare judges the file again with the same bound: the verdict the run printed
+        capsys.readouterr()
+        cli.main(["compare", str(stored), str(tpwtester.path / name)])
+        row = [line for line in capsys.readouterr().out.splitlines() if "test_drop.py" in line]
+        assert row and row[0].split()[-1] == verdict, row
 
 
 def test_under_xdist_a_held_verdicts_warning_reaches_the_summary(
