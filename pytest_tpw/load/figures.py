@@ -147,12 +147,6 @@ class LoadFigures:
         if gross_joules is not None:
             self.gross_joules.append(gross_joules)
 
-    def shape_text(self) -> str:
-        """``concurrency 8`` or ``rate 2.5/s``."""
-        if self.shape.get("concurrency") is not None:
-            return f"concurrency {self.shape['concurrency']}"
-        return f"rate {self.shape.get('rate')}/s"
-
     @property
     def requests(self) -> int:
         return sum(w.requests for w in self.windows)

@@ -103,13 +103,6 @@ class LoadShape:
             seed=int(seed),
         )
 
-    @property
-    def load_text(self) -> str:
-        """``concurrency 8`` or ``rate 2.5/s``."""
-        if self.concurrency is not None:
-            return f"concurrency {self.concurrency}"
-        return f"rate {self.rate:g}/s"
-
     def to_json(self) -> dict[str, Any]:
         """The shape as a baseline and the results file store it (prompts by digest)."""
         out: dict[str, Any] = (
@@ -129,6 +122,13 @@ class LoadShape:
 #: The fields that must agree for two loads to be compared (a rate's seed need not: it
 #: draws other arrival times from the same process).
 COMPARED = ("concurrency", "rate", "prompts", "n_prompts", "max_tokens", "endpoint")
+
+
+def load_text(shape: Mapping[str, Any]) -> str:
+    """A stored shape's load in words: ``concurrency 8`` or ``rate 2.5/s``."""
+    if shape.get("concurrency") is not None:
+        return f"concurrency {shape['concurrency']}"
+    return f"rate {shape.get('rate')}/s"
 
 
 def shape_changes(stored: Mapping[str, Any] | None, now: Mapping[str, Any] | None) -> list[str]:
@@ -158,6 +158,7 @@ __all__ = [
     "Endpoint",
     "LoadError",
     "LoadShape",
+    "load_text",
     "prompt_digest",
     "shape_changes",
 ]

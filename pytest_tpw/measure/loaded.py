@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_tpw.errors import MeasurementError
 from pytest_tpw.load.plan import LoadPlan
+from pytest_tpw.load.shape import load_text
 
 if TYPE_CHECKING:
     from pytest_tpw.load.driver import Edges, LoadRun
@@ -208,7 +209,7 @@ def load_warnings(key: str, figures: LoadFigures) -> list[str]:
         first = figures.first_error(next(iter(kinds)))
         out.append(
             f"{key}: {figures.errors} of {figures.requests} requests failed under "
-            f"{figures.shape_text()} ({listed}; the first: {first}). Failed requests add no "
+            f"{load_text(figures.shape)} ({listed}; the first: {first}). Failed requests add no "
             "tokens and no latency; the energy they used stays in the windows"
         )
     cut = [w.cut_short for w in figures.windows if w.cut_short]

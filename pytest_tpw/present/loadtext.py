@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_tpw.load.shape import load_text
+
 #: Latency rows: (JSON name, label).
 LATENCY_LABELS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E"))
 
@@ -25,10 +27,9 @@ def seconds(value: Any) -> str:
 
 def shape_text(load: Mapping[str, Any]) -> str:
     """``concurrency 8`` or ``rate 2.5/s (seed 1)``, with the output length."""
-    if load.get("concurrency") is not None:
-        head = f"concurrency {load['concurrency']}"
-    else:
-        head = f"rate {load.get('rate')}/s (seed {load.get('seed')})"
+    head = load_text(load)
+    if load.get("concurrency") is None:
+        head += f" (seed {load.get('seed')})"
     return f"{head}, {load.get('max_tokens')} output tokens, {load.get('endpoint')}"
 
 

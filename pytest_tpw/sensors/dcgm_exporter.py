@@ -14,6 +14,7 @@ and refuses an interval too coarse for the tolerance even over a 60 s window.
 from __future__ import annotations
 
 import itertools
+import statistics
 import time
 import urllib.parse
 from typing import Any
@@ -134,7 +135,7 @@ class DcgmExporterSensor(remote.RemoteGpus):
                     f"{self.options.tolerance:.0%} tolerance. {FIX_INTERVAL}"
                 )
             gaps = [b - a for a, b in itertools.pairwise(changes)]
-            intervals.append(remote.median(gaps))
+            intervals.append(statistics.median(gaps))
         return max(intervals)
 
     # -- windows -------------------------------------------------------------------------

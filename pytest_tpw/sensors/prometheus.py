@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import time
 import urllib.parse
 from typing import Any
@@ -155,7 +156,7 @@ class PrometheusSensor(remote.RemoteGpus):
                 changed = [t for (t, v), (_, w) in zip(series[1:], series, strict=False) if v != w]
                 refreshes += [b - a for a, b in itertools.pairwise(changed)]
             if len(refreshes) >= 2:
-                return max(remote.median(spacings), remote.median(refreshes))
+                return max(statistics.median(spacings), statistics.median(refreshes))
             if time.monotonic() > deadline:
                 raise SensorUnavailable(
                     f"{self._url}: the GPUs' energy counters changed {len(refreshes)} time(s) "

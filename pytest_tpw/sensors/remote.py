@@ -192,12 +192,6 @@ def min_window(interval_s: float, rtt_s: float) -> float:
     return max(1.0, WINDOW_INTERVALS * edge_bound(interval_s, rtt_s))
 
 
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
@@ -247,7 +241,6 @@ __all__ = [
     "http_get",
     "http_json",
     "label",
-    "median",
     "min_window",
     "parse_exposition",
     "parse_select",

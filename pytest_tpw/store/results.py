@@ -121,13 +121,15 @@ def check(doc: Any, path: Path) -> dict[str, Any]:
 VERDICTS = frozenset(v.value for v in Verdict)
 
 
-def _positive(value: Any, where: str, name: str) -> None:
-    """``value`` is null, or a finite number > 0."""
+def _number(value: Any, where: str, name: str, *, zero: bool = False) -> None:
+    """``value`` is null, or a finite number > 0 (>= 0 with ``zero``)."""
     if value is None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(float(value)) and float(value) > 0):
-        raise ResultsError(f"{where}: {name} must be a finite number > 0, not {value!r}")
+    number = float(value) if ok else math.nan
+    if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
+        rule = ">= 0" if zero else "> 0"
+        raise ResultsError(f"{where}: {name} must be a finite number {rule}, not {value!r}")
 
 
 #: The ``load`` block's counts and figures, as a command reads them.
@@ -144,15 +146,6 @@ LATENCY_NAMES = ("ttft_s", "tpot_s", "e2e_s")
 LATENCY_PERCENTILES = ("p50", "p90", "p99")
 
 
-def _nonnegative(value: Any, where: str, name: str) -> None:
-    """``value`` is null, or a finite number >= 0."""
-    if value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(float(value)) and float(value) >= 0):
-        raise ResultsError(f"{where}: {name} must be a finite number >= 0, not {value!r}")
-
-
 def _check_load(entry: Mapping[str, Any], where: str) -> None:
     """A load measurement's ``load`` and ``latency`` blocks."""
     load = entry.get("load")
@@ -166,7 +159,7 @@ def _check_load(entry: Mapping[str, Any], where: str) -> None:
                     f"{where}: load.{name} must be a whole number >= 0, not {value!r}"
                 )
         for name in LOAD_FIGURES:
-            _nonnegative(load.get(name), where, f"load.{name}")
+            _number(load.get(name), where, f"load.{name}", zero=True)
         for name in LOAD_TEXTS:
             value = load.get(name)
             if value is not None and not isinstance(value, str):
@@ -188,7 +181,7 @@ def _check_load(entry: Mapping[str, Any], where: str) -> None:
         if not isinstance(block, dict):
             raise ResultsError(f"{where}: latency.{name} must be an object")
         for pct in LATENCY_PERCENTILES:
-            _nonnegative(block.get(pct), where, f"latency.{name}.{pct}")
+            _number(block.get(pct), where, f"latency.{name}.{pct}", zero=True)
 
 
 def _check_entry(entry: Mapping[str, Any], where: str) -> None:
@@ -214,13 +207,13 @@ def _check_entry(entry: Mapping[str, Any], where: str) -> None:
         if not isinstance(section, dict):
             raise ResultsError(f"{where}: {part} must be an object")
         for name in fields:
-            _positive(section.get(name), where, f"{part}.{name}")
+            _number(section.get(name), where, f"{part}.{name}")
         ci = section.get("ci")
         if ci is not None:
             if not (isinstance(ci, list) and len(ci) == 2):
                 raise ResultsError(f"{where}: {part}.ci must be [low, high] or null")
             for bound in ci:
-                _positive(bound, where, f"{part}.ci")
+                _number(bound, where, f"{part}.ci")
         n = section.get("n")
         if n is not None and not (type(n) is int and n >= 0):
             raise ResultsError(f"{where}: {part}.n must be a whole number >= 0, not {n!r}")

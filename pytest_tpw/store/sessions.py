@@ -187,16 +187,21 @@ class StoredSession:
         if data["commit"] is not None and not isinstance(data["commit"], str):
             commit = shorten(data["commit"])
             bad(f"malformed session: commit must be a string or null, not {commit}")
-        software = data["software"]
-        if not isinstance(software, dict):
-            bad(f"malformed session: software must be an object, not {shorten(software)}")
-        check_no_duplicates(software, f"{where}: software", fix)
-        for name, value in software.items():
-            if not is_scalar(value):
-                bad(
-                    f"malformed session: software {name!r} must be a string, number or null, "
-                    f"not {shorten(value)}"
-                )
+
+        def scalars(label: str, value: Any) -> dict[str, Any]:
+            """An object whose values are strings, numbers or null (software, load)."""
+            if not isinstance(value, dict):
+                bad(f"malformed session: {label} must be an object, not {shorten(value)}")
+            check_no_duplicates(value, f"{where}: {label}", fix)
+            for name, item in value.items():
+                if not is_scalar(item):
+                    bad(
+                        f"malformed session: {label} {name!r} must be a string, number or "
+                        f"null, not {shorten(item)}"
+                    )
+            return dict(value)
+
+        software = scalars("software", data["software"])
         raw = data["samples"]
         if not isinstance(raw, list) or not raw:
             bad(
@@ -233,23 +238,13 @@ class StoredSession:
                     )
                 values.append(number)
             samples.append((tokens, values[0], values[1]))
-        load = data.get("load")
-        if load is not None:
-            if not isinstance(load, dict):
-                bad(f"malformed session: load must be an object, not {shorten(load)}")
-            check_no_duplicates(load, f"{where}: load", fix)
-            for name, value in load.items():
-                if not is_scalar(value):
-                    bad(
-                        f"malformed session: load {name!r} must be a string, number or null, "
-                        f"not {shorten(value)}"
-                    )
+        load = None if data.get("load") is None else scalars("load", data["load"])
         return cls(
             date=data["date"],
             commit=data["commit"],
-            software=dict(software),
+            software=software,
             sensor=data["sensor"],
             provenance=data["provenance"],
             samples=samples,
-            load=None if load is None else dict(load),
+            load=load,
         )
