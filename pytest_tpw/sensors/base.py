@@ -36,6 +36,24 @@ class Capabilities:
     idle_power: bool
 
 
+@dataclass(frozen=True)
+class SensorHealth:
+    """What a sensor saw of its own counters, for the report's sensor-health block.
+
+    ``counter_advances``: checked at open that the counter (or power reading) moves while
+    the device is powered (None: not checked); ``update_period_s``: the counter's observed
+    refresh period (None: unknown or negligible); ``dropped_reads``: reads that failed or
+    were thrown away this session (a counter that went backwards, a wrap the counter's range
+    cannot explain, a failed power sample); ``notes``: anything else a reader should know.
+    The session adds what it measures itself: idle power and the windows judged invalid.
+    """
+
+    counter_advances: bool | None = None
+    update_period_s: float | None = None
+    dropped_reads: int = 0
+    notes: tuple[str, ...] = ()
+
+
 class FollowedWork(Protocol):
     """Work a sensor can follow (a served model): its root process and its processes now."""
 
@@ -138,7 +156,15 @@ class Sensor(abc.ABC):
         """Close the window opened by ``begin``: read again and return the energy used."""
 
     def describe(self) -> Mapping[str, Any]:
-        """Identity of what is measured, for the environment record (models, UUIDs, driver)."""
+        """Identity of what is measured, for the environment record (models, UUIDs, driver).
+
+        A device sensor lists its devices under ``"devices"``, one mapping each, with at
+        least ``name`` and, where the vendor API gives them, ``power_limit_w`` (the enforced
+        limit), ``max_power_w`` (the most the device can be set to draw) and
+        ``clocks_policy`` (a short text: locked/application clocks, power profile...). The
+        power limit and clocks policy are recorded with the software stack, so a change in
+        either shows as a stack change; ``max_power_w`` bounds the plausibility check.
+        """
         return {}
 
     def hardware(self) -> tuple[str, ...]:
@@ -173,6 +199,10 @@ class Sensor(abc.ABC):
         interval, an HTTP round trip...): at constant power a window of ``T`` seconds is off
         by at most this over ``T``. 0 when negligible against the window (the default)."""
         return 0.0
+
+    def health(self) -> SensorHealth:
+        """The sensor's view of its own counters so far (see :class:`SensorHealth`)."""
+        return SensorHealth()
 
     def advice(self) -> str | None:
         """Once per session at most: advice about this host that affects every measurement

@@ -33,6 +33,7 @@ from pytest_tpw.sensors.base import (
     SensorOptions,
     WindowEnergy,
 )
+from pytest_tpw.sensors.sampling import PowerSampler, wait_event
 
 COUNTER = "counter"
 INSTANT_FIELD = "instant-field"
@@ -77,10 +78,6 @@ _VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal"
 
 _NVML_ARCH_AMPERE = 7  # nvmlDeviceArchitecture_t; GetPowerUsage is a 1 s average from here on
 _GA100_NAMES = ("A100", "A30")  # GA100 boards: instantaneous GetPowerUsage despite Ampere
-
-
-def _wait_event(event: threading.Event, seconds: float) -> bool:
-    return event.wait(seconds)
 
 
 def _import_pynvml() -> Any:
@@ -213,68 +210,6 @@ def _reason_names(mask: int) -> list[str]:
     return [name for bit, name in REASON_BITS.items() if mask & bit]
 
 
-def _trapezoid_joules(samples: Sequence[tuple[float, float]]) -> float:
-    """Energy of (seconds, milliwatts) samples, by the trapezoidal rule, in joules."""
-    pairs = itertools.pairwise(samples)
-    return sum((p0 + p1) / 2.0 * (t1 - t0) for (t0, p0), (t1, p1) in pairs) / 1000.0
-
-
-class _PowerSampler:
-    """Samples instant power of some GPUs on a thread while one window is open."""
-
-    def __init__(
-        self,
-        read: Callable[[_Gpu], float],
-        gpus: Sequence[_Gpu],
-        clock: Callable[[], float],
-        wait: Callable[[threading.Event, float], bool],
-        interval_s: float,
-    ) -> None:
-        self._read, self._gpus, self._clock = read, gpus, clock
-        self._wait, self._interval_s = wait, interval_s
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        #: The GPU whose read failed on the thread, if one did.
-        self.failed: _Gpu | None = None
-        self.samples: dict[str, list[tuple[float, float]]] = {g.domain: [] for g in gpus}
-        self._thread = threading.Thread(target=self._run, name="tpw-nvml-power", daemon=True)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def start(self) -> None:
-        self.sample()
-        self._thread.start()
-
-    def sample(self) -> None:
-        for gpu in self._gpus:
-            t0 = self._clock()
-            try:
-                milliwatts = self._read(gpu)
-            except BaseException:
-                self.failed = gpu
-                raise
-            self.samples[gpu.domain].append(((t0 + self._clock()) / 2.0, milliwatts))
-
-    def _run(self) -> None:
-        try:
-            while not self._wait(self._stop, self._interval_s):
-                self.sample()
-        except BaseException as exc:  # re-raised in the main thread by stop()
-            self._error = exc
-
-    def stop(self, final_sample: bool = True) -> None:
-        """Stop the thread, then take the closing sample; re-raise what the thread hit."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if final_sample:
-            self.sample()
-
-
 @dataclass
 class _Window:
     """What ``begin`` read, for ``end``."""
@@ -284,7 +219,7 @@ class _Window:
     temperature: dict[str, int | None]
     reasons: dict[str, int | None]
     pids: dict[str, set[int]]
-    sampler: _PowerSampler | None
+    sampler: PowerSampler | None
 
 
 class NvmlSensor(Sensor):
@@ -311,7 +246,7 @@ class NvmlSensor(Sensor):
         #: Time source, sleep and event wait; tests point them at a fake clock.
         self.clock: Callable[[], float] = time.perf_counter
         self.sleep: Callable[[float], None] = time.sleep
-        self.wait: Callable[[threading.Event, float], bool] = _wait_event
+        self.wait: Callable[[threading.Event, float], bool] = wait_event
         #: The processes whose use of a measured GPU is the measured work (this one, and a
         #: served model's process tree while the sensor follows it: :meth:`follow`).
         self.own_pids: Callable[[], set[int]] = lambda: {os.getpid()}
@@ -590,11 +525,19 @@ class NvmlSensor(Sensor):
     def _counter_gpus(self) -> list[_Gpu]:
         return [gpu for gpu in self._gpus if gpu.source == COUNTER]
 
-    def _start_sampler(self) -> _PowerSampler | None:
+    def _start_sampler(self) -> PowerSampler | None:
         gpus = [gpu for gpu in self._gpus if gpu.source != COUNTER]
         if not gpus:
             return None
-        sampler = _PowerSampler(self._power_mw, gpus, self.clock, self.wait, self.sample_interval_s)
+        by_domain = {gpu.domain: gpu for gpu in gpus}
+        sampler = PowerSampler(
+            lambda domain: self._power_mw(by_domain[domain]) / 1000.0,
+            list(by_domain),
+            self.clock,
+            self.wait,
+            self.sample_interval_s,
+            name="tpw-nvml-power",
+        )
         with self._device_errors(gpus[0], "reading instant power at the start of a window"):
             sampler.start()
         return sampler
@@ -630,17 +573,16 @@ class NvmlSensor(Sensor):
             return
         out.joules[gpu.domain] = (end_mj - start_mj) / 1000.0
 
-    def _integrated_joules(self, sampler: _PowerSampler | None, out: WindowEnergy) -> None:
+    def _integrated_joules(self, sampler: PowerSampler | None, out: WindowEnergy) -> None:
         if sampler is None:
             return
         try:
             sampler.stop()
         except self._nvml.NVMLError:
-            gpu = sampler.failed or next(g for g in self._gpus if g.domain in sampler.samples)
+            gpu = next(g for g in self._gpus if g.domain == (sampler.failed or g.domain))
             with self._device_errors(gpu, "sampling instant power during a window"):
                 raise
-        for domain, samples in sampler.samples.items():
-            out.joules[domain] = _trapezoid_joules(samples)
+        out.joules.update(sampler.joules())
 
     # -- per-window state ----------------------------------------------------------------
 
@@ -765,11 +707,10 @@ class NvmlSensor(Sensor):
         return {key: None if v is None else int(v) for key, v in values.items()}
 
 
-def _abandon(sampler: _PowerSampler | None) -> None:
+def _abandon(sampler: PowerSampler | None) -> None:
     """Stop a sampler whose window is being given up; nothing it raises matters now."""
     if sampler is not None:
-        with suppress(Exception):
-            sampler.stop(final_sample=False)
+        sampler.abandon()
 
 
 def _window_warnings(gpu: _Gpu, pids: Sequence[int], reasons: Sequence[str]) -> list[str]:
