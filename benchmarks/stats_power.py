@@ -65,6 +65,7 @@ from pytest_tpw.judging.prior import (
     per_test_sigma_b2,
     position_profile,
     prior_from_table,
+    slope_spread,
     suite_prior,
     unprofile,
 )
@@ -187,8 +188,9 @@ def engine(
 ) -> Result:
     """The decision path of the judge, vectorised over suite runs and tests.
 
-    ``oracle`` = (true run shifts (N, S+1), true sigma_b, true rho): replaces the estimated
-    run shifts, sigma_b and rho.
+    ``oracle`` = (true run shifts, true sigma_b, true rho): replaces the estimated run
+    shifts, sigma_b and rho. The shifts are (N, S+1), one per run, or (N, T, S+1), each test's
+    own (a run state that tests feel unequally, a shift that changes during the run).
     """
     n_suites, t, s, nb = b.shape
     vp = p.verdict
@@ -199,12 +201,15 @@ def engine(
     canary = np.zeros(t, dtype=bool)
     canary[: nz.canaries] = True
     priors: list[SuitePrior] = []
+    lam = np.ones((n_suites, t))  # each test's loading on the run shift, and its variance
+    lam_v = np.zeros((n_suites, t))
     mu = np.empty((n_suites, t))
     var_b = np.empty((n_suites, t))
     df_b = np.empty((n_suites, t))
     sw2_b = np.empty((n_suites, t))
     sw2_df = np.empty((n_suites, t))
     spread = np.full((n_suites, t), np.nan)  # variance of each test's stored session levels
+    spread_n = np.full((n_suites, t), float(s))  # and the session count of its df
     b = b.copy()
     c = c.copy()
     for i in range(n_suites):
@@ -223,18 +228,25 @@ def engine(
             rho = oracle[2]
         m_ts, d_ts, h, df_ts, own = candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
         prior, r_s = prior_from_table(m_ts, d_ts, p, rho)
+        if prior.loadings:
+            got = [prior.loadings[str(j)] for j in range(t)]
+            lam[i] = [g[0] for g in got]
+            lam_v[i] = [g[1] for g in got]
+        r_ts = lam[i][:, None] * r_s[None, :]
         if oracle is not None:
-            r_s = oracle[0][i, :s] - oracle[0][i, :s].mean()
+            r_ts = true_shifts(oracle[0], i, t)[0]
             prior = replace(prior, sigma_b=oracle[1], sigma_b_df=1e6, sigma_b_source="oracle")
         priors.append(prior)
-        mu[i] = np.mean(m_ts - r_s[None, :], axis=1)
+        mu[i] = np.mean(m_ts - r_ts, axis=1)
         var_b[i] = np.sum(d_ts, axis=1) / s**2
         den_b = np.sum(d_ts**2 / df_ts, axis=1) / s**4
         df_b[i] = np.where(den_b > 0, var_b[i] ** 2 / np.where(den_b > 0, den_b, 1), np.inf)
         sw2_b[i] = np.mean(own, axis=1)
         sw2_df[i] = s * (h - 1.0)
         if s >= 2:
-            spread[i] = np.var(m_ts - r_s[None, :], axis=1, ddof=1)
+            spread[i] = np.var(m_ts - r_ts, axis=1, ddof=1)
+        if s >= 3 and prior.loadings and oracle is None:  # about each test's own line
+            spread[i], spread_n[i] = slope_spread(m_ts, r_s)
     # candidate statistics at every look
     mc, dc, dfc, own_c, noise_c, kept = {}, {}, {}, {}, {}, {}
     for k in looks:
@@ -279,8 +291,8 @@ def engine(
             if sl.start >= t:
                 break
             if oracle is not None:
-                true = oracle[0][i, s] - oracle[0][i, :s].mean()
-                shift = RunShift(float(true), 0.0, sl.start, 0, ShiftMethod.ROBUST)
+                true = true_shifts(oracle[0], i, t)[1]
+                shift = RunShift(float(true.mean()), 0.0, sl.start, 0, ShiftMethod.ROBUST)
                 shift_var = 0.0
             else:
                 done = np.arange(sl.start)
@@ -289,15 +301,16 @@ def engine(
                 vwo = pick(dc_a, i, done, kk) + var_b[i, done]
                 dfd = pick(dfw_a, i, done, kk)
                 nzd = pick(nz_a, i, done, kk)
+                xl, xv = loadings(prior, lam[i, done], lam_v[i, done])
                 shift = shift_from_deltas(
-                    delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd
+                    delta, vwo, n_sess[done], canary[done], prior, p, dfd, nzd, xl, xv
                 )
-                shift = recent_shift(shift, delta, vwo, n_sess[done], dfd, prior, p)
+                shift = recent_shift(shift, delta, vwo, n_sess[done], dfd, prior, p, xl, xv)
                 shift_var = shift_variance(shift, prior)
             sb2, sb_df, _ = session_spread(prior, shift, p)
             if oracle is None:  # tests whose stored sessions disagree
                 sb2, sb_df = per_test_sigma_b2(
-                    sb2, prior, spread[i, sl], var_b[i, sl] * s, n_sess[sl], sb_df, p
+                    sb2, prior, spread[i, sl], var_b[i, sl] * s, spread_n[i, sl], sb_df, p
                 )
             active = np.ones(sl.stop - sl.start, dtype=bool)
             idx_g = np.arange(sl.start, sl.stop)
@@ -313,8 +326,8 @@ def engine(
                     n_sess[sl],
                     sb2,
                     sb_df,
-                    shift.shift,
-                    shift_var,
+                    lam[i, sl] * shift.shift if oracle is None else true[sl],
+                    lam[i, sl] ** 2 * shift_var + shift.shift**2 * lam_v[i, sl],
                     vp.tolerance,
                     vp,
                     a,
@@ -344,29 +357,35 @@ def engine(
         kk = stop_at[i]
         m_f, d_f, f_f, w_f = (pick(x, i, idx_t, kk) for x in (mc_a, dc_a, dfc_a, dfw_a))
         if oracle is not None:
-            true = oracle[0][i, s] - oracle[0][i, :s].mean()
-            shift = RunShift(float(true), 0.0, t, 0, ShiftMethod.ROBUST)
+            true = true_shifts(oracle[0], i, t)[1]
+            shift = RunShift(float(true.mean()), 0.0, t, 0, ShiftMethod.ROBUST)
             shift_var = 0.0
             local = None
         else:
             z_f = pick(nz_a, i, idx_t, kk)
+            xl, xv = loadings(prior, lam[i], lam_v[i])
             shift = shift_from_deltas(
-                m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f
+                m_f - mu[i], d_f + var_b[i], n_sess, canary, prior, p, w_f, z_f, xl, xv
             )
             shift_var = shift_variance(shift, prior)
             # each test's own run shift in a run whose shift changed (_local_shifts)
-            local = local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, shift, prior, p)
+            local = local_shift(m_f - mu[i], d_f + var_b[i], n_sess, w_f, shift, prior, p, xl, xv)
             if shift.noise_scale > 1.0:  # a noisier run: every candidate's floor is raised
                 d_f, f_f = d_f.copy(), f_f.copy()
                 for k in looks:
                     at = np.flatnonzero(kk == k)
                     d_f[at], f_f[at] = refloor(i, at, k, shift.noise_scale)
-        judged, loc_shift, loc_var = shift, shift.shift, shift_var
+        judged, loc_shift, loc_var = shift, shift.shift if oracle is None else true, shift_var
         if local is not None:
             judged, loc_shift, loc_var = local[2], local[0], local[1] ** 2
+        if oracle is None:  # each test feels the shift by its loading
+            loc_var = lam[i] ** 2 * loc_var + np.square(loc_shift) * lam_v[i]
+            loc_shift = lam[i] * loc_shift
         sb2, sb_df, _ = session_spread(prior, judged, p)
         if oracle is None:
-            sb2, sb_df = per_test_sigma_b2(sb2, prior, spread[i], var_b[i] * s, n_sess, sb_df, p)
+            sb2, sb_df = per_test_sigma_b2(
+                sb2, prior, spread[i], var_b[i] * s, spread_n[i], sb_df, p
+            )
         dec = decide_arrays(
             m_f,
             d_f,
@@ -393,6 +412,24 @@ def engine(
         codes[i] = dec.code
         run_v.append(run_verdict(shift, prior, p)[0])
     return Result(fail, stop_at, run_v, inconc, codes)
+
+
+def loadings(
+    prior: SuitePrior, lam: np.ndarray, lam_v: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The loadings to pass the shift estimators: None when the prior learned none."""
+    return (lam, lam_v) if prior.loadings else (None, None)
+
+
+def true_shifts(r: np.ndarray, i: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Suite run ``i``'s true shifts: of each stored session (T, S), centred per test, and of
+    this run (T,) relative to their mean."""
+    ri = np.asarray(r[i], dtype=float)
+    if ri.ndim == 1:
+        ri = np.broadcast_to(ri[None, :], (t, ri.size))
+    stored = ri[:, :-1]
+    centre = stored.mean(axis=1, keepdims=True)
+    return stored - centre, ri[:, -1] - centre[:, 0]
 
 
 def self_check(b: np.ndarray, c: np.ndarray, nz: Noise, p: SuiteParams, got: Result) -> None:

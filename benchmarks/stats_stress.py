@@ -195,6 +195,98 @@ SCENARIOS: tuple[tuple[str, Draw], ...] = (
 )
 
 
+# -- tests that feel the runner's state unequally, with an oracle -----------------------------
+
+Truth = tuple[np.ndarray, np.ndarray, np.ndarray]  # baseline, candidate, true shifts
+Known = Callable[[np.random.Generator, int, np.ndarray], Truth]
+
+
+def flip_with_sensitivity(rng: np.random.Generator, n: int, effect: np.ndarray) -> Truth:
+    """A -3 % clock state each test feels with its own sensitivity U(0.3, 1.7): one of the
+    three stored runs in it, and this run entering it part-way (between 30 % and 70 % of its
+    tests). True shifts (N, T, S+1) for the oracle."""
+    b, c = _base(rng, n, effect)
+    beta = rng.uniform(0.3, 1.7, size=(n, T))
+    low = math.log(0.97)
+    state = np.zeros((n, T, S + 1))
+    which = rng.integers(0, S, size=n)
+    state[np.arange(n), :, which] = 1.0
+    flip = rng.integers(int(0.3 * T), int(0.7 * T), size=n)
+    state[:, :, S] = (np.arange(T)[None, :] >= flip[:, None]).astype(float)
+    shifts = state * low * beta[..., None]
+    return b + shifts[..., :S, None], c + shifts[..., S, None], shifts
+
+
+def one_stored(run: str) -> Known:
+    """``stats_power``'s noise with one stored run: run shifts none, clock (-3 % in one run of
+    five) or fleet drift (-2 % now)."""
+
+    def draw(rng: np.random.Generator, n: int, effect: np.ndarray) -> Truth:
+        b, c, r, _ = SP.draw(rng, SP.Noise("one stored", history=1, run=run), n, effect)
+        return b, c, r
+
+    return draw
+
+
+KNOWN: tuple[tuple[str, Known], ...] = (
+    ("clock -3 % x sensitivity U(0.3, 1.7), flips part-way, 3 stored", flip_with_sensitivity),
+    ("one stored session, independent noise", one_stored("none")),
+    ("one stored session, clock -3 % in 1 session of 5", one_stored("clock")),
+    ("one stored session, fleet drift -2 %", one_stored("drift")),
+)
+
+
+def known_rows(suites: int, seed: int, only: str | None) -> list[tuple[str, ...]]:
+    """Per scenario, pytest-tpw and the oracle (true shifts of every test and session, true
+    sigma_b and rho): false REGRESSED per A/A run, detection of 30 tests (10 %) at -5 % and,
+    in other runs, at -8 %, mean rounds (A/A), and for a shared -5 % change of every test the
+    share of runs flagged BEYOND_LOWER."""
+    rows = [
+        (
+            "scenario",
+            "engine",
+            "false REG/run A/A",
+            "det -5 %",
+            "det -8 %",
+            "mean rounds A/A",
+            "shared -5 %: BEYOND_LOWER",
+        )
+    ]
+    p = SuiteParams()
+    nz = SP.Noise("known")
+    sel = np.arange(T)[::10]
+    seeds = np.random.SeedSequence([seed, 30]).spawn(len(KNOWN))
+    for (name, draw), sd in zip(KNOWN, seeds, strict=True):
+        if only and only not in name:
+            continue
+        cols: dict[str, list[str]] = {"tpw": [], "oracle": []}
+        rounds: dict[str, str] = {}
+        for kind, rng in zip(
+            ("aa", "-5", "-8", "shared"), map(np.random.default_rng, sd.spawn(4)), strict=True
+        ):
+            eff = np.zeros((suites, T))
+            if kind in ("-5", "-8"):
+                eff[:, sel] = math.log(1.0 + float(kind) / 100.0)
+            b, c, truth = draw(rng, suites, eff)
+            if kind == "shared":
+                c = c + math.log(0.95)
+                truth = truth.copy()
+                truth[..., -1] += math.log(0.95)
+            for who in ("tpw", "oracle"):
+                res = SP.engine(b, c, nz, p, None if who == "tpw" else (truth, 0.005, 0.0))
+                if kind == "aa":
+                    cols[who] += [f"{res.fail.sum(axis=1).mean():.3f}"]
+                    rounds[who] = f"{res.rounds.mean():.2f}"
+                elif kind == "shared":
+                    low = np.mean([v is RunVerdict.BEYOND_LOWER for v in res.run])
+                    cols[who] += [rounds[who], f"{low:.1%}"]
+                else:
+                    cols[who] += [f"{res.fail[:, sel].mean():.1%}"]
+        rows.append((name, "pytest-tpw", *cols["tpw"]))
+        rows.append(("", "ORACLE", *cols["oracle"]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--suites", type=int, default=30, help="simulated suite runs per scenario")
@@ -208,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.suites < 1:
         ap.error("need --suites >= 1")
-    if args.only and not any(args.only in name for name, _ in SCENARIOS):
-        names = "; ".join(name for name, _ in SCENARIOS)
+    every = [name for name, _ in SCENARIOS] + [name for name, _ in KNOWN]
+    if args.only and not any(args.only in name for name in every):
+        names = "; ".join(every)
         ap.error(f"--only {args.only!r} matches no scenario; they are: {names}")
     print("$ " + shlex.join(["python", "benchmarks/stats_stress.py", *(argv or sys.argv[1:])]))
     p = SuiteParams()
@@ -255,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"  [{time.perf_counter() - t0:.0f} s] {name}", file=sys.stderr, flush=True)
-    print(SP.table(rows))
+    if len(rows) > 1:
+        print(SP.table(rows))
+    known = known_rows(args.suites, args.seed, args.only)
+    if len(known) > 1:
+        print("\nTests that feel the runner's state unequally, and one stored session, beside an")
+        print("oracle that knows every test's true shift in every session, sigma_b and rho:")
+        print(SP.table(known))
     took = time.perf_counter() - t0
     print(f"\n{args.suites} suite runs per scenario, seed {args.seed}, {took:.0f} s")
     if heavy_session_tails in ran:

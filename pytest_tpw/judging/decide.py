@@ -48,6 +48,7 @@ from pytest_tpw.judging.model import (
     SuitePrior,
     TestChange,
     TestInput,
+    loading_of,
 )
 from pytest_tpw.judging.prior import (
     check_resolution,
@@ -101,7 +102,7 @@ def _compare_one(
         prior,
         np.asarray([b.spread]),
         np.asarray([b.within]),
-        np.asarray([float(b.n_sessions)]),
+        np.asarray([float(b.spread_sessions or b.n_sessions)]),
         sb_df,
         p,
     )
@@ -125,7 +126,7 @@ def _compare_one(
         se_log=math.nan,
         alpha=alpha,
         alpha_equiv=alpha_equiv,
-        shift=shift.shift,
+        shift=loading_of(prior, test.key)[0] * shift.shift,
         outliers=tukey_outliers(c),
         outliers_baseline=tukey_outliers(b.logs),
     )
@@ -144,7 +145,8 @@ def _compare_one(
     )
     if h < 2:
         return replace(proto, why="no interval: fewer than 2 windows left after trimming"), None
-    shift_var = shift_variance(shift, prior)
+    lam, lam_var = loading_of(prior, test.key)
+    shift_var = lam * lam * shift_variance(shift, prior) + shift.shift**2 * lam_var
     dec = decide_arrays(
         np.asarray([float(m)]),
         np.asarray([float(d)]),
@@ -155,7 +157,7 @@ def _compare_one(
         np.asarray([b.n_sessions]),
         sb2,
         sb_df,
-        shift.shift,
+        lam * shift.shift,
         shift_var,
         tol,
         replace(p.verdict, tolerance=tol),
@@ -328,7 +330,9 @@ def _local_shifts(
     shifts = [shift] * len(changes)
     idx = [i for i, c in enumerate(changes) if c is not None]
     a = ChangeArrays.of([c for c in changes if c is not None])
-    got = local_shift(a.delta, a.var_wo, a.n_sessions, a.df, shift, prior, p)
+    got = local_shift(
+        a.delta, a.var_wo, a.n_sessions, a.df, shift, prior, p, a.loading, a.loading_var
+    )
     if got is None:
         return shifts, None
     loc, se, judged = got

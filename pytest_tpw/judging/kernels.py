@@ -243,7 +243,11 @@ def hopeless(
 
 
 def huber_shift(
-    delta: np.ndarray, var: np.ndarray, c: float = 1.345, biweight: float = 0.0
+    delta: np.ndarray,
+    var: np.ndarray,
+    c: float = 1.345,
+    biweight: float = 0.0,
+    loading: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Robust M-estimate of the common location of ``delta`` (each with variance ``var``).
 
@@ -252,22 +256,32 @@ def huber_shift(
     so that tests that clearly changed stop pulling the shift. Sandwich standard error
     ``sqrt(n/(n-1) * sum psi^2 / s^2) / sum psi' / s^2``, honest when the variances are off by
     a common factor. Fewer than 3 values: the inverse-variance mean and its SE.
+
+    ``loading``: each value's loading ``x`` on the location (``delta = x * loc + noise``, a
+    regression through the origin; None: all 1), for tests that feel a run's shift unequally.
     """
     d = np.asarray(delta, dtype=float)
     v = np.maximum(np.asarray(var, dtype=float), 1e-12)
+    x = np.ones(d.shape) if loading is None else np.asarray(loading, dtype=float)
     n = d.size
     if n == 0:
         return 0.0, math.inf
-    w0 = 1.0 / v
-    if n < 3:
-        loc = float(np.sum(w0 * d) / np.sum(w0))
+    w0 = x * x / v
+    if n < 3 or float(np.sum(w0)) <= 0.0:
+        if float(np.sum(w0)) <= 0.0:
+            return 0.0, math.inf
+        loc = float(np.sum(x * d / v) / np.sum(w0))
         return loc, math.sqrt(1.0 / float(np.sum(w0)))
     s = np.sqrt(v)
-    loc = float(np.median(d))
+    ok = np.abs(x) > 1e-9
+    loc = float(np.median(d[ok] / x[ok])) if loading is not None else float(np.median(d))
+
+    def step(w: np.ndarray) -> float:
+        return float(np.sum(w * x * d) / np.sum(w * x * x))
+
     for _ in range(30):
-        z = (d - loc) / s
-        w = np.minimum(1.0, c / np.maximum(np.abs(z), 1e-12)) / v
-        new = float(np.sum(w * d) / np.sum(w))
+        z = (d - x * loc) / s
+        new = step(np.minimum(1.0, c / np.maximum(np.abs(z), 1e-12)) / v)
         if abs(new - loc) < 1e-12:
             loc = new
             break
@@ -275,27 +289,27 @@ def huber_shift(
     if biweight > 0.0:
         # redescending step: tests that clearly changed get weight 0 instead of a clipped pull
         for _ in range(30):
-            u = (d - loc) / (s * biweight)
+            u = (d - x * loc) / (s * biweight)
             w = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0) / v
-            if float(np.sum(w)) <= 0.0:
+            if float(np.sum(w * x * x)) <= 0.0:
                 break
-            new = float(np.sum(w * d) / np.sum(w))
+            new = step(w)
             if abs(new - loc) < 1e-12:
                 loc = new
                 break
             loc = new
-        u = (d - loc) / (s * biweight)
+        u = (d - x * loc) / (s * biweight)
         inside = np.abs(u) < 1.0
         psi = np.where(inside, u * (1.0 - u * u) ** 2, 0.0) * biweight
         dpsi = np.where(inside, (1.0 - u * u) * (1.0 - 5.0 * u * u), 0.0)
     else:
-        z = (d - loc) / s
+        z = (d - x * loc) / s
         psi = np.clip(z, -c, c)
         dpsi = (np.abs(z) <= c).astype(float)
-    den = float(np.sum(dpsi / v))
+    den = float(np.sum(dpsi * x * x / v))
     if den <= 0.0:
         return loc, math.sqrt(float(np.median(v)))
-    se2 = n / (n - 1) * float(np.sum(psi * psi / v)) / (den * den)
+    se2 = n / (n - 1) * float(np.sum(psi * psi * x * x / v)) / (den * den)
     return loc, math.sqrt(se2)
 
 

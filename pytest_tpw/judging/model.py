@@ -60,6 +60,12 @@ class SuiteParams:
     * ``min_gain``: a test that cannot end UNCHANGED by the last look stops early, even with
       a drop, when the windows left would narrow its interval by less than this share (see
       :func:`hopeless`).
+    * ``loading_alpha``: level of the test that the suite's tests feel the stored runs'
+      shifts unequally (each its own loading on the run shift, see :func:`learn_loadings`);
+      below it every test's loading is 1.
+    * ``exclude_z``: a test whose change lies more than this many standard errors from the
+      run shift takes no part in the shift's final estimate (symmetric, so unchanged tests
+      leave it unbiased; changed tests then cannot pull it).
     """
 
     verdict: Params = field(default_factory=Params)
@@ -80,6 +86,8 @@ class SuiteParams:
     hetero_alpha: float = 0.01
     local_width: int = 30
     min_gain: float = 0.1
+    loading_alpha: float = 0.01
+    exclude_z: float = 2.5
 
     def __post_init__(self) -> None:
         for name in ("sigma_b_prior", "run_sd_prior"):
@@ -112,6 +120,12 @@ class SuiteParams:
             )
         if not (math.isfinite(self.test_spread_df) and self.test_spread_df > 0.0):
             raise ValueError(f"SuiteParams.test_spread_df must be > 0, got {self.test_spread_df}")
+        if not 0.0 < self.loading_alpha < 0.5:
+            raise ValueError(
+                f"SuiteParams.loading_alpha must be in (0, 0.5), got {self.loading_alpha}"
+            )
+        if not self.exclude_z > 0.0:
+            raise ValueError(f"SuiteParams.exclude_z must be > 0, got {self.exclude_z}")
         if not 0.0 <= self.min_gain < 1.0:
             raise ValueError(f"SuiteParams.min_gain must be in [0, 1), got {self.min_gain}")
         if self.local_width < 5:
@@ -165,7 +179,11 @@ class SuitePrior:
     ``sigma_b_log_mean``/``sigma_b_log_sd`` the log-normal of the tests' sigma_b^2 when they
     differ in session noise (sd 0: they are alike, or the likelihood-ratio test with p-value
     ``sigma_b_spread_p`` did not reject at ``SuiteParams.hetero_alpha``; see
-    :func:`spread_heterogeneity`).
+    :func:`spread_heterogeneity`); ``loadings`` each test's loading on the run shift and its
+    variance, learned from the stored runs when the tests feel their shifts unequally (empty:
+    every loading 1; a test missing from a non-empty map has loading 1 with variance
+    ``loading_sd ** 2``, the suite's spread of loadings); ``loading_p`` the p-value of that
+    test (see :func:`pytest_tpw.judging.prior.learn_loadings`).
     """
 
     sigma_b: float
@@ -182,6 +200,9 @@ class SuitePrior:
     sigma_b_log_mean: float = math.nan
     sigma_b_log_sd: float = 0.0
     sigma_b_spread_p: float = 1.0
+    loadings: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    loading_sd: float = 0.0
+    loading_p: float = 1.0
     #: Each test's stored level once computed (:func:`pytest_tpw.judging.prior.stored_level`):
     #: a run asks for it at every look and again at the end. Not part of the prior's value.
     levels: dict[tuple[Any, ...], Any] = field(
@@ -198,6 +219,14 @@ class ShiftMethod(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def loading_of(prior: SuitePrior, key: str) -> tuple[float, float]:
+    """A test's loading on the run shift and its variance under ``prior`` (1 and 0 when the
+    prior learned none)."""
+    if not prior.loadings:
+        return 1.0, 0.0
+    return prior.loadings.get(key, (1.0, prior.loading_sd**2))
 
 
 @dataclass(frozen=True)
@@ -270,6 +299,8 @@ class TestChange:
     df: float
     canary: bool
     noise: float = math.nan
+    loading: float = 1.0
+    loading_var: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -282,6 +313,8 @@ class ChangeArrays:
     df: np.ndarray
     canary: np.ndarray
     noise: np.ndarray
+    loading: np.ndarray
+    loading_var: np.ndarray
 
     @staticmethod
     def of(changes: Sequence[TestChange]) -> ChangeArrays:
@@ -292,4 +325,6 @@ class ChangeArrays:
             np.asarray([c.df for c in changes], dtype=float),
             np.asarray([c.canary for c in changes], dtype=bool),
             np.asarray([c.noise for c in changes], dtype=float),
+            np.asarray([c.loading for c in changes], dtype=float),
+            np.asarray([c.loading_var for c in changes], dtype=float),
         )

@@ -16,7 +16,7 @@ from scipy import stats as _st
 
 from pytest_tpw import stats
 from pytest_tpw.judging.kernels import candidate_stats
-from pytest_tpw.judging.model import StoredRun, SuiteParams, SuitePrior, TestInput
+from pytest_tpw.judging.model import StoredRun, SuiteParams, SuitePrior, TestInput, loading_of
 from pytest_tpw.judging.session_noise import (
     mixture_quantile,
     posterior_weights,
@@ -89,7 +89,7 @@ def suite_prior(
             i, sid = where[s_i]
             m[i, col[sid]] = float(mi[row])
             d[i, col[sid]] = float(di[row])
-    prior, _ = prior_from_table(m, d, p, rho, ids)
+    prior, _ = prior_from_table(m, d, p, rho, ids, keys)
     return replace(prior, profile=tuple(float(v) for v in profile))
 
 
@@ -99,6 +99,7 @@ def prior_from_table(
     params: SuiteParams,
     rho: float = 0.0,
     session_ids: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> tuple[SuitePrior, np.ndarray]:
     """Suite prior from per-(test, session) trimmed means ``m`` and squared SEs ``d``.
 
@@ -108,7 +109,10 @@ def prior_from_table(
     sessions). Pooled ``sigma_b^2 = (sum_t sum_s res^2 - sum_t (1 - 1/S_t) sum_s d) / sum_t
     (S_t - 1)`` floored at 0, combined with the prior by degrees of freedom. Run spread: the
     variance of the R_s less their median-based sampling variance, combined with its prior.
-    Returns the prior and the per-session shifts R (sessions,).
+    When the tests feel the stored shifts unequally (:func:`learn_loadings`), the fit is
+    ``m = mu_t + lambda_t R_s + residual`` and sigma_b comes from the residuals of each
+    test's own slope. ``keys`` name the rows in the prior's ``loadings`` (row numbers when
+    None). Returns the prior and the per-session shifts R (sessions,).
     """
     mm = np.asarray(m, dtype=float)
     dd = np.asarray(d, dtype=float)
@@ -134,8 +138,12 @@ def prior_from_table(
                 r = new
                 break
             r = new
-    mu = np.where(has, np.sum(np.where(present, mz - r, 0.0), axis=1) / np.maximum(s_t, 1), 0.0)
-    res = np.where(present, mm - mu[:, None] - r[None, :], 0.0)
+    lo = learn_loadings(mm, dd, present, r, params)
+    lam = lo.loading[:, None] if lo.used else np.ones((n_t, 1))
+    mu = np.where(
+        has, np.sum(np.where(present, mz - lam * r, 0.0), axis=1) / np.maximum(s_t, 1), 0.0
+    )
+    res = np.where(present, mm - mu[:, None] - lam * r[None, :], 0.0)
     multi = s_t >= 2
     df_pool = float(np.sum(s_t[multi] - 1))
     sb2_pool = 0.0
@@ -147,14 +155,22 @@ def prior_from_table(
             np.sum((1.0 - 1.0 / s_t[multi]) * np.sum(np.where(present, dd, 0.0)[multi], axis=1))
         )
         sb2_pool = max((ss - within) / df_pool, 0.0)
+        if lo.used:  # each test's own slope took one df: its residuals are sigma_b's
+            sb2_pool, df_pool = lo.sb2, lo.df
         # per test: spread of its session levels over its expected chi2 median, less its
         # windows' part; the median over tests ignores the few with a jumpy session
         s_m = s_t[multi]
         tot = np.sum(res[multi] ** 2, axis=1) / (s_m - 1)
         dbar = np.sum(np.where(present, dd, 0.0)[multi], axis=1) / s_m
+        if lo.used:  # about each test's own slope: S - 2 df, the count of an S - 1 session test
+            tot, k_m = slope_spread(mm, r)
+            keep = np.isfinite(tot)
+            dbar = (np.sum(np.where(present, dd, 0.0), axis=1) / np.maximum(s_t, 1))[keep]
+            tot, s_m = tot[keep], k_m[keep]
         qmed = _st.chi2.median(s_m - 1) / (s_m - 1)
         sb2_robust = max(float(np.median(tot / qmed - dbar)), 0.0)
-        h_mean, h_sd, h_p = spread_heterogeneity(tot, dbar, s_m)
+        if not lo.used or np.median(s_m) >= 3:  # one df a test cannot tell tests apart
+            h_mean, h_sd, h_p = spread_heterogeneity(tot, dbar, s_m)
     w0 = params.sigma_b_prior_df
     sb2 = (w0 * params.sigma_b_prior**2 + df_pool * sb2_pool) / (w0 + df_pool)
     source = "prior" if df_pool == 0 else ("pooled" if df_pool >= 10 * w0 else "pooled+prior")
@@ -184,8 +200,114 @@ def prior_from_table(
         sigma_b_log_mean=h_mean,
         sigma_b_log_sd=h_sd if h_p < params.hetero_alpha else 0.0,
         sigma_b_spread_p=h_p,
+        loadings=lo.named(keys) if lo.used else {},
+        loading_sd=lo.tau if lo.used else 0.0,
+        loading_p=lo.p,
     )
     return prior, r
+
+
+def slope_spread(m: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's residual variance about its own least-squares line on the run shifts ``r``
+    (``m``: (tests, sessions), NaN where absent), and the session count whose ``S - 1`` gives
+    its degrees of freedom (``S - 2``: the line took two): how far a test's stored sessions
+    disagree once its own loading is allowed for. NaN where fewer than 3 sessions or shifts
+    that do not differ."""
+    mm = np.atleast_2d(np.asarray(m, dtype=float))
+    present = np.isfinite(mm)
+    s_t = present.sum(axis=1).astype(float)
+    rr = np.broadcast_to(np.asarray(r, dtype=float)[None, :], mm.shape)
+    rbar = np.sum(np.where(present, rr, 0.0), axis=1) / np.maximum(s_t, 1.0)
+    x = np.where(present, rr - rbar[:, None], 0.0)
+    ybar = np.sum(np.where(present, mm, 0.0), axis=1) / np.maximum(s_t, 1.0)
+    y = np.where(present, mm - ybar[:, None], 0.0)
+    sxx = np.sum(x * x, axis=1)
+    ok = (s_t >= 3) & (sxx > 1e-12)
+    slope = np.sum(x * y, axis=1) / np.where(ok, sxx, 1.0)
+    sse = np.sum((y - slope[:, None] * x) ** 2, axis=1)
+    spread = np.where(ok, sse / np.maximum(s_t - 2.0, 1.0), np.nan)
+    return spread, s_t - 1.0
+
+
+@dataclass(frozen=True)
+class Loadings:
+    """What :func:`learn_loadings` found: each test's loading and its variance (rows of the
+    table), the suite's spread of loadings ``tau``, the test's p-value, whether they are used,
+    and sigma_b^2 from the residuals of each test's own slope with its df."""
+
+    loading: np.ndarray
+    var: np.ndarray
+    tau: float
+    p: float
+    used: bool
+    sb2: float
+    df: float
+
+    def named(self, keys: Sequence[str] | None) -> dict[str, tuple[float, float]]:
+        names = list(keys) if keys is not None else [str(i) for i in range(self.loading.size)]
+        return {k: (float(self.loading[i]), float(self.var[i])) for i, k in enumerate(names)}
+
+
+def learn_loadings(
+    m: np.ndarray, d: np.ndarray, present: np.ndarray, r: np.ndarray, params: SuiteParams
+) -> Loadings:
+    """Each test's loading on the stored runs' shifts: how much of a run-wide shift it feels.
+
+    A clock or power state moves compute-bound tests with the SM clock and memory-bound ones
+    much less; one run-wide shift then leaves each test off by its own share of it. Per test
+    with stored sessions in runs whose shifts ``r`` differ: the slope ``lambda_t`` of its
+    session levels on ``r`` (least squares, variance ``(sigma_b^2 + its windows' part) /
+    Sxx_t``), sigma_b^2 from the residuals about each test's own slope (df ``S_t - 2``), and,
+    when the stored shifts span at least the noise floor (a smaller spread cannot matter),
+    a chi-square test at ``params.loading_alpha`` that the slopes differ more than that
+    variance explains. When it rejects, each loading is shrunk toward 1 by empirical Bayes
+    (``tau^2`` the slopes' robust spread less their median sampling variance): ``1 + w (slope
+    - 1)`` with ``w = tau^2 / (tau^2 + v_t)`` and variance ``w v_t``; a test whose sessions
+    cannot tell (one session, or all in runs of one shift) keeps 1 with variance ``tau^2``.
+    """
+    n_t = m.shape[0] if m.ndim == 2 else 0
+    ones = np.ones(n_t)
+    none = Loadings(ones, np.zeros(n_t), 0.0, 1.0, False, 0.0, 0.0)
+    used_r = r[present.any(axis=0)] if n_t else r[:0]
+    if n_t == 0 or m.shape[1] < 2 or np.ptp(used_r) < params.verdict.noise_floor:
+        # shifts within the noise floor: a wrong loading would move a test by a fraction
+        # of a fraction of a per cent, and noise alone could make the slopes look different
+        return none
+    s_t = present.sum(axis=1).astype(float)
+    rr = np.where(present, r[None, :], 0.0)
+    rbar = np.sum(rr, axis=1) / np.maximum(s_t, 1.0)
+    x = np.where(present, r[None, :] - rbar[:, None], 0.0)
+    sxx = np.sum(x * x, axis=1)
+    mz = np.where(present, m, 0.0)
+    ybar = np.sum(mz, axis=1) / np.maximum(s_t, 1.0)
+    y = np.where(present, m - ybar[:, None], 0.0)
+    dz = np.where(present, d, 0.0)
+    fit = (s_t >= 3) & (sxx > 1e-12)
+    if np.count_nonzero(fit) < 10:
+        return none
+    slope = np.where(fit, np.sum(x * y, axis=1) / np.where(fit, sxx, 1.0), 1.0)
+    e = np.where(present, y - slope[:, None] * x, 0.0)
+    lev = 1.0 / np.maximum(s_t, 1.0)[:, None] + x * x / np.where(fit, sxx, 1.0)[:, None]
+    windows = np.sum(np.where(present, dz * (1.0 - lev), 0.0), axis=1)
+    df = float(np.sum(s_t[fit] - 2.0))
+    sb2 = max(float(np.sum(np.sum(e * e, axis=1)[fit] - windows[fit])) / df, 0.0)
+    dbar = np.sum(dz, axis=1) / np.maximum(s_t, 1.0)
+    v = (sb2 + dbar[fit]) / sxx[fit]
+    lam = slope[fit]
+    w0 = 1.0 / v
+    mean = float(np.sum(w0 * lam) / np.sum(w0))
+    q = float(np.sum(w0 * (lam - mean) ** 2))
+    p_value = float(_st.chi2.sf(q, lam.size - 1))
+    mad = 1.4826 * float(np.median(np.abs(lam - np.median(lam))))
+    tau2 = max(mad * mad - float(np.median(v)), 0.0)
+    if p_value >= params.loading_alpha or tau2 <= 0.0:
+        return Loadings(ones, np.zeros(n_t), 0.0, p_value, False, sb2, df)
+    w = tau2 / (tau2 + v)
+    loading = ones.copy()
+    var = np.full(n_t, tau2)
+    loading[fit] = 1.0 + w * (lam - 1.0)
+    var[fit] = w * v
+    return Loadings(loading, var, math.sqrt(tau2), p_value, True, sb2, df)
 
 
 def position_profile(rows: np.ndarray, min_series: int = 30) -> np.ndarray:
@@ -234,6 +356,9 @@ class StoredLevel:
     sw2: float  # pooled within-session winsorised variance per window
     sw2_df: float
     spread: float = math.nan  # variance of the stored session levels (ddof 1)
+    #: sessions whose ``- 1`` is ``spread``'s df (one fewer when it is about the test's own
+    #: line on the run shifts, see :func:`slope_spread`); 0: as ``n_sessions``
+    spread_sessions: int = 0
 
     @property
     def within(self) -> float:
@@ -252,6 +377,7 @@ def stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredLe
         prior.rho,
         prior.profile,
         id(prior.run_shifts),
+        id(prior.loadings),
     )
     kept = prior.levels.get(key)
     if kept is not None and kept[0] is test.baseline:  # the same object, not a reused id
@@ -268,6 +394,7 @@ def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredL
         for run in test.baseline
     ]
     # every stored session of one length at once, kept in session order
+    lam = loading_of(prior, test.key)[0]
     ms_at: dict[int, tuple[float, float, float, float, float]] = {}
     by_length: dict[int, list[int]] = {}
     for i, x in enumerate(all_logs):
@@ -281,7 +408,7 @@ def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredL
         if h < 2:
             continue
         for row, i in enumerate(members):
-            shift = prior.run_shifts.get(test.baseline[i].session_id, 0.0)
+            shift = lam * prior.run_shifts.get(test.baseline[i].session_id, 0.0)
             ms_at[i] = (
                 float(m[row]) - shift,
                 float(d[row]),
@@ -289,7 +416,8 @@ def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredL
                 float(h - 1),  # the floor's df: candidate_stats shrinks them for AR(1) itself
                 float(own[row]),
             )
-    kept = [ms_at[i] for i in sorted(ms_at)]
+    order = sorted(ms_at)
+    kept = [ms_at[i] for i in order]
     ms = [k[0] for k in kept]
     ds = [k[1] for k in kept]
     dfs = [k[2] for k in kept]
@@ -302,6 +430,13 @@ def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredL
     var_b = float(np.sum(ds)) / (s * s)
     den = float(np.sum(np.square(ds) / np.asarray(dfs))) / (s**4)
     df_b = var_b * var_b / den if den > 0 else math.inf
+    spread, count = float(np.var(ms, ddof=1)) if s >= 2 else math.nan, s
+    if prior.loadings and s >= 3:
+        shifts = [prior.run_shifts.get(test.baseline[i].session_id, 0.0) for i in order]
+        raw = np.asarray(ms) + lam * np.asarray(shifts)
+        got, k = slope_spread(raw[None, :], np.asarray(shifts))
+        if math.isfinite(float(got[0])):
+            spread, count = float(got[0]), int(k[0])
     return StoredLevel(
         float(np.mean(ms)),
         var_b,
@@ -311,7 +446,8 @@ def _stored_level(test: TestInput, prior: SuitePrior, p: SuiteParams) -> StoredL
         logs,
         float(np.mean(owns)),
         sum(raw_dfs),
-        float(np.var(ms, ddof=1)) if s >= 2 else math.nan,
+        spread,
+        count,
     )
 
 

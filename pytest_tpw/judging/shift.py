@@ -6,6 +6,7 @@ local shifts of a run whose runner changed during the run.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -29,6 +30,7 @@ from pytest_tpw.judging.model import (
     SuitePrior,
     TestChange,
     TestInput,
+    loading_of,
 )
 from pytest_tpw.judging.prior import check_resolution, logs_of, stored_level, unprofile
 
@@ -84,6 +86,7 @@ def change_of(
     df_wo = satterthwaite(
         [(np.asarray(float(d)), np.asarray(float(df))), (np.asarray(b.var_b), np.asarray(b.df_b))]
     )
+    lam, lam_var = loading_of(prior, test.key)
     return TestChange(
         test.key,
         float(m) - b.mu,
@@ -92,6 +95,8 @@ def change_of(
         float(df_wo),
         bool(test.canary),
         float(noise),
+        lam,
+        lam_var,
     )
 
 
@@ -101,7 +106,37 @@ def shift_from_changes(
     """Run shift from :func:`change_of` results (None entries are skipped)."""
     p = params if params is not None else SuiteParams()
     a = ChangeArrays.of([c for c in changes if c is not None])
-    return shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
+    return shift_from_deltas(
+        a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise, a.loading, a.loading_var
+    )
+
+
+def robust_shift(
+    delta: np.ndarray,
+    var: np.ndarray,
+    params: SuiteParams,
+    loading: np.ndarray | None = None,
+    loading_var: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """The run shift from changes ``delta`` with variances ``var`` (each test's loading on it
+    and that loading's variance, when the prior learned them): the Huber-biweight estimate,
+    then again without the tests it leaves more than ``params.exclude_z`` standard errors away
+    on either side, until that set stops changing (at most 5 times). The biweight already
+    gives a clearly changed test weight 0, but the changed tests nearer the shift keep some
+    and pull it towards them; left out symmetrically, unchanged tests keep it unbiased."""
+    x = np.ones(delta.shape) if loading is None else loading
+    xv = np.zeros(delta.shape) if loading_var is None else loading_var
+    c, bw = params.huber_c, params.biweight_c
+    loc, se = huber_shift(delta, var, c, bw, loading)
+    keep = np.ones(delta.shape, dtype=bool)
+    for _ in range(5):
+        z = (delta - x * loc) / np.sqrt(var + xv * loc * loc)
+        now = np.abs(z) <= params.exclude_z
+        if np.array_equal(now, keep) or np.count_nonzero(now) < params.min_tests_robust:
+            break
+        keep = now
+        loc, se = huber_shift(delta[keep], var[keep], c, bw, None if loading is None else x[keep])
+    return loc, se
 
 
 def shift_from_deltas(
@@ -113,31 +148,44 @@ def shift_from_deltas(
     params: SuiteParams,
     df: np.ndarray | None = None,
     noise: np.ndarray | None = None,
+    loading: np.ndarray | None = None,
+    loading_var: np.ndarray | None = None,
 ) -> RunShift:
     """Run shift from per-test changes ``delta`` (vectorised core of :func:`running_shift`).
 
     ``var_wo`` are the changes' variances without the session-shift part, ``df`` their degrees
     of freedom (for the run's own sigma_b; infinite when None), ``noise`` their
-    :func:`noise_ratio` (for the run's :func:`noise_scale`; 1 when None).
+    :func:`noise_ratio` (for the run's :func:`noise_scale`; 1 when None), ``loading`` and
+    ``loading_var`` each test's loading on the shift and its variance (1 and 0 when None).
+    The shift is that of a test of loading 1 (:func:`robust_shift`).
     """
     scale = 1.0 if noise is None else noise_scale(noise, params)
     n = int(delta.size)
     n_can = int(np.count_nonzero(canary))
+    x = np.ones(n) if loading is None else np.asarray(loading, dtype=float)
+    xv = np.zeros(n) if loading_var is None else np.asarray(loading_var, dtype=float)
+    learned = loading is not None and bool(np.any(xv > 0.0))
     if n >= params.min_tests_robust:
         sb2 = prior.sigma_b**2
         k = 1.0 + 1.0 / np.maximum(n_sessions, 1.0)
-        loc, se = huber_shift(delta, var_wo + k * sb2, params.huber_c, params.biweight_c)
-        sbr = run_sigma_b(delta - loc, var_wo, n_sessions, df)
+        lx = x if learned else None
+        loc, se = robust_shift(delta, var_wo + k * sb2, params, lx, xv)
+        sbr = run_sigma_b(delta - x * loc, var_wo + xv * loc * loc, n_sessions, df)
         out = RunShift(loc, se, n, n_can, ShiftMethod.ROBUST, sbr, scale)
         sb2_run, _, _ = session_spread(prior, out, params)
         if sb2_run != sb2:
-            loc, se = huber_shift(delta, var_wo + k * sb2_run, params.huber_c, params.biweight_c)
+            loc, se = robust_shift(delta, var_wo + k * sb2_run, params, lx, xv)
             out = replace(out, shift=loc, se=se)
         return out
     if n_can > 0:
         sel = np.asarray(canary, dtype=bool)
         k = 1.0 + 1.0 / np.maximum(n_sessions[sel], 1.0)
-        loc, se = huber_shift(delta[sel], var_wo[sel] + k * prior.sigma_b**2, params.huber_c)
+        loc, se = huber_shift(
+            delta[sel],
+            var_wo[sel] + k * prior.sigma_b**2,
+            params.huber_c,
+            loading=x[sel] if learned else None,
+        )
         return RunShift(loc, se, n, n_can, ShiftMethod.CANARIES, noise_scale=scale)
     return RunShift(0.0, prior.run_sd, n, 0, ShiftMethod.NONE, noise_scale=scale)
 
@@ -155,8 +203,12 @@ def look_shift(
     """
     p = params if params is not None else SuiteParams()
     a = ChangeArrays.of([c for c in changes if c is not None])
-    shift = shift_from_deltas(a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise)
-    return recent_shift(shift, a.delta, a.var_wo, a.n_sessions, a.df, prior, p)
+    shift = shift_from_deltas(
+        a.delta, a.var_wo, a.n_sessions, a.canary, prior, p, a.df, a.noise, a.loading, a.loading_var
+    )
+    return recent_shift(
+        shift, a.delta, a.var_wo, a.n_sessions, a.df, prior, p, a.loading, a.loading_var
+    )
 
 
 def recent_shift(
@@ -167,11 +219,13 @@ def recent_shift(
     df: np.ndarray | None,
     prior: SuitePrior,
     params: SuiteParams,
+    loading: np.ndarray | None = None,
+    loading_var: np.ndarray | None = None,
 ) -> RunShift:
     """Vectorised core of :func:`look_shift`: ``shift`` (the run shift from these changes,
     :func:`shift_from_deltas`), or the local shift of the last ``local_width`` of them when
     :func:`local_shift` applies."""
-    got = local_shift(delta, var_wo, n_sessions, df, shift, prior, params)
+    got = local_shift(delta, var_wo, n_sessions, df, shift, prior, params, loading, loading_var)
     if got is None:
         return shift
     loc, se, judged = got
@@ -195,6 +249,8 @@ def local_shift(
     shift: RunShift,
     prior: SuitePrior,
     params: SuiteParams,
+    loading: np.ndarray | None = None,
+    loading_var: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, RunShift] | None:
     """Each test's run shift from its ``local_width`` neighbours in run order, when that
     explains why the run's tests disagree; None when they do not disagree (``shift``, the
@@ -205,10 +261,14 @@ def local_shift(
     moves early and late tests by different amounts; one run-wide shift then leaves a spread
     that :func:`session_spread` must treat as noise of every test. Here the shift of test i is the
     Huber-biweight location of the changes of the ``local_width`` tests centred on it (the
-    window slides to fit at the ends); when the spread left around these local shifts
+    window slides to fit at the ends), unless the windows ending at it and starting at it
+    disagree with that one by more than two standard errors (a step nearby): then the one of
+    the three nearest to its own change, since a test beside a step may be on either side
+    and a blend of both sides fits neither; when the spread left around these local shifts
     (:func:`run_sigma_b`) is within ``run_spread_ratio`` times the stored sigma_b^2, the local
     shifts and their standard errors are returned with ``shift`` carrying that spread (what
-    :func:`session_spread` judges the comparisons' sigma_b from).
+    :func:`session_spread` judges the comparisons' sigma_b from). With loadings, each
+    window's shift is that of a test of loading 1 (a regression through the origin).
     """
     w = params.local_width
     n = int(delta.size)
@@ -216,28 +276,42 @@ def local_shift(
         return None
     sb2 = prior.sigma_b**2
     v = var_wo + (1.0 + 1.0 / np.maximum(n_sessions, 1.0)) * sb2
+    x = np.ones(n) if loading is None else np.asarray(loading, dtype=float)
+    xv = np.zeros(n) if loading_var is None else np.asarray(loading_var, dtype=float)
     loc = np.empty(n)
     se = np.empty(n)
     for i in range(n):
-        lo = min(max(i - w // 2, 0), n - w)
-        loc[i], se[i] = _window_shift(
-            delta[lo : lo + w].tobytes(),
-            v[lo : lo + w].tobytes(),
-            params.huber_c,
-            params.biweight_c,
-        )
-    left = run_sigma_b(delta - loc, var_wo, n_sessions, df)
+        centre = min(max(i - w // 2, 0), n - w)
+        got = [
+            _window_shift(
+                delta[lo : lo + w].tobytes(),
+                v[lo : lo + w].tobytes(),
+                params.huber_c,
+                params.biweight_c,
+                None if loading is None else x[lo : lo + w].tobytes(),
+            )
+            for lo in (centre, max(i - w + 1, 0), min(i, n - w))
+        ]
+        loc[i], se[i] = got[0]
+        if any(abs(g[0] - loc[i]) > 2.0 * math.hypot(g[1], se[i]) for g in got[1:]):
+            # a step between the windows: which side the test is on, its neighbours cannot
+            # tell, so it is judged against the side its own change is nearest
+            loc[i], se[i] = min(got, key=lambda g: abs(delta[i] - x[i] * g[0]))
+    left = run_sigma_b(delta - x * loc, var_wo + xv * loc * loc, n_sessions, df)
     if left**2 > sb2 * params.run_spread_ratio:
         return None
     return loc, se, replace(shift, sigma_b_run=left)
 
 
 @functools.lru_cache(maxsize=4096)
-def _window_shift(delta: bytes, var: bytes, c: float, biweight: float) -> tuple[float, float]:
+def _window_shift(
+    delta: bytes, var: bytes, c: float, biweight: float, loading: bytes | None = None
+) -> tuple[float, float]:
     """:func:`huber_shift` of one window of :func:`local_shift`, remembered by its values: the
     windows at either end repeat within a call, and every window but the last few repeats
     when the judge asks again after each finished test (:func:`look_shift`)."""
-    return huber_shift(np.frombuffer(delta), np.frombuffer(var), c, biweight)
+    x = None if loading is None else np.frombuffer(loading)
+    return huber_shift(np.frombuffer(delta), np.frombuffer(var), c, biweight, x)
 
 
 def shift_variance(shift: RunShift, prior: SuitePrior) -> float:
