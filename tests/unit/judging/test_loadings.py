@@ -140,8 +140,7 @@ def test_a_run_that_flips_clock_state_finds_its_changed_tests_without_false_alar
     found_flat = {k for k, c in flat_decision.comparisons.items() if c.verdict is Verdict.REGRESSED}
     assert len(failed & wanted) > len(found_flat & wanted)
 
-    def width(d: object) -> float:
-        comps = d.comparisons.values()
-        return float(np.median([c.se_log for c in comps]))
+    def width(d: SuiteDecision) -> float:
+        return float(np.median([c.se_log for c in d.comparisons.values()]))
 
     assert width(decision) < width(flat_decision)
