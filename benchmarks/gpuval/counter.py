@@ -26,7 +26,8 @@ from typing import Any
 from gpuval import Json, Plan
 from pytest_tpw.host.fingerprint import slug as fingerprint_slug
 from pytest_tpw.sensors.base import SensorOptions
-from pytest_tpw.sensors.nvml import NvmlSensor, _field_number, _import_pynvml, _trapezoid_joules
+from pytest_tpw.sensors.nvml import NvmlSensor, _field_number, _import_pynvml
+from pytest_tpw.sensors.sampling import trapezoid_joules
 from pytest_tpw.store.files import atomic_write_text
 
 SYNTHETIC_TRACE = "nvml_synthetic_h100.json"
@@ -484,8 +485,9 @@ def window_result(
     field_s: Sequence[tuple[float, float]],
     usage_s: Sequence[tuple[float, float]],
 ) -> Json:
-    field_j = _trapezoid_joules(field_s)
-    usage_j = _trapezoid_joules(usage_s) if len(usage_s) > 1 else None
+    # NVML's power readings are milliwatts; the integral is in watt-seconds
+    field_j = trapezoid_joules(field_s) / 1000.0
+    usage_j = trapezoid_joules(usage_s) / 1000.0 if len(usage_s) > 1 else None
     return {
         "seconds": seconds,
         "counter_j": counter_j,
