@@ -103,8 +103,8 @@ OPTIONS: tuple[Row, ...] = (
     ),
     (
         "sensor", "--tpw-sensor", "flag", "auto", "str", "NAME", None, "",
-        "where joules come from: auto, nvml, rapl, cpu-estimate, sim, dcgm-exporter, "
-        "prometheus or a plugin's sensor",
+        "where joules come from: auto, nvml, amdsmi, gaudi, intel-gpu, jetson, apple, rapl, "
+        "cpu-estimate, sim, dcgm-exporter, prometheus or a plugin's sensor",
     ),
     (
         "devices", "--tpw-devices", "flag", None, "devices", "LIST", "devices", "",

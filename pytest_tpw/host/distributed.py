@@ -14,6 +14,22 @@ import sys
 from typing import Any
 
 
+def local_rank_device(visible: int) -> int | None:
+    """Under torchrun with several GPUs visible, the one GPU this rank uses (LOCAL_RANK).
+
+    Every rank of a torch.distributed job sums its joules with the others'; a rank that
+    measured every visible GPU would count each board once per rank. torchrun's convention
+    is that rank ``LOCAL_RANK`` of a node uses ``cuda:LOCAL_RANK``. ``--tpw-devices``
+    overrides this. Every device sensor (NVML, amdsmi, HLML, Sysman) follows it.
+    """
+    local, world = os.environ.get("LOCAL_RANK"), os.environ.get("WORLD_SIZE")
+    if local is None or not local.isdigit() or world is None or not world.isdigit():
+        return None
+    if int(world) < 2 or visible < 2 or int(local) >= visible:
+        return None
+    return int(local)
+
+
 class Ranks:
     """The initialised default process group, as the meter uses it."""
 

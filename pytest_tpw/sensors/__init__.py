@@ -1,5 +1,5 @@
 """The sensor registry: built-in sensors by name, third-party ones by entry point or hook,
-and ``auto`` selection (the first of nvml, rapl, cpu-estimate that works here)."""
+and ``auto`` selection (the first of :data:`AUTO_ORDER` that works here)."""
 
 from __future__ import annotations
 
@@ -37,10 +37,18 @@ BUILTIN: dict[str, str] = {
     "sim": "pytest_tpw.sensors.sim:SimSensor",
     "dcgm-exporter": "pytest_tpw.sensors.dcgm_exporter:DcgmExporterSensor",
     "prometheus": "pytest_tpw.sensors.prometheus:PrometheusSensor",
+    "amdsmi": "pytest_tpw.sensors.amdsmi:AmdSmiSensor",
+    "gaudi": "pytest_tpw.sensors.gaudi:GaudiSensor",
+    "intel-gpu": "pytest_tpw.sensors.intel_gpu:IntelGpuSensor",
+    "jetson": "pytest_tpw.sensors.jetson:JetsonSensor",
+    "apple": "pytest_tpw.sensors.apple:AppleSiliconSensor",
 }
 
-#: What ``--tpw-sensor auto`` tries, best first. ``sim`` is never chosen automatically.
-AUTO_ORDER = ("nvml", "rapl", "cpu-estimate")
+#: What ``--tpw-sensor auto`` tries, best first: the accelerators' own energy counters, then
+#: a SoC's (Jetson's rails, Apple's energy model), then the CPU's RAPL counters, then the CPU
+#: time estimate. ``sim`` and the remote sensors (they need a URL) are never chosen
+#: automatically.
+AUTO_ORDER = ("nvml", "amdsmi", "gaudi", "intel-gpu", "jetson", "apple", "rapl", "cpu-estimate")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +65,10 @@ def test_unknown_name_lists_known_names() -> None:
         select("nvlm", SensorOptions())
     text = str(info.value)
     assert "'nvlm'" in text
-    assert "choose one of: auto, cpu-estimate, dcgm-exporter, nvml, prometheus, rapl, sim" in text
+    assert (
+        "choose one of: auto, amdsmi, apple, cpu-estimate, dcgm-exporter, gaudi, intel-gpu, "
+        "jetson, nvml, prometheus, rapl, sim"
+    ) in text
 
 
 def test_unknown_name_lists_extra_sensors_too() -> None:
@@ -72,19 +77,33 @@ def test_unknown_name_lists_extra_sensors_too() -> None:
 
 
 def test_known_names() -> None:
-    assert known_names() == [
-        "auto", "cpu-estimate", "dcgm-exporter", "nvml", "prometheus", "rapl", "sim",
+    builtin = [
+        "auto", "amdsmi", "apple", "cpu-estimate", "dcgm-exporter", "gaudi", "intel-gpu",
+        "jetson", "nvml", "prometheus", "rapl", "sim",
     ]  # fmt: skip
-    assert known_names({"zz": Working, "sim": Working}) == [
-        "auto",
-        "cpu-estimate",
-        "dcgm-exporter",
-        "nvml",
-        "prometheus",
-        "rapl",
-        "sim",
-        "zz",
-    ]
+    assert known_names() == builtin
+    assert known_names({"zz": Working, "sim": Working}) == [*builtin, "zz"]
+
+
+def test_auto_tries_the_accelerators_before_the_cpu_and_says_why_each_was_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a host with none of the vendor libraries or devices (this one, with an empty
+    powercap tree), auto falls through every accelerator to the CPU-time estimate, and the
+    reasons name what to install."""
+    from pytest_tpw.sensors import AUTO_ORDER
+    from pytest_tpw.sensors.jetson import JetsonSensor
+
+    for module in ("pynvml", "amdsmi", "pyhlml", "pyzes", "zeus_apple_silicon"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails: not installed
+    monkeypatch.setattr(JetsonSensor, "sysfs_root", str(tmp_path / "no-sysfs"))
+    selection = select("auto", SensorOptions(powercap_root=str(tmp_path / "no-powercap")))
+    assert selection.sensor.name == "cpu-estimate"
+    assert list(selection.skipped) == list(AUTO_ORDER[: AUTO_ORDER.index("cpu-estimate")])
+    assert "pytest-tpw[amd]" in selection.skipped["amdsmi"]
+    assert "pytest-tpw[gaudi]" in selection.skipped["gaudi"]
+    assert "pytest-tpw[intel-gpu]" in selection.skipped["intel-gpu"]
+    assert "not macOS" in selection.skipped["apple"]
 
 
 def test_auto_picks_first_working_and_records_skips() -> None:
@@ -146,9 +165,8 @@ def test_extra_overrides_nothing_builtin_unless_named() -> None:
 def test_entry_point_sensor_selectable_and_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sensors, "_entry_point_factories", lambda: {"ep": lambda: Working})
     assert "ep" in known_names()
-    assert known_names() == [
-        "auto", "cpu-estimate", "dcgm-exporter", "ep", "nvml", "prometheus", "rapl", "sim",
-    ]  # fmt: skip
+    names = known_names()
+    assert names[0] == "auto" and names[1:] == sorted(names[1:])
     selection = select("ep", SensorOptions())
     assert isinstance(selection.sensor, Working)
     assert selection.sensor.is_open
