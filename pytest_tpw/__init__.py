@@ -5,8 +5,8 @@ The names users write, loaded on first use so that importing the plugin stays ch
 - ``TokensPerJoule``: the type of the ``tpw`` fixture (``def test_x(tpw: TokensPerJoule)``);
   ``Window`` the loop form's window; ``Result`` the type of ``tpw.result``; ``Verdict`` the
   verdict a result carries.
-- ``PytestTpwWarning`` and ``TpwMeasurementWarning``: the warnings the plugin emits, to filter
-  (``-W ignore::pytest_tpw.TpwMeasurementWarning``).
+- ``PytestTpwWarning``, ``TpwMeasurementWarning`` and ``TpwImplausibleWarning``: the warnings
+  the plugin emits, to filter (``-W ignore::pytest_tpw.TpwMeasurementWarning``).
 - ``TpwError`` (and the other exceptions of :mod:`pytest_tpw.errors`).
 - ``ServerProcess`` and ``ServerStartError``: a served model's process, outside the
   ``tpw_server`` fixture.
@@ -31,6 +31,7 @@ __all__ = [
     "ServerStartError",
     "TokensPerJoule",
     "TpwError",
+    "TpwImplausibleWarning",
     "TpwMeasurementWarning",
     "Verdict",
     "Window",
@@ -39,7 +40,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pytest_tpw.errors import TpwError
-    from pytest_tpw.hooks.warning_types import PytestTpwWarning, TpwMeasurementWarning
+    from pytest_tpw.hooks.warning_types import (
+        PytestTpwWarning,
+        TpwImplausibleWarning,
+        TpwMeasurementWarning,
+    )
     from pytest_tpw.measure.meter import TokensPerJoule, Window
     from pytest_tpw.measure.samples import Result
     from pytest_tpw.serving.process import ServerProcess, ServerStartError
@@ -53,6 +58,7 @@ _LAZY = {
     "TpwError": "pytest_tpw.errors",
     "PytestTpwWarning": "pytest_tpw.hooks.warning_types",
     "TpwMeasurementWarning": "pytest_tpw.hooks.warning_types",
+    "TpwImplausibleWarning": "pytest_tpw.hooks.warning_types",
     "ServerProcess": "pytest_tpw.serving.process",
     "ServerStartError": "pytest_tpw.serving.process",
 }

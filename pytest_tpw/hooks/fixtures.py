@@ -23,11 +23,15 @@ if TYPE_CHECKING:
     from pytest_tpw.serving.servers import ServedModel, Servers
 
 
-def warn(item: pytest.Item, texts: Sequence[str]) -> None:
+def warn(
+    item: pytest.Item,
+    texts: Sequence[str],
+    category: type[pytest.PytestWarning] = TpwMeasurementWarning,
+) -> None:
     """Warnings attributed to the test, not to this file, in the warnings summary."""
     path, line, _ = item.location
     for text in texts:
-        warnings.warn_explicit(TpwMeasurementWarning(text), None, path, (line or 0) + 1)
+        warnings.warn_explicit(category(text), None, path, (line or 0) + 1)
 
 
 def off_meter(request: pytest.FixtureRequest) -> Generator[TokensPerJoule, None, None]:

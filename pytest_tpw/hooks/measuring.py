@@ -104,6 +104,11 @@ def tpw_meter(
             j = judgements.get(m.key)
             # a pending verdict's warnings come with its final outcome, at the end of the run
             warn(item, [*m.warnings, *(j.warnings if j is not None and not j.pending else [])])
+    implausible = [t for m, _ in kept for t in tpw_session.implausible.get(m.key, [])]
+    if implausible:  # said now, before the session's end writes any baseline
+        from pytest_tpw.hooks.warning_types import TpwImplausibleWarning
+
+        warn(item, implausible, TpwImplausibleWarning)
     if not item.stash.get(CALL_FAILED_KEY, False):
         meter.check_finished()
 
@@ -144,7 +149,12 @@ class MeasuringHooks:
         s = self.session
         stored = s.judge.baseline
         count = len(stored.measurements) if stored is not None else None
-        return header_lines(s.sensor_info(), s.skipped, s.baseline_path, count, s.idle_watts)
+        legacy = None
+        if s.legacy_baselines is not None and s.legacy_key is not None:
+            legacy = (s.legacy_key, s.legacy_baselines)
+        return header_lines(
+            s.sensor_info(), s.skipped, s.baseline_path, count, s.idle_watts, legacy
+        )
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:

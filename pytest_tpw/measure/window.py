@@ -140,6 +140,8 @@ class WindowRunner:
         self._sync = sync
         self._locks = locks
         self._invalid_run = 0  # consecutive invalid windows (counter resets...)
+        #: Windows discarded as invalid, in all (the session's sensor-health count).
+        self.invalid_windows = 0
         #: This process's rank when windows were aligned over a process group.
         self.rank: int | None = None
 
@@ -235,6 +237,7 @@ class WindowRunner:
             if any_invalid and invalid is None:
                 invalid = "another rank's window was invalid"
         if invalid is not None:
+            self.invalid_windows += 1
             self._invalid_run += 1
             if self._invalid_run >= MAX_INVALID_WINDOWS:
                 raise MeasurementError(

@@ -270,6 +270,56 @@ def sensor_line(doc: Mapping[str, Any]) -> str:
     return line if provenance == "measured" else f"> [!WARNING]\n> {line}"
 
 
+def health_lines(doc: Mapping[str, Any]) -> list[str]:
+    """``**Sensor health:** counter advancing yes, ...``: the sensor's view of its own
+    counters and the windows the run lost (nothing for ``sim`` unless one was lost)."""
+    sensor = _mapping(_environment(doc).get("sensor"))
+    health = _mapping(sensor.get("health"))
+    if not health:
+        return []
+    advances = health.get("counter_advances")
+    said = ("yes" if advances else "**NO**") if isinstance(advances, bool) else "not checked"
+    period, idle = _float(health.get("update_period_s")), _float(health.get("idle_watts"))
+    dropped = health.get("dropped_reads") if isinstance(health.get("dropped_reads"), int) else 0
+    invalid = health.get("invalid_windows") if isinstance(health.get("invalid_windows"), int) else 0
+    notes = _strings(health.get("notes"))
+    if sensor.get("provenance") == "simulated" and not (dropped or invalid or notes):
+        return []
+    parts = [
+        f"counter advancing {said}",
+        f"update period {period * 1000:.3g} ms" if period else "update period unknown",
+        f"idle {idle:.4g} W" if idle is not None else "idle not measured",
+        f"dropped reads {dropped}",
+        f"invalid windows {invalid}",
+    ]
+    lines = ["**Sensor health:** " + ", ".join(parts) + "."]
+    lines += [f"- {plain(n)}" for n in notes]
+    return [*lines, ""]
+
+
+#: Implausible results named in the report (the rest are counted).
+MAX_IMPLAUSIBLE = 10
+
+
+def _implausible(doc: Mapping[str, Any]) -> list[str]:
+    """The results beyond physical bounds (``implausible`` in the JSON), in a warning."""
+    found = [
+        text
+        for entry in _mapping(doc.get("measurements")).values()
+        for text in _strings(_mapping(entry).get("implausible"))
+    ]
+    if not found:
+        return []
+    lines = [
+        "> [!WARNING]",
+        "> **Implausible results** (probably measured wrongly; docs/sensors.md):",
+    ]
+    lines += [f"> - {plain(t)}" for t in found[:MAX_IMPLAUSIBLE]]
+    if len(found) > MAX_IMPLAUSIBLE:
+        lines.append(f"> - … {len(found) - MAX_IMPLAUSIBLE} more; see the JSON")
+    return [*lines, ""]
+
+
 def _run_wide(doc: Mapping[str, Any]) -> list[str]:
     findings = doc.get("run_wide")
     if not isinstance(findings, list) or not findings:
@@ -409,4 +459,6 @@ def _compose(
     lines += _load(doc)
     lines += _stack(doc)
     lines += [sensor_line(doc), ""]
+    lines += health_lines(doc)
+    lines += _implausible(doc)
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pytest_tpw.config.settings import Settings
 from pytest_tpw.judging.judge import LOWER_IT, HardwareShare, Judgement
@@ -41,19 +41,65 @@ def header_lines(
     baseline_path: Path,
     stored: int | None,
     idle_watts: float | None,
+    legacy: tuple[str, Path] | None = None,
 ) -> list[str]:
     """What the run header says about the sensor and the baselines (``stored``: how many
-    measurements the baseline file holds, None without one)."""
+    measurements the baseline file holds, None without one; ``legacy``: the previous
+    hardware key and its file, when those are the baselines compared)."""
     lines = [f"tpw: sensor {sensor.name}, joules {sensor.provenance} ({sensor.method})"]
     lines += [f"tpw: passed over {name}: {why}" for name, why in skipped.items()]
-    found = f"{stored} measurement(s)" if stored is not None else "none yet"
-    lines.append(f"tpw: baselines {baseline_path} ({found})")
+    if legacy is not None:
+        key, path = legacy
+        lines.append(
+            f"tpw: baselines {baseline_path} (none yet): comparing with {path} "
+            f"({stored} measurement(s)), this hardware's baselines under its previous key "
+            f"{key} (keys now count the CPUs a runner has)"
+        )
+    else:
+        found = f"{stored} measurement(s)" if stored is not None else "none yet"
+        lines.append(f"tpw: baselines {baseline_path} ({found})")
     if idle_watts is not None:
         lines.append(
             f"tpw: idle power {idle_watts:.4g} W (one window with nothing running, at start; "
             "context only, verdicts use gross energy)"
         )
     return lines
+
+
+def health_lines(health: Mapping[str, Any], provenance: str) -> list[str]:
+    """``sensor health: counter advancing yes, update period 100 ms, idle 70.1 W, dropped
+    reads 0, invalid windows 0`` and the sensor's notes under it. Said for every sensor but
+    ``sim`` (whose health means nothing), and for ``sim`` too when a window was lost."""
+    advances = health.get("counter_advances")
+    period = health.get("update_period_s")
+    idle = health.get("idle_watts")
+    dropped = int(health.get("dropped_reads") or 0)
+    invalid = int(health.get("invalid_windows") or 0)
+    notes = [str(n) for n in health.get("notes") or []]
+    if provenance == "simulated" and not (dropped or invalid or notes):
+        return []
+    said = ("yes" if advances else "NO") if isinstance(advances, bool) else "not checked"
+    parts = [
+        f"counter advancing {said}",
+        "update period "
+        + (f"{period * 1000:.3g} ms" if isinstance(period, (int, float)) else "unknown"),
+        f"idle {idle:.4g} W" if isinstance(idle, (int, float)) else "idle not measured",
+        f"dropped reads {dropped}",
+        f"invalid windows {invalid}",
+    ]
+    return [f"sensor health: {', '.join(parts)}", *(f"  {n}" for n in notes)]
+
+
+def implausible_lines(implausible: Mapping[str, Sequence[str]]) -> list[str]:
+    """The results beyond physical bounds, each sentence on its own line."""
+    texts = [t for key in sorted(implausible) for t in implausible[key]]
+    if not texts:
+        return []
+    head = (
+        f"implausible: {len(implausible)} measurement(s) beyond physical bounds "
+        "(TpwImplausibleWarning; bounds and sources in docs/sensors.md):"
+    )
+    return [head, *(f"  {t}" for t in texts)]
 
 
 def every_measurement(run: RunState) -> list[tuple[str, Measurement]]:

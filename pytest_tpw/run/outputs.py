@@ -46,6 +46,10 @@ def write_outputs(
         s,
         session.idle_watts,
     )
+    for key, found in session.implausible.items():
+        entry = doc["measurements"].get(key)
+        if entry is not None:
+            entry["implausible"] = list(found)
     texts: list[tuple[str, Path, str]] = []
     if s.json is not None:
         texts.append(("--tpw-json", s.json, dump_json(doc)))
@@ -78,6 +82,8 @@ def _write_baselines(
     """One hardware key's finished measurements of tests that passed, as this session."""
     mode = session.settings.baseline_mode
     assert mode is not None
+    old = session.legacy_keys.get(share.key)
+    legacy = [] if old is None else [(old, session.baseline_path_of(old))]
     note = recording.record(
         path,
         share.key,
@@ -102,5 +108,6 @@ def _write_baselines(
         superseded=session.settings.superseded,
         mode=mode,
         interrupted=interrupted,
+        legacy=legacy,
     )
     session.notes.append(note)

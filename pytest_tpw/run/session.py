@@ -11,6 +11,8 @@ sends its results). No pytest import: the plugin hands settings in and takes pla
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -27,6 +29,7 @@ from pytest_tpw.measure.meter import Meter
 from pytest_tpw.measure.samples import Measurement, Result
 from pytest_tpw.measure.window import Spans, WindowRunner
 from pytest_tpw.present.report import SensorInfo
+from pytest_tpw.run import plausible
 from pytest_tpw.run.roles import Controller, Role, Worker
 from pytest_tpw.store import baseline
 from pytest_tpw.verdict import Verdict
@@ -90,6 +93,24 @@ class TpwSession:
         self.rank: int | None = None
         #: Lines for the end of the terminal section (baselines written...).
         self.notes: list[str] = []
+        #: This hardware's key as pytest-tpw named it before (CPU sensors: without the CPU
+        #: count), when it differs; and its baseline file when this run compares with it
+        #: because none exists under the new key yet (:meth:`start`).
+        self.legacy_key: str | None = None
+        self.legacy_baselines: Path | None = None
+        #: The older key of each hardware key that has one (this process's, and those of
+        #: the pytest-xdist workers on other hosts): its file is carried over at a write.
+        self.legacy_keys: dict[str, str] = {}
+        #: The most the measured devices can draw together (``max_power_w`` of every
+        #: device the sensor describes), None when not known: a plausibility bound.
+        self.max_watts: float | None = None
+        #: Sentences on results beyond physical bounds, by measurement key as outputs name
+        #: it (``key@hardware`` for another hardware key's): :mod:`pytest_tpw.run.plausible`.
+        self.implausible: dict[str, list[str]] = {}
+        #: Windows discarded as invalid (counter reset...), this process's own.
+        self.invalid_windows = 0
+        #: The sensor health each pytest-xdist worker reported, by worker.
+        self.worker_health: dict[str, dict[str, Any]] = {}
         self.role: Role = Worker(self) if worker else Controller(self)
 
     @classmethod
@@ -121,10 +142,12 @@ class TpwSession:
         sensor = selection.sensor
         try:
             key = fingerprint.hardware_key(sensor.hardware())
+            legacy_key = legacy_key_of(sensor, key)
             directory = rootdir / s.baseline_dir
-            stored = baseline.load(baseline.path_for(directory, key), key)
+            stored, carried = load_baselines(directory, key, legacy_key)
             others = [] if stored is not None else baseline.other_hardware(directory, key)
-            software = fingerprint.software_stack(sensor.describe())
+            described = sensor.describe()
+            software = fingerprint.software_stack(described)
             judge = Judge(s, stored, key, others, software, edge_error_s=sensor.edge_error_s())
         except BaseException:
             sensor.close()
@@ -138,6 +161,10 @@ class TpwSession:
             worker=worker,
             invocation_dir=invocation_dir,
         )
+        session.legacy_key, session.legacy_baselines = legacy_key, carried
+        if legacy_key is not None:
+            session.legacy_keys[key] = legacy_key
+        session.max_watts = plausible.max_watts(described)
         if sensor.capabilities().idle_power and s.idle_power:
             session.idle_watts = session.measure_idle()
         return session
@@ -162,6 +189,8 @@ class TpwSession:
             return None
         finally:
             self.locks.release()
+        if energy.invalid is not None:
+            self.invalid_windows += 1
         if energy.invalid is not None or not energy.total > 0 or elapsed <= 0:
             return None
         return energy.total / elapsed
@@ -221,16 +250,36 @@ class TpwSession:
             if m.finished
         ]
 
+    def bounds(self, ranks: int = 1) -> plausible.Bounds:
+        """What this session's results are checked against (:mod:`.plausible`); ``ranks``:
+        how many processes' windows a result sums (torch.distributed ranks)."""
+        found = plausible.Bounds(
+            self.sensor.provenance,
+            self.idle_watts,
+            self.max_watts,
+            plausible.device_class(self.sensor.hardware()),
+        )
+        return found.scaled(ranks)
+
     def record(self, meter: Meter) -> list[tuple[Measurement, Result]]:
-        """Keep a test's finished measurements; returns them with their summaries."""
+        """Keep a test's finished measurements; returns them with their summaries. A
+        result beyond physical bounds is said in :attr:`implausible` (before any file is
+        written: the hooks warn at once)."""
+        self.invalid_windows += meter.runner.invalid_windows
         if meter.rank is not None:
             self.rank = meter.rank
         kept = [(m, meter.summary(m)) for m in meter.measurements if m.finished]
         hint = self.sensor.advice() if kept else None
         if hint is not None:  # once per session (PyTorch's threads exceed the free cores...)
             kept[0][0].warnings.append(hint)
+        ranks = distributed.current() if meter.rank is not None else None
+        bounds = self.bounds(ranks.world_size if ranks is not None else 1)
         for m, result in kept:
             self.measurements[m.key] = (m, result)
+            texts = plausible.check(m.key, result.watts, result.tokens_per_joule, bounds)
+            if texts:
+                self.implausible[m.key] = texts
+                continue  # the near-idle advice would mislead beside them
             idle = self.idle_watts
             if idle is not None and result.watts < IDLE_MARGIN * idle:
                 m.warnings.append(
@@ -268,9 +317,76 @@ class TpwSession:
         ]
 
     def closing_notes(self) -> list[str]:
-        """What the session itself adds under the table: a stray ``RANK``, files written,
-        lost workers, outputs not written."""
-        return [*self._stray_rank_note(), *self.notes]
+        """What the session itself adds under the table: the sensor's health, results
+        beyond physical bounds, a stray ``RANK``, files written, lost workers, outputs not
+        written, baselines still under an older hardware key."""
+        from pytest_tpw.present.summary import health_lines, implausible_lines
+
+        return [
+            *health_lines(self.health(), self.sensor.provenance),
+            *implausible_lines(self.implausible),
+            *self._stray_rank_note(),
+            *self.notes,
+            *self._legacy_note(),
+        ]
+
+    def _shown(self, path: Path) -> str:
+        """A path as a user types it at the repository root."""
+        try:
+            return str(path.relative_to(self.rootdir))
+        except ValueError:
+            return str(path)
+
+    def _legacy_note(self) -> list[str]:
+        """Baselines read under this hardware's previous key, not yet under its new one."""
+        old = self.legacy_baselines
+        new = self.baseline_path
+        if old is None or new.exists():
+            return []  # none used, or carried over by this run (its note says so)
+        return [
+            f"baselines compared with {self._shown(old)}, named after this hardware's "
+            f"previous key {self.legacy_key} (keys now count the CPUs a runner has); its new "
+            f"key is {self.hardware_key}. Keep them under it: git mv {self._shown(old)} "
+            f"{self._shown(new)} (cp instead while runners of other sizes still use the old "
+            "file), or record once here (--tpw-record; --tpw-update-missing changes no "
+            f"baseline) to write {self._shown(new)} starting from them"
+        ]
+
+    def own_health(self) -> dict[str, Any]:
+        """This process's sensor health and the windows it discarded, as plain data."""
+        h = self.sensor.health()
+        return {
+            "counter_advances": h.counter_advances,
+            "update_period_s": h.update_period_s,
+            "dropped_reads": h.dropped_reads,
+            "invalid_windows": self.invalid_windows,
+            "notes": list(h.notes),
+        }
+
+    def health(self) -> dict[str, Any]:
+        """The sensor's health over the run: this process's and every worker's (counter
+        advancing everywhere, the longest update period, dropped reads and invalid windows
+        summed, every note once) and the idle power measured at start."""
+        parts = [self.own_health(), *self.worker_health.values()]
+        advances = [
+            p["counter_advances"] for p in parts if isinstance(p.get("counter_advances"), bool)
+        ]
+        periods = [
+            float(p["update_period_s"])
+            for p in parts
+            if isinstance(p.get("update_period_s"), (int, float))
+        ]
+        notes: list[str] = []
+        for p in parts:
+            notes += [n for n in p.get("notes") or [] if isinstance(n, str) and n not in notes]
+        return {
+            "counter_advances": None if not advances else all(advances),
+            "update_period_s": max(periods) if periods else None,
+            "idle_watts": self.idle_watts,
+            "dropped_reads": sum(int(p.get("dropped_reads") or 0) for p in parts),
+            "invalid_windows": sum(int(p.get("invalid_windows") or 0) for p in parts),
+            "notes": notes,
+        }
 
     def finish_run(self) -> None:
         """Once every test ran: the run-wide finding and the final verdicts (on the process
@@ -314,6 +430,7 @@ class TpwSession:
                 "skipped": dict(self.skipped),
                 "details": described,
                 "idle_watts": self.idle_watts,
+                "health": self.health(),
             },
             "software": self.software,
             "commit": fingerprint.git_commit(self.rootdir),
@@ -333,15 +450,21 @@ class TpwSession:
         judgements = [
             j for j in self.judge.judgements.values() if nodeid is None or j.nodeid == nodeid
         ]
+        keys = {m.key for m in measurements}
         return {
             "hardware": {
                 **self.shares[self.hardware_key].hardware,
                 "key": self.hardware_key,
+                "legacy_key": self.legacy_key,
                 "software": self.software,
+                "edge_error_s": self.sensor.edge_error_s(),
             },
             "measurements": [m.to_dict() for m in measurements],
             "judgements": [j.to_dict() for j in judgements],
             "failed": sorted(n for n in self.failed_tests if nodeid is None or n == nodeid),
+            "implausible": {k: v for k, v in self.implausible.items() if k in keys},
+            "worker": f"{platform.node()}:{os.getpid()}",
+            "health": self.own_health(),
         }
 
     def merge(self, payload: Mapping[str, Any]) -> None:
@@ -365,6 +488,13 @@ class TpwSession:
             else:
                 share.judge.judgements.setdefault(j.key, j)
         self.failed_tests.update(payload.get("failed", []))
+        suffix = "" if share.key == self.hardware_key else f"@{share.key}"
+        for key, texts in (payload.get("implausible") or {}).items():
+            if isinstance(texts, list):
+                self.implausible[f"{key}{suffix}"] = [str(t) for t in texts]
+        health, worker = payload.get("health"), payload.get("worker")
+        if isinstance(health, dict) and isinstance(worker, str):
+            self.worker_health[worker] = health  # each payload carries the worker's total
 
     def _share_for(self, hardware: Mapping[str, Any]) -> HardwareShare:
         """The share of the hardware key a worker measured on; a new key's baselines are
@@ -374,9 +504,13 @@ class TpwSession:
         share = self.shares.get(key)
         if share is not None:
             return share
-        path = baseline.path_for(self.rootdir / self.settings.baseline_dir, key)
+        legacy = hardware.get("legacy_key")
+        legacy = legacy if isinstance(legacy, str) and legacy != key else None
+        if legacy is not None:
+            self.legacy_keys[key] = legacy
+        directory = self.rootdir / self.settings.baseline_dir
         try:
-            stored = baseline.load(path, key)
+            stored, _ = load_baselines(directory, key, legacy)
         except TpwError as exc:
             self.notes.append(f"baselines of {key} not read, its tests not compared: {exc}")
             stored = None
@@ -394,6 +528,33 @@ class TpwSession:
             judge.focus_on_tests(self.collected)
         share = self.shares[key] = HardwareShare(judge, described)
         return share
+
+
+def legacy_key_of(sensor: sensors.Sensor, key: str) -> str | None:
+    """The hardware key the sensor's hardware had before its names changed, if it did."""
+    names = sensor.legacy_hardware()
+    if names is None:
+        return None
+    old = fingerprint.hardware_key(names)
+    return old if old != key else None
+
+
+def load_baselines(
+    directory: Path, key: str, legacy_key: str | None
+) -> tuple[baseline.BaselineFile | None, Path | None]:
+    """The baselines of ``key``: its file (which may still hold ``legacy_key`` inside,
+    renamed by hand), else the file named after ``legacy_key``, read as ``key``'s. Returns
+    them and that legacy file when it was the one read."""
+    legacy = [legacy_key] if legacy_key else []
+    stored = baseline.load(baseline.path_for(directory, key), key, legacy=legacy)
+    if stored is not None or legacy_key is None:
+        return stored, None
+    old = baseline.path_for(directory, legacy_key)
+    found = baseline.load(old, legacy_key)
+    if found is None:
+        return None, None
+    found.hardware_key = key
+    return found, old
 
 
 def _say_waiting(text: str) -> None:

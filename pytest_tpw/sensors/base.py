@@ -171,6 +171,12 @@ class Sensor(abc.ABC):
         """Names of the measured hardware (e.g. ``("NVIDIA H100 80GB HBM3",)``) for the key."""
         return ()
 
+    def legacy_hardware(self) -> tuple[str, ...] | None:
+        """What :meth:`hardware` returned before its names changed (the CPU sensors' names
+        before they counted CPUs), or None when they never changed: a baseline file still
+        named after that older key is found and carried over (docs/sensors.md)."""
+        return None
+
     def lock_ids(self) -> tuple[str, ...]:
         """Ids of the physical devices whose counters other processes could disturb.
 

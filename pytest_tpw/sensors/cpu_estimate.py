@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
-from pytest_tpw.host import procstat
+from pytest_tpw.host import fingerprint, procstat
 from pytest_tpw.sensors.base import (
     Capabilities,
     FollowedWork,
     Provenance,
     Sensor,
+    SensorHealth,
     SensorOptions,
     WindowEnergy,
 )
@@ -66,6 +67,9 @@ class CpuEstimateSensor(Sensor):
         self._root_pid: int | None = None
         self._last_other_cores: float | None = None
         self._torch_warned = False
+        #: Windows whose CPU time advanced, and those without any (health).
+        self._advanced = 0
+        self._still = 0
 
     # -- what is measured ----------------------------------------------------------------
 
@@ -143,6 +147,10 @@ class CpuEstimateSensor(Sensor):
         )
         if usage is not None:
             self._last_other_cores = usage.other_busy_cores
+        if cpu_seconds > 0:
+            self._advanced += 1
+        else:
+            self._still += 1
         procstat.mark_contention(usage, window.state, window.warnings)
         root = self._root_pid
         if root is not None and not self._alive(root):
@@ -191,15 +199,26 @@ class CpuEstimateSensor(Sensor):
             self._torch_warned = True
         return text
 
+    def health(self) -> SensorHealth:
+        """Whether CPU time advanced in the windows; no counter, update period or dropped
+        read to report: the joules are an estimate from CPU time."""
+        notes = [f"{self._still} window(s) counted no CPU time"] if self._still else []
+        advances = None if not (self._advanced or self._still) else self._advanced > 0
+        return SensorHealth(advances, None, 0, tuple(notes))
+
     def describe(self) -> dict[str, object]:
         return {
             "cpu": cpu_model(),
             "logical_cpus": os.cpu_count(),
+            "usable_cpus": fingerprint.usable_cpus(),
             "watts_per_core": self.options.cpu_watts_per_core,
             "follows": "self" if self._root_pid is None else f"pid {self._root_pid} and children",
         }
 
     def hardware(self) -> tuple[str, ...]:
         # keyed apart from rapl on the same CPU: estimated and measured joules never share
-        # a baseline
+        # a baseline; the usable CPUs keep runners of different sizes apart
+        return (f"{fingerprint.cpu_hardware(cpu_model())} cpu-estimate",)
+
+    def legacy_hardware(self) -> tuple[str, ...]:
         return (f"{cpu_model()} cpu-estimate",)

@@ -170,6 +170,8 @@ class DcgmExporterSensor(remote.RemoteGpus):
                 f"{', '.join(missing)}"
             )
             out.invalid = reason if out.invalid is None else f"{out.invalid}; {reason}"
+        if out.invalid is not None:
+            self.dropped += 1
         bound = remote.edge_bound(self.interval_s, rtt)
         out.state = {
             "gpus": len(out.joules),

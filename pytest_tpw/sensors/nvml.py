@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
+from pytest_tpw.host.distributed import local_rank_device
 from pytest_tpw.sensors.base import (
     Capabilities,
     FollowedWork,
     Provenance,
     Sensor,
+    SensorHealth,
     SensorOptions,
     WindowEnergy,
 )
@@ -92,22 +94,6 @@ def _import_pynvml() -> Any:
             "nvidia-ml-py is not installed (import pynvml failed): pip install nvidia-ml-py"
         ) from exc
     return pynvml
-
-
-def _local_rank_device(visible: int) -> int | None:
-    """Under torchrun with several GPUs visible, the one GPU this rank uses (LOCAL_RANK).
-
-    Every rank of a torch.distributed job sums its joules with the others'; a rank that
-    measured every visible GPU would count each board once per rank. torchrun's convention
-    is that rank ``LOCAL_RANK`` of a node uses ``cuda:LOCAL_RANK``. ``--tpw-devices``
-    overrides this.
-    """
-    local, world = os.environ.get("LOCAL_RANK"), os.environ.get("WORLD_SIZE")
-    if local is None or not local.isdigit() or world is None or not world.isdigit():
-        return None
-    if int(world) < 2 or visible < 2 or int(local) >= visible:
-        return None
-    return int(local)
 
 
 def _short_uuid(uuid: str) -> str:
@@ -255,6 +241,10 @@ class NvmlSensor(Sensor):
         self._notes: list[str] = []
         self._calibrated = False
         self._open_window: _Window | None = None
+        #: Health: windows discarded for a counter that went backwards, and window reads
+        #: (counter or instant power) that failed.
+        self._backwards = 0
+        self._failed_reads = 0
 
     # -- session -------------------------------------------------------------------------
 
@@ -340,7 +330,7 @@ class NvmlSensor(Sensor):
                 "unset it or list the GPUs to measure"
             )
         if self.options.devices is None:
-            local = _local_rank_device(len(visible))
+            local = local_rank_device(len(visible))
             return range(len(visible)) if local is None else [local]
         wanted = list(dict.fromkeys(self.options.devices))
         for index in wanted:
@@ -551,7 +541,9 @@ class NvmlSensor(Sensor):
             for gpu in self._counter_gpus():
                 with self._device_errors(gpu, "reading the energy counter at the end of a window"):
                     self._counter_joules(gpu, token, self._energy_mj(gpu), result)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SensorError):
+                self._failed_reads += 1
             _abandon(token.sampler)
             raise
         seconds = self.clock() - token.started
@@ -570,6 +562,7 @@ class NvmlSensor(Sensor):
                 "GPU reset during the window, so this window is discarded"
             )
             out.invalid = reason if out.invalid is None else f"{out.invalid}; {reason}"
+            self._backwards += 1
             return
         out.joules[gpu.domain] = (end_mj - start_mj) / 1000.0
 
@@ -579,6 +572,7 @@ class NvmlSensor(Sensor):
         try:
             sampler.stop()
         except self._nvml.NVMLError:
+            self._failed_reads += 1
             gpu = next(g for g in self._gpus if g.domain == (sampler.failed or g.domain))
             with self._device_errors(gpu, "sampling instant power during a window"):
                 raise
@@ -671,6 +665,71 @@ class NvmlSensor(Sensor):
             return None
         return f"{int(value) // 1000}.{int(value) % 1000 // 10}"
 
+    def health(self) -> SensorHealth:
+        """The update period measured at calibration (the counter, or the instant power,
+        changed while polled: it advances); windows discarded for a counter that went
+        backwards and window reads that failed are the dropped reads."""
+        with suppress(SensorError):  # said in describe()'s notes
+            self._calibrate()
+        measured = [gpu.period_s for gpu in self._gpus if gpu.period_measured and gpu.period_s]
+        still = [gpu.label for gpu in self._gpus if self._calibrated and not gpu.period_measured]
+        advances = None if not self._calibrated else not still
+        notes = []
+        if still:
+            notes.append(
+                f"reading did not change while polled ({self.poll_s:g} s): {', '.join(still)}; "
+                f"an update period of {self.assumed_period_s * 1000:g} ms is assumed"
+            )
+        if self._backwards:
+            notes.append(
+                f"{self._backwards} window(s) discarded: the energy counter went backwards"
+            )
+        if self._failed_reads:
+            notes.append(f"{self._failed_reads} window read(s) failed (NVML error)")
+        return SensorHealth(
+            advances,
+            max(measured) if measured else None,
+            self._backwards + self._failed_reads,
+            tuple(notes),
+        )
+
+    def _max_power_w(self, gpu: _Gpu) -> float | None:
+        """The most the board can be set to draw: the top of its power-limit range, else
+        its default limit."""
+        constraints = self._optional("nvmlDeviceGetPowerManagementLimitConstraints", gpu.handle)
+        if isinstance(constraints, (list, tuple)) and len(constraints) == 2:
+            return float(constraints[1]) / 1000.0
+        return self._watts("nvmlDeviceGetPowerManagementDefaultLimit", gpu)
+
+    def _clocks_policy(self, gpu: _Gpu) -> str | None:
+        """How the board's clocks are set, as far as NVML tells: application clocks at
+        their defaults or set (SM/memory MHz), and auto boost when it is not at its default.
+        None when none of it can be read. Locked clocks (``nvidia-smi -lgc``) have no NVML
+        query and are not in it."""
+        nvml, parts = self._nvml, []
+        current, default = {}, {}
+        for label, clock in (("SM", "NVML_CLOCK_SM"), ("memory", "NVML_CLOCK_MEM")):
+            kind = getattr(nvml, clock, None)
+            if kind is None:
+                continue
+            now = self._optional("nvmlDeviceGetApplicationsClock", gpu.handle, kind)
+            base = self._optional("nvmlDeviceGetDefaultApplicationsClock", gpu.handle, kind)
+            if now is not None:
+                current[label] = int(now)
+            if base is not None:
+                default[label] = int(base)
+        if current and current == default:
+            parts.append("default application clocks")
+        elif current:
+            said = ", ".join(f"{k} {v} MHz" for k, v in current.items())
+            parts.append(f"application clocks {said}")
+            if default:
+                parts[-1] += " (default " + ", ".join(f"{k} {v}" for k, v in default.items()) + ")"
+        boost = self._optional("nvmlDeviceGetAutoBoostedClocksEnabled", gpu.handle)
+        if isinstance(boost, (list, tuple)) and len(boost) == 2 and int(boost[0]) != int(boost[1]):
+            parts.append(f"auto boost {'on' if int(boost[0]) else 'off'}")
+        return "; ".join(parts) or None
+
     def _describe_gpu(self, gpu: _Gpu) -> dict[str, Any]:
         return {
             "index": gpu.index,
@@ -679,6 +738,8 @@ class NvmlSensor(Sensor):
             "uuid": gpu.uuid,
             "vbios": self._text("nvmlDeviceGetVbiosVersion", gpu.handle),
             "power_limit_w": self._watts("nvmlDeviceGetPowerManagementLimit", gpu),
+            "max_power_w": self._max_power_w(gpu),
+            "clocks_policy": self._clocks_policy(gpu),
             "persistence_mode": _enabled(
                 self._optional("nvmlDeviceGetPersistenceMode", gpu.handle)
             ),

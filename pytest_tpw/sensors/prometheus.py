@@ -196,6 +196,7 @@ class PrometheusSensor(remote.RemoteGpus):
                 f"no samples around an edge of this window for {len(missing)} GPU(s): "
                 f"{', '.join(missing)} (scraped too rarely, or a target is down)"
             )
+            self.dropped += 1
         bound = remote.edge_bound(self.interval_s, self.rtt_s)
         out.state = {
             "gpus": len(out.joules),

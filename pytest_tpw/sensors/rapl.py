@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
-from pytest_tpw.host import procstat
+from pytest_tpw.host import fingerprint, procstat
 from pytest_tpw.sensors.base import (
     Capabilities,
     FollowedWork,
     Provenance,
     Sensor,
+    SensorHealth,
     SensorOptions,
     WindowEnergy,
 )
@@ -173,6 +174,14 @@ class RaplSensor(Sensor):
         #: time is "ours" when judging contention: this process, plus a followed server.
         self.proc_root: Path = procstat.DEFAULT_PROC_ROOT
         self._followed: int | None = None
+        #: Health: the zones whose counter moved in some window, the windows read, the
+        #: wraps undone, the resets (windows discarded) and the windows long enough to
+        #: have lost a wrap.
+        self._moved: set[str] = set()
+        self._windows = 0
+        self._wraps = 0
+        self._resets = 0
+        self._long = 0
 
     def follow_process_tree(self, root_pid: int) -> None:
         """Count ``root_pid``'s tree (a served model) as measured work, not as contention.
@@ -269,9 +278,13 @@ class RaplSensor(Sensor):
         window = WindowEnergy({}, state={"seconds": seconds})
         # RAPL counts every process on the host: others busy in the window are in the joules
         procstat.mark_contention(usage, window.state, window.warnings)
+        self._windows += 1
         for zone in self._zones:
-            delta = _delta(token.counts[zone.counter], counts[zone.counter], zone.max_range_uj)
+            start, end = token.counts[zone.counter], counts[zone.counter]
+            delta = _delta(start, end, zone.max_range_uj)
             window.joules[zone.domain] = delta / 1e6
+            if delta > 0:
+                self._moved.add(zone.domain)
             # A reset (driver reload) also reads as end < start; unlike a wrap, it leaves a
             # delta no CPU could draw in the window. Short windows get min_window_s of slack
             # so one counter update (about 1 ms of energy) is never mistaken for a reset.
@@ -280,6 +293,10 @@ class RaplSensor(Sensor):
                     f"{zone.counter} moved {delta / 1e6:.0f} J in {seconds:.3g} s, more than "
                     f"{_CEILING_W:.0f} W: the counter was reset (driver reload?), not wrapped"
                 )
+            elif end < start:
+                self._wraps += 1
+        if window.invalid is not None:
+            self._resets += 1
         self._warn_long(window, seconds)
         return window
 
@@ -289,14 +306,34 @@ class RaplSensor(Sensor):
         # tracking wraps would need a polling thread, which windows this short do not need.
         bound = self.wrap_bound_s()
         if seconds > bound:
+            self._long += 1
             window.warnings.append(
                 f"RAPL window of {seconds:.0f} s is longer than the {bound:.0f} s a counter "
                 "can take to wrap at 1000 W: energy may be short by whole wraps"
             )
 
+    def health(self) -> SensorHealth:
+        """Whether every zone's counter moved in some window; resets (windows discarded)
+        as dropped reads; wraps undone and windows long enough to hide one, as notes. The
+        counters update about every millisecond: no period is observed."""
+        advances = None if not self._windows else len(self._moved) == len(self._zones)
+        notes = []
+        still = [z.domain for z in self._zones if z.domain not in self._moved]
+        if self._windows and still:
+            notes.append(f"counter never moved in {self._windows} window(s): {', '.join(still)}")
+        if self._wraps:
+            notes.append(f"{self._wraps} counter wrap(s) undone (max_energy_range_uj)")
+        if self._long:
+            notes.append(
+                f"{self._long} window(s) longer than a wrap can take at 1000 W: "
+                "energy may be short by whole wraps"
+            )
+        return SensorHealth(advances, None, self._resets, tuple(notes))
+
     def describe(self) -> dict[str, object]:
         return {
             "cpu": cpu_model(),
+            "usable_cpus": fingerprint.usable_cpus(),
             "root": str(self.root),
             "zones": [
                 {
@@ -312,6 +349,10 @@ class RaplSensor(Sensor):
         }
 
     def hardware(self) -> tuple[str, ...]:
+        # the usable CPUs keep runners of different sizes apart (docs/sensors.md)
+        return (fingerprint.cpu_hardware(cpu_model()),)
+
+    def legacy_hardware(self) -> tuple[str, ...]:
         return (cpu_model(),)
 
     def lock_ids(self) -> tuple[str, ...]:

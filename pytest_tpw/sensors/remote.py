@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_tpw.errors import SensorError, SensorUnavailable
-from pytest_tpw.sensors.base import Capabilities, Provenance, Sensor
+from pytest_tpw.sensors.base import Capabilities, Provenance, Sensor, SensorHealth
 
 #: The energy counter, in mJ.
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
@@ -205,6 +205,9 @@ class RemoteGpus(Sensor):
     interval_s: float
     interval_source: str
     rtt_s: float
+    #: Windows discarded for a counter that went backwards or a GPU without a reading at
+    #: an edge (the sensor's dropped reads).
+    dropped: int = 0
 
     def domains(self) -> Sequence[str]:
         return [g.domain for g in self._gpus]
@@ -214,6 +217,13 @@ class RemoteGpus(Sensor):
 
     def edge_error_s(self) -> float:
         return edge_bound(self.interval_s, self.rtt_s)
+
+    def health(self) -> SensorHealth:
+        """The refresh interval learned by watching the counters change (so they advance),
+        or told (not checked); the windows discarded as dropped reads."""
+        learned = self.interval_source == "learned"
+        notes = () if learned else ("refresh interval told (tpw_sensor_interval), not observed",)
+        return SensorHealth(True if learned else None, self.interval_s, self.dropped, notes)
 
     def gpus_json(self) -> list[dict[str, str]]:
         return [{"host": g.host, "uuid": g.uuid, "model": g.model} for g in self._gpus]

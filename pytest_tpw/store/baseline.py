@@ -295,9 +295,12 @@ def _kind(path: Path) -> reading.Kind:
     )
 
 
-def _check_header(path: Path, header: Header, hardware_key: str | None) -> str:
+def _check_header(
+    path: Path, header: Header, hardware_key: str | None, legacy: Sequence[str] = ()
+) -> str:
     """Refuse a header that is not ours or not for ``hardware_key`` (None: whatever key the
-    file holds); returns the file's hardware key."""
+    file holds) nor one of its ``legacy`` keys (a file renamed after the key's new form,
+    still holding the old one); returns the file's hardware key."""
     if header.format != FORMAT:
         raise BaselineError(
             f'{path}: not a pytest-tpw baseline file (no "format": '
@@ -318,7 +321,11 @@ def _check_header(path: Path, header: Header, hardware_key: str | None) -> str:
         )
     if not isinstance(header.hardware_key, str):
         raise BaselineError(f"{path}: a baseline file without a hardware key. {fix_hint(path)}")
-    if hardware_key is not None and header.hardware_key != hardware_key:
+    if (
+        hardware_key is not None
+        and header.hardware_key != hardware_key
+        and header.hardware_key not in legacy
+    ):
         raise BaselineError(
             f"{path}: holds baselines for hardware {shorten(header.hardware_key)}, but its name "
             f"says {hardware_key!r}; rename it after the hardware it was recorded on"
@@ -343,9 +350,13 @@ def load(
     *,
     max_bytes: int = MAX_FILE_BYTES,
     check: bool | None = None,
+    legacy: Sequence[str] = (),
 ) -> BaselineFile | None:
     """Read and validate one baseline file; None when it does not exist. ``hardware_key``:
     the key its name says (None for a file named on the command line: the key it holds).
+    ``legacy``: older forms of that key the file may still hold inside (renamed by hand
+    from the old key's name, ``git mv``): it is read as ``hardware_key``'s, and the next
+    write puts ``hardware_key`` in it.
 
     Raises :class:`BaselineError` naming the file and the fix when it is corrupt, from a
     newer schema, not a pytest-tpw baseline, for other hardware, not a regular file, larger
@@ -365,19 +376,21 @@ def load(
     scanned = scan(data)
     if scanned is not None:
         header, raw = scanned
-        key = _check_header(path, header, hardware_key)
+        key = _check_header(path, header, hardware_key, legacy)
         measurements = Measurements(path, raw)
         if check or (check is None and len(data) <= CHECK_ALL_BELOW):
             measurements.check()
-        return BaselineFile(key, dict(header.hardware), measurements)
+        return BaselineFile(hardware_key or key, dict(header.hardware), measurements)
     try:
         doc = strict_loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise json_error(path, exc) from None
-    return _parse(doc, path, hardware_key)
+    return _parse(doc, path, hardware_key, legacy)
 
 
-def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
+def _parse(
+    data: Any, path: Path, hardware_key: str | None, legacy: Sequence[str] = ()
+) -> BaselineFile:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BaselineError(
             f'{path}: not a pytest-tpw baseline file (no "format": '
@@ -392,6 +405,7 @@ def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
             data.get("schema"),
         ),
         hardware_key,
+        legacy,
     )
     check_no_duplicates(data, f"{path}: top level", fix_hint(path))
     unknown = sorted(set(data) - {"format", "hardware", "hardware_key", "measurements", "schema"})
@@ -416,7 +430,7 @@ def _parse(data: Any, path: Path, hardware_key: str | None) -> BaselineFile:
             StoredSession.from_json(s, f"{path}: measurement {key!r}, session {i}")
             for i, s in enumerate(sessions, 1)
         ]
-    return BaselineFile(file_key, dict(data.get("hardware") or {}), parsed)
+    return BaselineFile(hardware_key or file_key, dict(data.get("hardware") or {}), parsed)
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -531,8 +545,15 @@ def flush(
     max_bytes: int = MAX_FILE_BYTES,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
     superseded: int = SUPERSEDED_KEEP,
+    legacy: Sequence[tuple[str, Path]] = (),
 ) -> list[str]:
     """Merge this session's updates into the file as it is on disk now, atomically.
+
+    ``legacy``: older forms of ``hardware_key`` with the files named after them. A file at
+    ``path`` may hold one of those keys (renamed by hand); when there is no file at ``path``
+    the first legacy file that exists is its start: every measurement it holds is carried
+    into the new file (written even when this session adds nothing), and the legacy file
+    is left as it is, for other machines that shared its key.
 
     Holds a lock on the folder across re-read, merge and replace, so that concurrent writers all
     land; removes stale temp files of killed writers; writes through a symlink. ``mode`` as
@@ -547,18 +568,36 @@ def flush(
     with _WriteLock(target, lock_timeout_s):
         remove_stale_temps(target)
         # unchecked here: what is kept is checked by merge/write, what is replaced never read
-        current = load(target, hardware_key, max_bytes=max_bytes, check=False) or BaselineFile(
-            hardware_key
-        )
+        old_keys = [key for key, _ in legacy]
+        current = load(target, hardware_key, max_bytes=max_bytes, check=False, legacy=old_keys)
+        carried = False
+        if current is None:
+            current = _carried(legacy, hardware_key, max_bytes)
+            carried = current is not None
+        if current is None:
+            current = BaselineFile(hardware_key)
         dropped: Dropped = {}
         written = current.merge(updates, history, mode, dropped if superseded > 0 else None)
-        if written:
+        if written or carried:
             if dropped:
                 # first: a crash between the two writes keeps a session twice, never loses it
                 _keep_superseded(target, hardware_key, hardware, dropped, superseded, max_bytes)
             current.hardware = dict(hardware)
             write(target, current)
     return written
+
+
+def _carried(
+    legacy: Sequence[tuple[str, Path]], hardware_key: str, max_bytes: int
+) -> BaselineFile | None:
+    """The first legacy file that exists, read as ``hardware_key``'s (its measurements are
+    carried into the new file), or None."""
+    for key, path in legacy:
+        found = load(path, key, max_bytes=max_bytes, check=False)
+        if found is not None:
+            found.hardware_key = hardware_key
+            return found
+    return None
 
 
 def _keep_superseded(
@@ -601,15 +640,34 @@ def pooled(sessions: Sequence[StoredSession]) -> list[float]:
     return [v for s in sessions for v in s.values()]
 
 
+#: The stack entries of the measured devices' settings (``pytest_tpw.host.fingerprint``
+#: records them under these names): compared whatever ``keys`` a caller names, so that a
+#: changed power limit or clocks policy is a stack change wherever stacks are compared.
+#: Compared only when both stacks hold them: a session recorded before they were (or by a
+#: sensor that cannot read them) says nothing about them.
+DEVICE_SETTINGS = ("power_limit_w", "clocks_policy")
+
+
 def stack_changes(
     old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] | None = None
 ) -> list[str]:
-    """``["driver 550.54 -> 560.28", ...]``: what differs between two software stacks."""
-    names = sorted(set(old) | set(new)) if keys is None else list(keys)
-    return [f"{k} {old.get(k)} -> {new.get(k)}" for k in names if old.get(k) != new.get(k)]
+    """``["driver 550.54 -> 560.28", ...]``: what differs between two software stacks
+    (``keys`` and the devices' settings, :data:`DEVICE_SETTINGS`; every key when None)."""
+    if keys is None:
+        names = sorted(set(old) | set(new))
+    else:
+        names = list(keys)
+        names += [k for k in DEVICE_SETTINGS if k not in names]
+    return [
+        f"{k} {old.get(k)} -> {new.get(k)}"
+        for k in names
+        if old.get(k) != new.get(k)
+        and (k not in DEVICE_SETTINGS or (old.get(k) is not None and new.get(k) is not None))
+    ]
 
 
 __all__ = [
+    "DEVICE_SETTINGS",
     "FORMAT",
     "SCHEMA_VERSION",
     "SUPERSEDED",

@@ -7,7 +7,7 @@ finished and removes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,15 @@ def record(
     superseded: int,
     mode: BaselineMode,
     interrupted: bool,
+    legacy: Sequence[tuple[str, Path]] = (),
 ) -> str:
     """Write ``measurements`` — ``(key, sensor, provenance, samples, load)`` with samples as
     ``(tokens, joules, seconds)`` per window and ``load`` the shape of a load measurement's
     load (or None) — as this session of each; returns the note
     the run prints. ``superseded``: how many sessions each measurement keeps of those it
-    no longer holds."""
+    no longer holds. ``legacy``: older forms of the key and their files (see
+    :func:`pytest_tpw.store.baseline.flush`): the note says when one was carried over."""
+    carried = None if path.exists() else next((p for _, p in legacy if p.exists()), None)
     updates = {
         key: StoredSession(
             date=date,
@@ -48,8 +51,23 @@ def record(
         )
         for key, sensor, provenance, samples, load in measurements
     }
-    written = flush(path, hardware_key, hardware, updates, history, mode, superseded=superseded)
+    written = flush(
+        path,
+        hardware_key,
+        hardware,
+        updates,
+        history,
+        mode,
+        superseded=superseded,
+        legacy=legacy,
+    )
     what = f"{len(written)} measurement(s) written to {path}"
+    if carried is not None and path.exists():
+        what += (
+            f", starting from the baselines of {carried} (this hardware's previous key, "
+            "without the CPU count), carried over whole; that file is left for other "
+            f"runners that shared it: git rm {carried} once each has its own"
+        )
     if interrupted:
         what += " (interrupted: only the measurements that finished; the rest untouched)"
     return what

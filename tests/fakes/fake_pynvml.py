@@ -299,6 +299,9 @@ class _Device:
         return self.rows[i][self.columns.index(name)]
 
 
+_PM = "nvmlDeviceGetPowerManagement"
+
+
 class FakeNvml:
     """The module-like object that stands in for ``pynvml``."""
 
@@ -461,6 +464,36 @@ class FakeNvml:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeHandle) -> int:
         key = "enforced_power_limit_mw"
         return int(self._spec("nvmlDeviceGetEnforcedPowerLimit", handle, key))
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: FakeHandle) -> list[int]:
+        key = "power_limit_constraints_mw"
+        return [int(v) for v in self._spec(f"{_PM}LimitConstraints", handle, key)]
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: FakeHandle) -> int:
+        key = "default_power_limit_mw"
+        return int(self._spec(f"{_PM}DefaultLimit", handle, key))
+
+    def _app_clock(self, function: str, handle: FakeHandle, key: str, clock_type: int) -> int:
+        clocks = self._spec(function, handle, key)
+        names = {NVML_CLOCK_SM: "sm", NVML_CLOCK_MEM: "mem"}
+        if clock_type not in names:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return int(clocks[names[clock_type]])
+
+    def nvmlDeviceGetApplicationsClock(self, handle: FakeHandle, clock_type: int) -> int:
+        function, key = "nvmlDeviceGetApplicationsClock", "applications_clocks_mhz"
+        return self._app_clock(function, handle, key, clock_type)
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, handle: FakeHandle, clock_type: int) -> int:
+        function, key = "nvmlDeviceGetDefaultApplicationsClock", "default_applications_clocks_mhz"
+        return self._app_clock(function, handle, key, clock_type)
+
+    def nvmlDeviceGetAutoBoostedClocksEnabled(self, handle: FakeHandle) -> list[int]:
+        """(enabled, enabled by default); NotSupported on most data-centre boards."""
+        return [
+            int(v)
+            for v in self._spec("nvmlDeviceGetAutoBoostedClocksEnabled", handle, "auto_boost")
+        ]
 
     def _pcie(self, function: str, handle: FakeHandle, key: str) -> int:
         return int(self._spec(function, handle, "pcie")[key])

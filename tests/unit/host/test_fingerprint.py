@@ -152,3 +152,83 @@ def test_git_commit_in_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # a sub-folder of the repository knows the same commit
     (tmp_path / "sub").mkdir()
     assert git_commit(tmp_path / "sub") == commit
+
+
+# -- CPUs in the key ------------------------------------------------------------------------
+
+
+def _cgroup(tmp_path: Path, own: str, limits: dict[str, str]) -> tuple[Path, Path]:
+    """A fake /proc/self (``0::own``) and cgroup v2 tree with ``cpu.max`` files by folder."""
+    proc = tmp_path / "proc-self"
+    proc.mkdir()
+    (proc / "cgroup").write_text(f"0::{own}\n", encoding="utf-8")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    for folder, text in limits.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(text + "\n", encoding="utf-8")
+    return proc, root
+
+
+def test_usable_cpus_narrows_the_machine_to_affinity_and_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), False)
+    none = tmp_path / "no-proc"
+    assert fingerprint.usable_cpus(none, tmp_path / "no-cgroup") == 16  # the cpuset
+    # docker --cpus 3.5 on a parent cgroup, no quota on the process's own: 4 CPUs
+    proc, root = _cgroup(tmp_path, "/pod/ctr", {"pod": "350000 100000", "pod/ctr": "max 100000"})
+    assert fingerprint.usable_cpus(proc, root) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), False)
+    assert fingerprint.usable_cpus(proc, root) == 2  # the smallest of the three
+
+
+def test_usable_cpus_is_the_machine_without_affinity_or_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    proc, root = _cgroup(tmp_path, "/", {".": "max 100000"})
+    assert fingerprint.usable_cpus(proc, root) == 8
+
+
+def test_cpu_keys_tell_runners_of_different_sizes_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fingerprint, "usable_cpus", lambda: 4)
+    small = hardware_key([f"{fingerprint.cpu_hardware('AMD EPYC')} cpu-estimate"])
+    monkeypatch.setattr(fingerprint, "usable_cpus", lambda: 64)
+    large = hardware_key([f"{fingerprint.cpu_hardware('AMD EPYC')} cpu-estimate"])
+    assert (small, large) == ("amd-epyc-4c-cpu-estimate-x1", "amd-epyc-64c-cpu-estimate-x1")
+    assert fingerprint.cpu_hardware("Intel Xeon", 16) == "Intel Xeon 16c"
+
+
+def test_gpu_keys_count_the_boards() -> None:
+    assert hardware_key(["NVIDIA H100 80GB HBM3"] * 2) == "nvidia-h100-80gb-hbm3-x2"
+    assert hardware_key(["NVIDIA H100 80GB HBM3"] * 8) == "nvidia-h100-80gb-hbm3-x8"
+
+
+# -- devices' settings in the stack -----------------------------------------------------------
+
+
+def test_the_devices_power_limit_and_clocks_policy_are_in_the_stack() -> None:
+    one = {"name": "H100", "power_limit_w": 700.0, "clocks_policy": "default application clocks"}
+    stack = software_stack({"devices": [one, dict(one)]})
+    assert stack["power_limit_w"] == "700"  # two devices that agree: said once
+    assert stack["clocks_policy"] == "default application clocks"
+    capped = {**one, "power_limit_w": 500.0}
+    assert software_stack({"devices": [one, capped]})["power_limit_w"] == "700, 500"
+    unknown = {"name": "H100", "power_limit_w": None}
+    assert software_stack({"devices": [one, unknown]})["power_limit_w"] == "700, ?"
+    # a sensor whose devices say neither (or without devices) adds no entry
+    assert "power_limit_w" not in software_stack({"devices": [{"name": "x"}]})
+    assert "clocks_policy" not in software_stack({})
+    assert set(fingerprint.device_settings({"devices": [one]})) == {
+        "power_limit_w",
+        "clocks_policy",
+    }
+
+
+def test_the_store_compares_the_same_device_settings() -> None:
+    from pytest_tpw.store import baseline
+
+    assert baseline.DEVICE_SETTINGS == fingerprint.DEVICE_SETTINGS

@@ -279,3 +279,47 @@ def test_text_from_a_results_file_cannot_become_markup() -> None:
     assert "`<img src=x onerror=alert(1)>`" in text
     assert "stack changes" not in text and "Changed since the baseline" not in text
     assert "&#64;octocat" in text  # the words are kept, the mention is not
+
+
+HEALTH = {
+    "counter_advances": True,
+    "update_period_s": 0.1,
+    "idle_watts": 70.04,
+    "dropped_reads": 1,
+    "invalid_windows": 2,
+    "notes": ["1 window(s) discarded: the energy counter went backwards"],
+}
+
+
+def test_the_sensor_health_follows_the_sensor_line() -> None:
+    doc = results_doc(2)
+    doc["environment"]["sensor"]["health"] = dict(HEALTH)
+    text = mdreport.render(doc)
+    line = (
+        "**Sensor health:** counter advancing yes, update period 100 ms, idle 70.04 W, "
+        "dropped reads 1, invalid windows 2."
+    )
+    assert line in text
+    assert text.index("**Sensor:**") < text.index(line)
+    assert "- " + mdreport.plain(HEALTH["notes"][0]) in text  # type: ignore[index]
+    doc["environment"]["sensor"]["health"] = {**HEALTH, "counter_advances": False}
+    assert "counter advancing **NO**" in mdreport.render(doc)
+
+
+def test_a_simulated_sensor_health_is_shown_only_when_a_window_was_lost() -> None:
+    doc = results_doc(2, provenance="simulated")
+    quiet = {**HEALTH, "dropped_reads": 0, "invalid_windows": 0, "notes": []}
+    doc["environment"]["sensor"]["health"] = quiet
+    assert "Sensor health" not in mdreport.render(doc)
+    doc["environment"]["sensor"]["health"] = {**quiet, "invalid_windows": 1}
+    assert "invalid windows 1" in mdreport.render(doc)
+
+
+def test_implausible_results_are_listed_in_a_warning() -> None:
+    doc = results_doc(2)
+    key = next(iter(doc["measurements"]))
+    doc["measurements"][key]["implausible"] = [f"{key}: implausible: average power 2800 W"]
+    text = mdreport.render(doc)
+    assert "> **Implausible results**" in text
+    assert "> - " + mdreport.plain(f"{key}: implausible: average power 2800 W") in text
+    assert "Implausible" not in mdreport.render(results_doc(2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pytest_tpw.present.summary import header_lines, notes, rows
 from pytest_tpw.run.outputs import write_outputs
 from pytest_tpw.run.roles import Controller, Worker
 from pytest_tpw.run.session import TpwSession
+from pytest_tpw.sensors.base import SensorHealth
 from pytest_tpw.sensors.sim import SimSensor
 from pytest_tpw.store import files
 from pytest_tpw.testing import FakeClock, FakeSensor
@@ -302,3 +304,163 @@ def test_a_failed_test_records_nothing(tmp_path: Path) -> None:
 def test_no_baselines_without_a_writing_mode(tmp_path: Path) -> None:
     _run(tmp_path, ["t.py::test_a"])
     assert not (tmp_path / "b").exists()
+
+
+# -- hardware keys that changed form, the plausibility guard, sensor health ------------------
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+class _Board(FakeSensor):
+    """A measured device sensor: hardware names, an older form of them, a described maximum
+    power and power limit, and a health of its own."""
+
+    name = "board"
+    provenance = "measured"
+
+    def __init__(self, options: Any = None, **kw: Any) -> None:
+        self.names: tuple[str, ...] = kw.pop("names", (H100,))
+        self.legacy: tuple[str, ...] | None = kw.pop("legacy", None)
+        self.limit: float = kw.pop("limit", 700.0)
+        self.dropped: int = kw.pop("dropped", 0)
+        super().__init__(options=options, min_s=0.01, **kw)
+
+    def hardware(self) -> tuple[str, ...]:
+        return self.names
+
+    def legacy_hardware(self) -> tuple[str, ...] | None:
+        return self.legacy
+
+    def describe(self) -> dict[str, Any]:
+        device = {"power_limit_w": self.limit, "max_power_w": 700.0, "clocks_policy": "default"}
+        return {"devices": [{"name": n, **device} for n in self.names]}
+
+    def health(self) -> SensorHealth:
+        return SensorHealth(True, 0.1, self.dropped, ("a note",) if self.dropped else ())
+
+
+def _board_session(tmp_path: Path, mode: Any = None, **kw: Any) -> TpwSession:
+    settings = Settings(
+        enabled=True,
+        sensor="board",
+        max_delay=0,
+        rounds=3,
+        warmup=0,
+        baseline_dir=Path("b"),
+        idle_power=False,
+        baseline_mode=mode,
+    )
+    return TpwSession.start(settings, tmp_path, {"board": lambda o: _Board(o, **kw)})
+
+
+def _busy(s: TpwSession, nodeid: str) -> None:
+    """A test of about 1 token/J on a 450 W board: 10 tokens in 20 ms windows."""
+    meter = s.meter_for(nodeid, s.settings.for_test(None))
+    meter(time.sleep, 0.02, tokens=10)
+    s.record(meter)
+
+
+def _board_run(tmp_path: Path, nodeids: list[str], mode: Any = None, **kw: Any) -> TpwSession:
+    s = _board_session(tmp_path, mode, **kw)
+    for nodeid in nodeids:
+        _busy(s, nodeid)
+    assert write_outputs(s, False, lambda: None)
+    s.close()
+    return s
+
+
+def test_a_baseline_under_the_legacy_key_is_compared_then_carried_over(tmp_path: Path) -> None:
+    old = _board_run(tmp_path, ["t.py::test_a", "t.py::test_b"], "extend", names=("Chip",))
+    assert old.hardware_key == "chip-x1"
+    kw: dict[str, Any] = {"names": ("Chip 16c",), "legacy": ("Chip",)}
+    s = _board_session(tmp_path, **kw)
+    assert (s.hardware_key, s.legacy_key) == ("chip-16c-x1", "chip-x1")
+    assert s.legacy_baselines == tmp_path / "b" / "chip-x1.json"
+    assert s.judge.baseline is not None and "t.py::test_b" in s.judge.baseline.measurements
+    header = header_lines(s.sensor_info(), {}, s.baseline_path, 2, None, ("chip-x1", Path("o")))
+    assert "comparing with o (2 measurement(s))" in header[-1]
+    (note,) = [n for n in s.closing_notes() if "previous key" in n]
+    assert "git mv b/chip-x1.json b/chip-16c-x1.json" in note
+    assert "--tpw-update-missing changes no baseline" in note
+    s.close()
+    new = _board_run(tmp_path, ["t.py::test_a"], "extend", **kw)
+    (written,) = [n for n in new.notes if "written to" in n]
+    assert "starting from the baselines of" in written and "git rm" in written
+    assert not [n for n in new.closing_notes() if "Keep them under it" in n]
+    s = _board_session(tmp_path, **kw)
+    assert s.legacy_baselines is None  # the new file is read from now on
+    stored = s.judge.baseline
+    assert stored is not None
+    assert len(stored.sessions("t.py::test_a")) == 2  # the old session and this one
+    assert len(stored.sessions("t.py::test_b")) == 1  # carried over, not lost
+    assert (tmp_path / "b" / "chip-x1.json").exists()  # left for other runners
+    s.close()
+
+
+def test_an_implausible_result_is_said_and_still_stored(tmp_path: Path) -> None:
+    s = _board_session(tmp_path, "extend", watts=4 * 700.0)  # 4 boards summed as one
+    _busy(s, "t.py::test_a")
+    (text,) = s.implausible["t.py::test_a"]
+    assert "above the measured devices' maximum power 700 W" in text
+    lines = s.closing_notes()
+    assert any(
+        line.startswith("implausible: 1 measurement(s) beyond physical bounds") for line in lines
+    )
+    assert f"  {text}" in lines
+    settings = s.settings
+    s.settings = Settings(**{**settings.__dict__, "json": tmp_path / "out.json"})
+    assert write_outputs(s, False, lambda: None)
+    s.close()
+    assert (tmp_path / "b" / "nvidia-h100-80gb-hbm3-x1.json").exists()  # stored anyway
+    doc = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert doc["measurements"]["t.py::test_a"]["implausible"] == [text]
+
+
+def test_a_plausible_result_and_a_simulated_one_are_quiet(tmp_path: Path) -> None:
+    s = _board_session(tmp_path, watts=450.0)
+    _busy(s, "t.py::test_a")
+    assert s.implausible == {}
+    s.close()
+    sim = TpwSession.start(Settings(enabled=True, sensor="sim", max_delay=0, rounds=3), tmp_path)
+    sim.idle_watts = 10_000.0  # no sim run is ever checked, whatever it is given
+    _busy(sim, "t.py::test_a")
+    assert sim.implausible == {}
+    sim.close()
+
+
+def test_health_reaches_the_environment_and_the_controller(tmp_path: Path) -> None:
+    worker = _board_session(tmp_path, dropped=2)
+    worker.role = Worker(worker)
+    _busy(worker, "t.py::test_a")
+    worker.invalid_windows = 1
+    worker.implausible["t.py::test_a"] = ["t.py::test_a: implausible: ..."]
+    controller = _board_session(tmp_path)
+    controller.idle_watts = 70.0
+    controller.merge(worker.payload("t.py::test_a"))
+    controller.merge(worker.payload())  # twice is once
+    health = controller.environment()["sensor"]["health"]
+    assert health == {
+        "counter_advances": True,
+        "update_period_s": 0.1,
+        "idle_watts": 70.0,
+        "dropped_reads": 2,
+        "invalid_windows": 1,
+        "notes": ["a note"],
+    }
+    assert controller.implausible == {"t.py::test_a": ["t.py::test_a: implausible: ..."]}
+    lines = controller.closing_notes()
+    assert lines[0] == (
+        "sensor health: counter advancing yes, update period 100 ms, idle 70 W, "
+        "dropped reads 2, invalid windows 1"
+    )
+    assert lines[1] == "  a note"
+    worker.close()
+    controller.close()
+
+
+def test_invalid_windows_are_counted_by_the_session(tmp_path: Path) -> None:
+    s = _board_session(tmp_path, invalid=[False, True, False, False])
+    _busy(s, "t.py::test_a")
+    assert s.invalid_windows == 1
+    assert s.health()["invalid_windows"] == 1
+    s.close()

@@ -182,3 +182,21 @@ def test_end_rejects_a_foreign_token(proc: FakeProc) -> None:
     sensor = sensor_on(proc)
     with pytest.raises(TypeError, match="token"):
         sensor.end(1.0)
+
+
+def test_health_says_whether_cpu_time_advanced(proc: FakeProc, clock: ProcessClock) -> None:
+    sensor = sensor_on(proc)
+    assert sensor.health().counter_advances is None  # no window yet
+    sensor.end(sensor.begin())  # no CPU time at all
+    health = sensor.health()
+    assert health.counter_advances is False
+    assert health.notes == ("1 window(s) counted no CPU time",)
+    token = sensor.begin()
+    clock.now += 0.5
+    sensor.end(token)
+    health = sensor.health()
+    assert (health.counter_advances, health.update_period_s, health.dropped_reads) == (
+        True,
+        None,
+        0,
+    )

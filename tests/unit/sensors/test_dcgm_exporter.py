@@ -64,6 +64,9 @@ def test_the_watts_of_every_gpu_once(urls: tuple[str, ...]) -> None:
     assert s.edge_error_s() == pytest.approx(s.interval_s + 2 * s.rtt_s)
     described = s.describe()
     assert described["interval_source"] == "learned" and len(described["gpus"]) == 3
+    health = s.health()  # learned by watching the counters change: they advance
+    assert (health.counter_advances, health.update_period_s) == (True, s.interval_s)
+    assert (health.dropped_reads, health.notes) == (0, ())
 
 
 def test_it_passes_the_sensor_contract(urls: tuple[str, ...]) -> None:
@@ -104,10 +107,14 @@ def test_a_driver_reload_discards_the_window() -> None:
     with exporting(exporter) as url:
         s = sensor((url,), interval_s=0.1)
         token = s.begin()
+        assert s.health().dropped_reads == 0
         exporter.reset_at = time.time()
         time.sleep(0.5)
         energy = s.end(token)
     assert energy.invalid is not None and "went backwards" in energy.invalid
+    health = s.health()  # the discarded window is a dropped read; a told interval, unchecked
+    assert (health.dropped_reads, health.counter_advances, health.update_period_s) == (1, None, 0.1)
+    assert health.notes == ("refresh interval told (tpw_sensor_interval), not observed",)
 
 
 def test_unreachable_exporters_and_missing_counters_say_what_to_do() -> None:

@@ -727,3 +727,89 @@ def test_grace_hopper_energy_is_labelled_module_scope(
     sensor = make_sensor(install(trace))
     assert "module (CPU+GPU+memory)" in sensor.method
     assert sensor.describe()["devices"][0]["scope"] == "module (CPU+GPU+memory)"
+
+
+# -- power limits, clocks policy, health ----------------------------------------------------
+
+
+def test_describe_gives_the_maximum_power_and_the_clocks_policy(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    device = make_sensor(install()).describe()["devices"][0]
+    assert (device["power_limit_w"], device["max_power_w"]) == (700.0, 700.0)
+    assert device["clocks_policy"] == "default application clocks"
+
+
+def test_the_maximum_falls_back_to_the_default_limit_and_may_be_unknown(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    trace = copy.deepcopy(load_trace(H100))
+    del trace["devices"][0]["power_limit_constraints_mw"]
+    trace["devices"][0]["default_power_limit_mw"] = 650_000
+    del trace["devices"][1]["power_limit_constraints_mw"]
+    del trace["devices"][1]["default_power_limit_mw"]
+    devices = make_sensor(install(trace)).describe()["devices"]
+    assert [d["max_power_w"] for d in devices] == [650.0, None]
+
+
+def test_set_application_clocks_and_auto_boost_are_the_clocks_policy(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    trace = copy.deepcopy(load_trace(P100))
+    trace["devices"][0]["applications_clocks_mhz"] = {"sm": 1000, "mem": 715}
+    trace["devices"][0]["auto_boost"] = [0, 1]
+    (device,) = make_sensor(install(trace)).describe()["devices"]
+    assert device["clocks_policy"] == (
+        "application clocks SM 1000 MHz, memory 715 MHz (default SM 1189, memory 715); "
+        "auto boost off"
+    )
+    for key in ("applications_clocks_mhz", "default_applications_clocks_mhz", "auto_boost"):
+        del trace["devices"][0][key]
+    (device,) = make_sensor(install(trace)).describe()["devices"]
+    assert device["clocks_policy"] is None  # NVML said nothing: nothing claimed
+
+
+def test_health_reports_the_measured_period_and_the_dropped_reads(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    fake = install(faults=Faults(counter_reset_at_s={0: 2.0}))
+    sensor = make_sensor(fake)
+    health = sensor.health()
+    assert health.counter_advances is True
+    assert health.update_period_s == pytest.approx(0.1, abs=0.005)
+    assert health.dropped_reads == 0 and health.notes == ()
+    fake.clock.advance_to(1.05)
+    token = sensor.begin()
+    fake.clock.advance_to(3.05)
+    assert sensor.end(token).invalid is not None
+    health = sensor.health()
+    assert health.dropped_reads == 1
+    assert health.notes == ("1 window(s) discarded: the energy counter went backwards",)
+
+
+def test_health_of_a_still_counter_says_it_does_not_advance(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    trace = load_trace(H100)
+    for device in trace["devices"]:
+        for row in device["rows"]:
+            row[ENERGY] = 1_000_000
+    sensor = make_sensor(install(trace))
+    sensor.poll_s = 0.5
+    health = sensor.health()
+    assert health.counter_advances is False
+    assert health.update_period_s is None
+    assert "did not change while polled" in health.notes[0] and "gpu:1" in health.notes[0]
+
+
+def test_a_failed_read_mid_window_is_a_dropped_read(
+    install: Install, make_sensor: MakeSensor
+) -> None:
+    fault = ScriptedError("nvmlDeviceGetTotalEnergyConsumption", call=3)
+    fake = install(faults=Faults(errors=[fault]))
+    sensor = make_sensor(fake, devices=(1,))
+    token = sensor.begin()
+    fake.clock.advance(1.0)
+    with pytest.raises(SensorError):
+        sensor.end(token)
+    assert sensor.health().dropped_reads == 1

@@ -195,7 +195,8 @@ def test_describe_is_json_and_lists_measured_and_skipped(tree: FakePowercap) -> 
     assert [z["domain"] for z in described["zones"]] == ["cpu:package-0", "cpu:dram-0"]
     assert described["zones"][1]["max_energy_range_uj"] == 65_712_999_613
     assert sorted(s["name"] for s in described["skipped"]) == ["core", "psys"]
-    assert sensor.hardware() == (described["cpu"],)
+    assert sensor.hardware() == (f"{described['cpu']} {described['usable_cpus']}c",)
+    assert sensor.legacy_hardware() == (described["cpu"],)
     assert sensor.provenance == "measured"
 
 
@@ -229,3 +230,33 @@ def test_busy_neighbours_are_marked_in_a_rapl_window(tree: FakePowercap, tmp_pat
     proc.set_cpu(700, 2 * TICKS)
     proc.host(busy=4 * TICKS, idle=4 * TICKS, cpus=4)
     assert sensor.end(token).state["other_busy_cores"] == pytest.approx(1.0)
+
+
+# -- health ---------------------------------------------------------------------------------
+
+
+def _run(sensor: RaplSensor, clock: FakeClock, tree: FakePowercap, ends: dict[str, int]) -> None:
+    token = sensor.begin()
+    for zone_id, value in ends.items():
+        tree.set(zone_id, value)
+    clock.now += 1.0
+    sensor.end(token)
+
+
+def test_health_counts_wraps_resets_and_still_counters(tree: FakePowercap) -> None:
+    tree.zone("0", "package-0", energy_uj=1_950_000_000, max_range_uj=2_000_000_000)
+    tree.zone("0:0", "dram", energy_uj=1_000_000)
+    sensor, clock = opened(tree)
+    assert sensor.health().counter_advances is None  # no window yet: not checked
+    _run(sensor, clock, tree, {"0": 1_960_000_000})  # the dram counter does not move
+    health = sensor.health()
+    assert health.counter_advances is False
+    assert health.notes == ("counter never moved in 1 window(s): cpu:dram-0",)
+    _run(sensor, clock, tree, {"0": 1_999_000_000, "0:0": 2_000_000})
+    _run(sensor, clock, tree, {"0": 1_000_000})  # wrapped: 1 J after 1999 J of 2000 J
+    _run(sensor, clock, tree, {"0": 2_000_000, "0:0": 1_000})  # dram reset: 262 kJ in 1 s
+    health = sensor.health()
+    assert health.counter_advances is True
+    assert health.update_period_s is None  # about 1 ms, not observed
+    assert health.dropped_reads == 1
+    assert health.notes == ("1 counter wrap(s) undone (max_energy_range_uj)",)

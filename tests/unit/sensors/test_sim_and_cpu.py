@@ -170,4 +170,6 @@ def test_cpu_estimate_identity() -> None:
     assert described["watts_per_core"] == 12.5
     assert isinstance(described["cpu"], str) and described["cpu"]
     hardware = sensor.hardware()
-    assert hardware == (f"{described['cpu']} cpu-estimate",)  # never keyed with rapl
+    # never keyed with rapl; the usable CPUs keep runners of different sizes apart
+    assert hardware == (f"{described['cpu']} {described['usable_cpus']}c cpu-estimate",)
+    assert sensor.legacy_hardware() == (f"{described['cpu']} cpu-estimate",)

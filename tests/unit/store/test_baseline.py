@@ -1194,3 +1194,74 @@ def test_a_load_measurement_keeps_its_load_shape_and_others_write_none(tmp_path:
     assert loaded is not None
     assert loaded.sessions("t.py::test_l")[0].load == shape
     assert loaded.sessions("t.py::test_p")[0].load is None
+
+
+# -- the devices' settings in stack changes ----------------------------------------------------
+
+
+def test_a_power_limit_or_clocks_change_is_a_stack_change_whatever_keys_are_named() -> None:
+    old = {"driver": "550.54", "power_limit_w": "700", "clocks_policy": "default"}
+    new = {"driver": "550.54", "power_limit_w": "500", "clocks_policy": "application clocks"}
+    assert baseline.stack_changes(old, new, ["driver"]) == [
+        "power_limit_w 700 -> 500",
+        "clocks_policy default -> application clocks",
+    ]
+    # a session recorded before the settings were (or by a sensor that cannot read them)
+    # says nothing about them: not a change
+    assert baseline.stack_changes({"driver": "550.54"}, new, ["driver"]) == []
+    assert baseline.stack_changes(old, {"driver": "550.54"}) == []
+
+
+# -- a baseline file under an older form of its key ---------------------------------------------
+
+OLD = "amd-epyc-cpu-estimate-x1"
+NEW = "amd-epyc-16c-cpu-estimate-x1"
+
+
+def test_a_file_renamed_after_the_new_key_is_read_and_rewritten_with_it(tmp_path: Path) -> None:
+    path = tmp_path / f"{NEW}.json"  # git mv OLD.json NEW.json: the old key is still inside
+    baseline.write(path, replace(sample_file(), hardware_key=OLD))
+    with pytest.raises(BaselineError, match="rename it"):
+        baseline.load(path, NEW)  # not told that OLD is NEW's older form: refused
+    loaded = baseline.load(path, NEW, legacy=[OLD])
+    assert loaded is not None and loaded.hardware_key == NEW
+    assert loaded.sessions("t.py::test_b") == sample_file().sessions("t.py::test_b")
+    baseline.flush(
+        path,
+        NEW,
+        HARDWARE,
+        {"k": session()},
+        10,
+        "extend",
+        legacy=[(OLD, tmp_path / f"{OLD}.json")],
+    )
+    assert json.loads(path.read_text(encoding="utf-8"))["hardware_key"] == NEW
+    assert baseline.load(path, NEW) is not None
+
+
+@pytest.mark.parametrize("mode", ["extend", "replace", "missing"])
+def test_the_first_write_under_a_new_key_carries_the_legacy_file_over(
+    tmp_path: Path, mode: BaselineMode
+) -> None:
+    old = tmp_path / f"{OLD}.json"
+    baseline.write(old, replace(sample_file(), hardware_key=OLD))
+    before = old.read_bytes()
+    new = tmp_path / f"{NEW}.json"
+    updates = {"t.py::test_b": session(8.0, date="2025-02-01T00:00:00+00:00")}
+    baseline.flush(new, NEW, HARDWARE, updates, 10, mode, legacy=[(OLD, old)])
+    carried = baseline.load(new, NEW)
+    assert carried is not None and carried.hardware_key == NEW
+    # nothing lost: the measurement this session did not touch came over whole
+    assert carried.sessions("t.py::test_a::gen") == sample_file().sessions("t.py::test_a::gen")
+    expected = {
+        "extend": [*sample_file().sessions("t.py::test_b"), updates["t.py::test_b"]],
+        "replace": [updates["t.py::test_b"]],
+        "missing": sample_file().sessions("t.py::test_b"),  # written even so: carried over
+    }[mode]
+    assert carried.sessions("t.py::test_b") == expected
+    assert old.read_bytes() == before  # left for other runners that shared the old key
+    # once the new file exists, the legacy one is never read again
+    old.write_text("not json", encoding="utf-8")
+    baseline.flush(new, NEW, HARDWARE, {"k": session()}, 10, "extend", legacy=[(OLD, old)])
+    after = baseline.load(new, NEW)
+    assert after is not None and after.sessions("k") == [session()]
