@@ -396,8 +396,9 @@ def run_notes(
     moved: tuple[float, float] | None = None,
 ) -> tuple[str, ...]:
     """What the run-wide line should add about this run's noise, one sentence each: a busy
-    runner (windows noisier than the stored ones), tests that differ in session noise, a shift
-    that changed during the run (``moved``: the range of local shifts, ratio - 1)."""
+    runner (windows noisier than the stored ones), tests that differ in session noise, tests
+    that feel the run shift unequally (their loadings), a shift that changed during the run
+    (``moved``: the range of local shifts, ratio - 1)."""
     notes = []
     if shift.noise_scale >= 1.5:
         notes.append(
@@ -411,6 +412,14 @@ def run_notes(
             f"the tests differ in how far their level moves between sessions (SD {lo:.2g}-"
             f"{hi:.2g} % for the middle 80 %): each is judged with its own spread, never "
             "narrower than the suite's"
+        )
+    if prior.loadings:
+        values = sorted(lam for lam, _ in prior.loadings.values())
+        lo, hi = (values[round(f * (len(values) - 1))] for f in (0.1, 0.9))
+        notes.append(
+            f"the tests feel the stored runs' shifts unequally (loadings {lo:.2g}-{hi:.2g} for "
+            "the middle 80 %, 1 = the run-wide shift): each is judged against its own share "
+            "of this run's shift"
         )
     if moved is not None:
         notes.append(

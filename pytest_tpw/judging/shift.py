@@ -254,7 +254,8 @@ def local_shift(
 ) -> tuple[np.ndarray, np.ndarray, RunShift] | None:
     """Each test's run shift from its ``local_width`` neighbours in run order, when that
     explains why the run's tests disagree; None when they do not disagree (``shift``, the
-    one run-wide shift, leaves a spread :func:`session_spread` accepts), when time does not
+    one run-wide shift, leaves a spread :func:`session_spread` accepts, and the changes
+    about it do not drift in run order: :func:`_drifts_in_order`), when time does not
     explain it, or with too few tests.
 
     A runner whose state changes during the run (a clock step, a drift, a shift that wanders)
@@ -262,9 +263,11 @@ def local_shift(
     that :func:`session_spread` must treat as noise of every test. Here the shift of test i is the
     Huber-biweight location of the changes of the ``local_width`` tests centred on it (the
     window slides to fit at the ends), unless the windows ending at it and starting at it
-    disagree with that one by more than two standard errors (a step nearby): then the one of
-    the three nearest to its own change, since a test beside a step may be on either side
-    and a blend of both sides fits neither; when the spread left around these local shifts
+    disagree with that one by more than two standard errors (a step nearby): then the
+    window on its side of the step, located from its neighbours without its own change
+    (:func:`_right_of_step`), and where they leave the side uncertain (within
+    :data:`STEP_SIDE_ALPHA` either way) the one of the three nearest to its own change,
+    since a blend of both sides fits neither; when the spread left around these local shifts
     (:func:`run_sigma_b`) is within ``run_spread_ratio`` times the stored sigma_b^2, the local
     shifts and their standard errors are returned with ``shift`` carrying that spread (what
     :func:`session_spread` judges the comparisons' sigma_b from). With loadings, each
@@ -272,12 +275,16 @@ def local_shift(
     """
     w = params.local_width
     n = int(delta.size)
-    if n < 2 * w or session_spread(prior, shift, params)[2] != RUN_SPREAD_SOURCE:
+    if n < 2 * w:
         return None
     sb2 = prior.sigma_b**2
     v = var_wo + (1.0 + 1.0 / np.maximum(n_sessions, 1.0)) * sb2
     x = np.ones(n) if loading is None else np.asarray(loading, dtype=float)
     xv = np.zeros(n) if loading_var is None else np.asarray(loading_var, dtype=float)
+    if session_spread(prior, shift, params)[2] != RUN_SPREAD_SOURCE and not _drifts_in_order(
+        delta - x * shift.shift, v + xv * shift.shift**2
+    ):
+        return None
     loc = np.empty(n)
     se = np.empty(n)
     for i in range(n):
@@ -294,13 +301,97 @@ def local_shift(
         ]
         loc[i], se[i] = got[0]
         if any(abs(g[0] - loc[i]) > 2.0 * math.hypot(g[1], se[i]) for g in got[1:]):
-            # a step between the windows: which side the test is on, its neighbours cannot
-            # tell, so it is judged against the side its own change is nearest
-            loc[i], se[i] = min(got, key=lambda g: abs(delta[i] - x[i] * g[0]))
-    left = run_sigma_b(delta - x * loc, var_wo + xv * loc * loc, n_sessions, df)
+            # a step between the windows: the test takes the side its neighbours put it on,
+            # the step located without its own change; where they cannot tell, the side
+            # its own change is nearest (a blend of both sides fits neither)
+            lo, hi = max(i - w + 1, 0), min(i + w, n)
+            right = _right_of_step(delta[lo:hi], v[lo:hi], x[lo:hi], i - lo)
+            if right >= 1.0 - STEP_SIDE_ALPHA:
+                loc[i], se[i] = got[2]
+            elif right <= STEP_SIDE_ALPHA:
+                loc[i], se[i] = got[1]
+            else:
+                loc[i], se[i] = min(got, key=lambda g: abs(delta[i] - x[i] * g[0]))
+    left = run_sigma_b(
+        delta - x * loc, var_wo + xv * loc * loc, n_sessions, df, trim_z=params.exclude_z
+    )
     if left**2 > sb2 * params.run_spread_ratio:
         return None
     return loc, se, replace(shift, sigma_b_run=left)
+
+
+#: Level of the test that the changes drift in run order (:func:`_drifts_in_order`).
+DRIFT_ALPHA = 0.001
+
+
+def _drifts_in_order(resid: np.ndarray, var: np.ndarray) -> bool:
+    """Whether the changes about one run-wide shift move with run order: the largest
+    excursion of their standardised running sum from its straight line (a CUSUM, tied to the
+    Brownian bridge), scaled by their robust spread and each clipped at 3, beyond its
+    :data:`DRIFT_ALPHA` point. A state that a minority of the run's tests ran in (a clock
+    flip late in the run) leaves the majority's shift as the run's, the rest as outliers,
+    and a spread the median barely sees; in run order they form one block, which this
+    finds."""
+    z = resid / np.sqrt(var)
+    scale = 1.4826 * float(np.median(np.abs(z - np.median(z))))
+    if not scale > 0.0:
+        return False
+    z = np.clip((z - np.median(z)) / scale, -3.0, 3.0)
+    z = z - z.mean()
+    bridge = np.abs(np.cumsum(z)) / math.sqrt(z.size * max(float(np.mean(z * z)), 1e-12))
+    # P(sup |B| > c) = 2 sum_k (-1)^(k-1) exp(-2 k^2 c^2), its first term a close bound
+    c = math.sqrt(math.log(2.0 / DRIFT_ALPHA) / 2.0)
+    return float(bridge.max()) > c
+
+
+#: A test beside a step in the run shift takes one side's shift only when the step's
+#: location puts it there with at least this confidence (each way); else the side its own
+#: change is nearest (:func:`local_shift`).
+STEP_SIDE_ALPHA = 0.01
+
+
+def _right_of_step(delta: np.ndarray, var: np.ndarray, x: np.ndarray, i: int) -> float:
+    """How likely test ``i`` of a span of run order lies after a single step in the run
+    shift, the step located from the other tests of the span: each split ``k`` (tests
+    ``< k`` before it) is weighed by its likelihood, two shifts fitted by weighted least
+    squares (through the origin on the loadings ``x``), with a flat prior over the splits.
+    Test ``i`` itself has no weight, and a test far from both fits (a changed test, more
+    than 3 standard errors) is left out, so a change cannot choose its own side."""
+    wgt = 1.0 / var
+    keep = np.ones(delta.size, dtype=bool)
+    keep[i] = False
+    for _ in range(2):
+        ll, fits = _split_fits(delta, wgt, x, keep)
+        best = int(np.argmax(ll))
+        r = np.where(np.arange(delta.size) <= best, fits[0, best], fits[1, best])
+        outlier = np.abs(delta - x * r) * np.sqrt(wgt) > 3.0
+        outlier[i] = True
+        if np.array_equal(~outlier, keep):
+            break
+        keep = ~outlier
+    ll, _ = _split_fits(delta, wgt, x, keep)
+    post = np.exp(ll - ll.max())
+    post /= post.sum()
+    # split k = index + 1: test i is after the step when the step comes at or before it
+    return float(post[:i].sum())
+
+
+def _split_fits(
+    delta: np.ndarray, wgt: np.ndarray, x: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood of each split of the span into two runs of one shift each (split
+    ``j`` puts tests ``<= j`` before the step; the last split has none after it), and the
+    two shifts of each (rows: before, after)."""
+    w = np.where(keep, wgt, 0.0)
+    sxy = np.cumsum(w * x * delta)
+    sxx = np.cumsum(w * x * x)
+    syy = np.cumsum(w * delta * delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(sxx > 0, sxy / sxx, 0.0)
+        bxy, bxx = sxy[-1] - sxy, sxx[-1] - sxx
+        b = np.where(bxx > 1e-300, bxy / bxx, a)
+    rss = (syy - a * sxy) + (syy[-1] - syy - b * bxy)
+    return -0.5 * rss, np.vstack([a, b])
 
 
 @functools.lru_cache(maxsize=4096)

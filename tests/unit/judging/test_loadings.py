@@ -144,3 +144,17 @@ def test_a_run_that_flips_clock_state_finds_its_changed_tests_without_false_alar
         return float(np.median([c.se_log for c in d.comparisons.values()]))
 
     assert width(decision) < width(flat_decision)
+
+
+def test_the_run_wide_line_says_when_tests_feel_the_shift_unequally() -> None:
+    tests, _ = _clock_suite(7, flip_at=None)
+    prior = suite_prior({t.key: t.baseline for t in tests}, P)
+    notes = judge_suite(tests, prior, P).notes
+    said = [n for n in notes if "feel the stored runs' shifts unequally" in n]
+    assert len(said) == 1, notes
+    lo, hi = (float(x) for x in said[0].split("(loadings ")[1].split(" for")[0].split("-"))
+    assert 0.0 < lo < 1.0 < hi < 2.5  # sensitivities U(0.3, 1.7), shrunk toward 1
+    flat = SuiteParams(loading_alpha=1e-300)
+    tests_alike, _ = _clock_suite(7, flip_at=None, sensitivity=(1.0, 1.0))
+    prior_alike = suite_prior({t.key: t.baseline for t in tests_alike}, flat)
+    assert not any("unequally" in n for n in judge_suite(tests_alike, prior_alike, flat).notes)

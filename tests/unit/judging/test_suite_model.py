@@ -296,8 +296,9 @@ def test_a_run_whose_tests_disagree_more_than_the_stored_runs_widens_instead_of_
     assert {c.sigma_b_source for c in dec.comparisons.values()} == {
         "this run's spread (wider than the stored runs')"
     }
-    # with the check off (a ratio no run reaches) the far end of the drift fails
-    off = judge_suite(drifting, prior, replace(P, run_spread_ratio=1e9))
+    # with the check off (a ratio no run reaches) and no local shifts (windows wider than
+    # half the run: a drift in run order would otherwise be followed) the far end fails
+    off = judge_suite(drifting, prior, replace(P, run_spread_ratio=1e9, local_width=n // 2 + 1))
     assert Verdict.REGRESSED in [c.verdict for c in off.comparisons.values()]
     # the same suite without the drift keeps the stored sigma_b
     calm = judge_suite(tests, prior, P)
