@@ -50,8 +50,9 @@ class DeviceClass:
     which a result is implausible (``ceiling``: tokens per joule)."""
 
     name: str
-    #: Lower-case words of a device's model name that put it in the class (a word may add
-    #: one letter: ``mi300x``, ``l40s``; ``a4000`` is not ``a40``).
+    #: Lower-case words of a device's model name that put it in the class, whole words or
+    #: runs of words joined by ``-`` (``hl-325``); the last may add one letter: ``mi300x``,
+    #: ``l40s``, ``HL-325L``; ``a4000`` is not ``a40``.
     markers: tuple[str, ...]
     ceiling: float
     references: tuple[Reference, ...]
@@ -59,11 +60,13 @@ class DeviceClass:
     idle_w: tuple[float, float]
 
 
-#: Model-name words of data-centre GPUs: NVIDIA Hopper, Blackwell, Ampere, Ada; AMD Instinct.
+#: Model-name words of data-centre accelerators: NVIDIA Hopper, Blackwell, Ampere, Ada; AMD
+#: Instinct; Intel Gaudi (HLML names a module ``HL-225``, ``HL-325L``) and Data Center GPU Max.
 _DATA_CENTRE_GPUS = (
     "h100", "h200", "h800", "h20", "gh200", "b100", "b200", "gb200",
     "a100", "a800", "a30", "a40", "l40",
     "mi250", "mi300", "mi325", "mi355",
+    "hl-205", "hl-225", "hl-325", "gaudi2", "gaudi3", "gpu-max",
 )  # fmt: skip
 
 #: The data-centre GPU class: the best published decode figure is about 20 tok/J (a 7B
@@ -111,8 +114,10 @@ DEVICE_CLASSES: tuple[DeviceClass, ...] = (DATA_CENTRE_GPU,)
 
 
 def _in_class(model: str, cls: DeviceClass) -> bool:
-    words = re.split(r"[^a-z0-9]+", model.lower())
-    return any(re.fullmatch(f"{marker}[a-z]?", word) for word in words for marker in cls.markers)
+    name = "-".join(w for w in re.split(r"[^a-z0-9]+", model.lower()) if w)
+    return any(
+        re.search(rf"(?:^|-){re.escape(marker)}[a-z]?(?:-|$)", name) for marker in cls.markers
+    )
 
 
 def device_class(models: Iterable[str]) -> DeviceClass | None:

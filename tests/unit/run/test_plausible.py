@@ -73,6 +73,9 @@ def test_device_classes_are_recognised_by_model_words() -> None:
     assert device_class([H100, H100]) is DATA_CENTRE_GPU
     assert device_class(["NVIDIA A100-SXM4-80GB", "AMD Instinct MI300X"]) is DATA_CENTRE_GPU
     assert device_class(["NVIDIA L40S"]) is DATA_CENTRE_GPU
+    assert device_class(["HL-325L", "HL-225"]) is DATA_CENTRE_GPU  # Intel Gaudi 3 and 2
+    assert device_class(["Intel(R) Data Center GPU Max 1550"]) is DATA_CENTRE_GPU
+    assert device_class(["HL-3250"]) is None  # not a Gaudi module name
     assert device_class(["NVIDIA RTX A4000"]) is None  # "a4000" is not an A40
     assert device_class([H100, "AMD EPYC 16c"]) is None  # every device must be in the class
     assert device_class(["sim"]) is None
