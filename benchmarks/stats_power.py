@@ -185,12 +185,15 @@ def engine(
     nz: Noise,
     p: SuiteParams,
     oracle: tuple[np.ndarray, float, float] | None = None,
+    given_loadings: np.ndarray | None = None,
 ) -> Result:
     """The decision path of the judge, vectorised over suite runs and tests.
 
     ``oracle`` = (true run shifts, true sigma_b, true rho): replaces the estimated run
     shifts, sigma_b and rho. The shifts are (N, S+1), one per run, or (N, T, S+1), each test's
     own (a run state that tests feel unequally, a shift that changes during the run).
+    ``given_loadings`` (N, T): each test's true loading on the run shift, known exactly
+    instead of learned (everything else estimated): what learning the loadings costs.
     """
     n_suites, t, s, nb = b.shape
     vp = p.verdict
@@ -228,6 +231,9 @@ def engine(
             rho = oracle[2]
         m_ts, d_ts, h, df_ts, own = candidate_stats(b[i], rho, res, vp.trim, p.rho_cap)
         prior, r_s = prior_from_table(m_ts, d_ts, p, rho)
+        if given_loadings is not None:
+            known = {str(j): (float(given_loadings[i, j]), 0.0) for j in range(t)}
+            prior = replace(prior, loadings=known, loading_sd=0.0)
         if prior.loadings:
             got = [prior.loadings[str(j)] for j in range(t)]
             lam[i] = [g[0] for g in got]

@@ -5,6 +5,7 @@ requests' own timestamps and the server's counts, never on how fast the machine 
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 import time
 from typing import Any
@@ -130,7 +131,13 @@ def test_a_server_that_never_answers_is_given_up_at_the_bound() -> None:
         pytest.raises(LoadError, match="never reached a steady state") as info,
     ):
         run(url, shape(concurrency=2), duration_s=0.2, timeout_s=2.0)
-    assert "2 request(s) sent, 0 finished" in str(info.value)
+    # the client's own timeout (also timeout_s) may end the requests as failures just before
+    # the bound does, on a loaded machine: either way none of them was answered
+    said = re.search(r"(\d+) request\(s\) sent, (\d+) finished(?:, (\d+) failed)?", str(info.value))
+    assert said is not None, str(info.value)
+    sent, finished, failed = (int(g or 0) for g in said.groups())
+    assert sent >= 2
+    assert finished == failed
 
 
 def test_requests_left_at_the_bound_are_cancelled_and_counted(
