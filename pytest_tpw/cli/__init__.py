@@ -1,1 +1,1 @@
-"""The pytest-tpw command: compare, show, plot, export, report."""
+"""The pytest-tpw command: compare, show, sensors, plot, export, report."""

@@ -53,6 +53,31 @@ def levels(sessions: Sequence[baseline.StoredSession | None]) -> list[float | No
     return out
 
 
+def sensors_here(urls: Sequence[str]) -> int:
+    """Which sensors work on this machine, in ``--tpw-sensor auto``'s order: the one auto
+    would open, each that opens (its joules' provenance and hardware key) and why each
+    other cannot. Every sensor is opened once and closed; nothing is measured."""
+    from pytest_tpw.host.fingerprint import hardware_key
+    from pytest_tpw.sensors import AUTO_ORDER, SensorOptions, survey
+
+    found = survey(SensorOptions(urls=tuple(urls)))
+    chosen = next((f.name for f in found if f.name in AUTO_ORDER and f.reason is None), None)
+    width = max(len(f.name) for f in found)
+    for f in found:
+        mark = "*" if f.name == chosen else " "
+        if f.reason is None:
+            what = f"works: joules {f.provenance}, hardware key {hardware_key(f.hardware)}"
+        else:
+            what = f"no: {f.reason}"
+        print(f"{mark} {f.name:<{width}}  {what}")
+    order = ", ".join(AUTO_ORDER)
+    print(
+        f"--tpw-sensor auto tries {order} in turn and opens "
+        f"{chosen or 'none of them'} here (*); docs/sensors.md has each one's install line"
+    )
+    return 0
+
+
 def show(directory: Path) -> int:
     """What a baseline folder holds: per hardware key, each measurement's sessions, its
     newest level, and what accepts superseded. Only each entry's newest session is read."""
@@ -200,7 +225,7 @@ def _limit(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-tpw",
-        description="pytest-tpw tools: compare, show baselines, plot, export, report",
+        description="pytest-tpw tools: compare, show baselines, sensors, plot, export, report",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser(
@@ -210,6 +235,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_arguments(cmp_)
+    sns = sub.add_parser(
+        "sensors", help="which energy sensors work on this machine, and why the others do not"
+    )
+    sns.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a dcgm-exporter or Prometheus URL, to try the remote sensors too (repeatable)",
+    )
     shw = sub.add_parser("show", help="the baselines: hardware keys, measurements, sessions")
     shw.add_argument(
         "dir",
@@ -267,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return compare.main(args)
         if args.command == "show":
             return show(args.dir)
+        if args.command == "sensors":
+            return sensors_here(args.url)
         if args.command == "export":
             return export(args.results, args.format, args.output, args.testbed)
         if args.command == "report":

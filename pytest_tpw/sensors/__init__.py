@@ -118,3 +118,49 @@ def select(
             skipped[candidate] = str(exc)
     reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     raise SensorUnavailable(f"no sensor works here ({reasons})")
+
+
+#: Sensors that read another machine's telemetry: they need ``--tpw-sensor-url``.
+REMOTE = ("dcgm-exporter", "prometheus")
+
+
+@dataclass
+class Survey:
+    """One sensor tried here: ``reason`` is None when it opened (then its provenance and
+    the hardware it measures), else why it cannot work here."""
+
+    name: str
+    reason: str | None
+    provenance: str = ""
+    hardware: tuple[str, ...] = ()
+
+
+def survey(
+    options: SensorOptions, extra: Mapping[str, SensorFactory] | None = None
+) -> list[Survey]:
+    """Every known sensor opened once and closed, in ``auto``'s order first, then the rest:
+    what ``pytest-tpw sensors`` prints. A remote sensor is only tried when ``options``
+    has URLs."""
+    extra = dict(extra or {})
+    names = [n for n in known_names(extra) if n != "auto"]
+    ordered = [n for n in AUTO_ORDER if n in names] + [n for n in names if n not in AUTO_ORDER]
+    found: list[Survey] = []
+    for name in ordered:
+        if name in REMOTE and not options.urls:
+            found.append(
+                Survey(name, "reads another machine's telemetry: needs its URL (--tpw-sensor-url)")
+            )
+            continue
+        try:
+            sensor = _open(name, options, extra)
+        except SensorUnavailable as exc:
+            found.append(Survey(name, str(exc)))
+            continue
+        except Exception as exc:  # a third-party sensor that fails otherwise: say so
+            found.append(Survey(name, f"{type(exc).__name__}: {exc}"))
+            continue
+        try:
+            found.append(Survey(name, None, sensor.provenance, tuple(sensor.hardware())))
+        finally:
+            sensor.close()
+    return found

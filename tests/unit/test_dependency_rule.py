@@ -58,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         "serving",
         "run",
     },
-    "cli": {"config", "load", "measure", "store", "judging", "present"},
+    "cli": {"config", "host", "load", "sensors", "measure", "store", "judging", "present"},
     # the public modules users import; count warns with the plugin's typed warning, which
     # subclasses pytest's and is imported only when pytest is there
     "count": {"hooks.warning_types"},
