@@ -267,7 +267,8 @@ def warned(result: pytest.RunResult, text: str) -> list[str]:
     ("setup", "figure", "bound"),
     [
         # four boards summed as one: 2800 W on a 700 W board
-        ({"tpw_sim_watts": "2800"}, "average power 28* W", "maximum power 700 W"),
+        # (the simulated board's 1 % noise puts it anywhere near 2800 W: 2799 is as good)
+        ({"tpw_sim_watts": "2800"}, "average power 2[78][0-9][0-9] W", "maximum power 700 W"),
         # padded tokens: 50x the count of a plausible ~10 tokens/J
         ({"tpw_sim_watts": "100", "PAD": "50"}, "* tokens/J", "200 tokens/J ceiling"),
     ],
