@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +102,10 @@ class TpwSession:
         #: The older key of each hardware key that has one (this process's, and those of
         #: the pytest-xdist workers on other hosts): its file is carried over at a write.
         self.legacy_keys: dict[str, str] = {}
-        #: The most the measured devices can draw together (``max_power_w`` of every
-        #: device the sensor describes), None when not known: a plausibility bound.
-        self.max_watts: float | None = None
+        #: The plausibility bounds of the sensor's devices (:mod:`pytest_tpw.run.plausible`:
+        #: their maximum power, their device class), from ``describe()`` at :meth:`create`;
+        #: the idle power joins them when a result is checked (:meth:`bounds`).
+        self.limits = plausible.Bounds(sensor.provenance)
         #: Sentences on results beyond physical bounds, by measurement key as outputs name
         #: it (``key@hardware`` for another hardware key's): :mod:`pytest_tpw.run.plausible`.
         self.implausible: dict[str, list[str]] = {}
@@ -164,7 +166,7 @@ class TpwSession:
         session.legacy_key, session.legacy_baselines = legacy_key, carried
         if legacy_key is not None:
             session.legacy_keys[key] = legacy_key
-        session.max_watts = plausible.max_watts(described)
+        session.limits = plausible.bounds_for(sensor.provenance, None, described, sensor.hardware())
         if sensor.capabilities().idle_power and s.idle_power:
             session.idle_watts = session.measure_idle()
         return session
@@ -253,13 +255,7 @@ class TpwSession:
     def bounds(self, ranks: int = 1) -> plausible.Bounds:
         """What this session's results are checked against (:mod:`.plausible`); ``ranks``:
         how many processes' windows a result sums (torch.distributed ranks)."""
-        found = plausible.Bounds(
-            self.sensor.provenance,
-            self.idle_watts,
-            self.max_watts,
-            plausible.device_class(self.sensor.hardware()),
-        )
-        return found.scaled(ranks)
+        return replace(self.limits, idle_watts=self.idle_watts).scaled(ranks)
 
     def record(self, meter: Meter) -> list[tuple[Measurement, Result]]:
         """Keep a test's finished measurements; returns them with their summaries. A
