@@ -36,6 +36,7 @@ from pytest_tpw.sensors.counters import (
     CounterSensor,
     env_text,
     one_line,
+    optional_call,
     select_visible,
     uuid_matches,
     visible_entries,
@@ -132,13 +133,7 @@ class AmdSmiSensor(CounterSensor):
         return (*found, base) if isinstance(base, type) else found
 
     def _optional(self, function: str, *args: Any) -> Any:
-        getter = getattr(self._amd, function, None)
-        if getter is None:
-            return None
-        try:
-            return getter(*args)
-        except self._errors():
-            return None
+        return optional_call(self._amd, function, args, self._errors())
 
     def _start(self) -> list[CounterDevice]:
         amd = _import_amdsmi()
@@ -150,12 +145,7 @@ class AmdSmiSensor(CounterSensor):
                 "or this user cannot read it; check that `amd-smi list` works"
             ) from exc
         self._amd = amd
-        try:
-            return self._resolve()
-        except BaseException:
-            self._stop()
-            self._amd = None
-            raise
+        return self._resolve()  # on failure open() shuts the library down (_stop)
 
     def _stop(self) -> None:
         if self._amd is not None:

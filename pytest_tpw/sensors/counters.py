@@ -160,6 +160,21 @@ def wanted_indices(requested: tuple[int, ...] | None, visible: int, env_text: st
     return wanted
 
 
+def optional_call(
+    library: Any, function: str, args: Sequence[Any], errors: tuple[type[BaseException], ...]
+) -> Any:
+    """``library.function(*args)``, or None when the library has no such function (an
+    older release) or the call raises one of ``errors`` (a field this device does not
+    give): for what only describes a device or a window."""
+    getter = getattr(library, function, None)
+    if getter is None:
+        return None
+    try:
+        return getter(*args)
+    except errors:
+        return None
+
+
 def env_text(variables: Sequence[str]) -> str:
     """``A='0,1', B unset`` for the variables a sensor maps devices through."""
     parts = []
@@ -407,7 +422,8 @@ class CounterSensor(Sensor):
 
     @abc.abstractmethod
     def _stop(self) -> None:
-        """Shut the vendor library down (must not raise)."""
+        """Shut the vendor library down if it was initialised (must not raise); also
+        called when :meth:`_start` fails."""
 
     @abc.abstractmethod
     def _errors(self) -> tuple[type[BaseException], ...]:
@@ -428,7 +444,11 @@ class CounterSensor(Sensor):
     # -- session --------------------------------------------------------------------------------
 
     def open(self) -> None:
-        self._devices = self._start()
+        try:
+            self._devices = self._start()
+        except BaseException:
+            self._stop()  # a library initialised before its devices failed is shut down
+            raise
         self._opened = True
         try:
             self._check()

@@ -28,6 +28,7 @@ from pytest_tpw.sensors.counters import (
     CounterDevice,
     CounterSensor,
     env_text,
+    optional_call,
     select_visible,
     visible_entries,
     wanted_indices,
@@ -81,13 +82,7 @@ class GaudiSensor(CounterSensor):
         return (error,) if isinstance(error, type) else ()
 
     def _optional(self, function: str, *args: Any) -> Any:
-        getter = getattr(self._hlml, function, None)
-        if getter is None:
-            return None
-        try:
-            return getter(*args)
-        except self._errors():
-            return None
+        return optional_call(self._hlml, function, args, self._errors())
 
     def _start(self) -> list[CounterDevice]:
         hlml = _import_pyhlml()
@@ -103,12 +98,7 @@ class GaudiSensor(CounterSensor):
                 "that `hl-smi` works"
             ) from exc
         self._hlml = hlml
-        try:
-            return self._resolve()
-        except BaseException:
-            self._stop()
-            self._hlml = None
-            raise
+        return self._resolve()  # on failure open() shuts the library down (_stop)
 
     def _stop(self) -> None:
         if self._hlml is not None:

@@ -339,10 +339,12 @@ def test_without_enumeration_info_the_amdsmi_order_is_assumed_and_noted(
 def test_an_unknown_visible_entry_is_refused_naming_the_variable(
     install: Install, make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(gpus(2))
+    fake = install(gpus(2))
     monkeypatch.setenv("ROCR_VISIBLE_DEVICES", "0,5")
     with pytest.raises(SensorUnavailable, match=r"ROCR_VISIBLE_DEVICES='0,5' names '5'"):
         make()
+    # amdsmi was initialised before its devices were refused: it is shut down again
+    assert fake.calls["amdsmi_shut_down"] == 1 and fake.initialised == 0
 
 
 def test_no_visible_gpu_is_refused_naming_the_variables(
