@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_tpw.present.loadtext import seconds, shape_text
-from pytest_tpw.present.report import num
+from pytest_tpw.present.report import health_parts, num
 from pytest_tpw.verdict import Verdict
 
 #: GitHub's largest pull-request (issue) comment body, in characters.
@@ -278,20 +278,22 @@ def health_lines(doc: Mapping[str, Any]) -> list[str]:
     if not health:
         return []
     advances = health.get("counter_advances")
-    said = ("yes" if advances else "**NO**") if isinstance(advances, bool) else "not checked"
     period, idle = _float(health.get("update_period_s")), _float(health.get("idle_watts"))
-    dropped = health.get("dropped_reads") if isinstance(health.get("dropped_reads"), int) else 0
-    invalid = health.get("invalid_windows") if isinstance(health.get("invalid_windows"), int) else 0
+    dropped, invalid = (
+        value if isinstance(value := health.get(name), int) else 0
+        for name in ("dropped_reads", "invalid_windows")
+    )
     notes = _strings(health.get("notes"))
     if sensor.get("provenance") == "simulated" and not (dropped or invalid or notes):
         return []
-    parts = [
-        f"counter advancing {said}",
-        f"update period {period * 1000:.3g} ms" if period else "update period unknown",
-        f"idle {idle:.4g} W" if idle is not None else "idle not measured",
-        f"dropped reads {dropped}",
-        f"invalid windows {invalid}",
-    ]
+    parts = health_parts(
+        advances if isinstance(advances, bool) else None,
+        period or None,
+        idle,
+        dropped,
+        invalid,
+        "**NO**",
+    )
     lines = ["**Sensor health:** " + ", ".join(parts) + "."]
     lines += [f"- {plain(n)}" for n in notes]
     return [*lines, ""]

@@ -176,6 +176,28 @@ def totals_line(measurements: Iterable[Measurement]) -> str:
     )
 
 
+def health_parts(
+    advances: bool | None,
+    period_s: float | None,
+    idle_watts: float | None,
+    dropped: int,
+    invalid: int,
+    no: str = "NO",
+) -> list[str]:
+    """The sensor-health figures as the terminal and the Markdown report say them
+    (``no``: how a counter that does not advance is written)."""
+    said = ("yes" if advances else no) if advances is not None else "not checked"
+    return [
+        f"counter advancing {said}",
+        f"update period {period_s * 1000:.3g} ms"
+        if period_s is not None
+        else "update period unknown",
+        f"idle {idle_watts:.4g} W" if idle_watts is not None else "idle not measured",
+        f"dropped reads {dropped}",
+        f"invalid windows {invalid}",
+    ]
+
+
 def sensor_line(sensor: SensorInfo) -> str:
     label = PROVENANCE_TEXT.get(sensor.provenance, sensor.provenance.upper())
     return f"sensor: {sensor.name} ({sensor.method}); joules {label}"

@@ -78,15 +78,13 @@ def health_lines(health: Mapping[str, Any], provenance: str) -> list[str]:
     notes = [str(n) for n in health.get("notes") or []]
     if provenance == "simulated" and not (dropped or invalid or notes):
         return []
-    said = ("yes" if advances else "NO") if isinstance(advances, bool) else "not checked"
-    parts = [
-        f"counter advancing {said}",
-        "update period "
-        + (f"{period * 1000:.3g} ms" if isinstance(period, (int, float)) else "unknown"),
-        f"idle {idle:.4g} W" if isinstance(idle, (int, float)) else "idle not measured",
-        f"dropped reads {dropped}",
-        f"invalid windows {invalid}",
-    ]
+    parts = report.health_parts(
+        advances if isinstance(advances, bool) else None,
+        float(period) if isinstance(period, (int, float)) else None,
+        float(idle) if isinstance(idle, (int, float)) else None,
+        dropped,
+        invalid,
+    )
     return [f"sensor health: {', '.join(parts)}", *(f"  {n}" for n in notes)]
 
 
