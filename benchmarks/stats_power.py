@@ -344,6 +344,27 @@ def engine(
                     ok &= (dec.code != 0) & (dec.code != 1)
                 if j < k_looks - 1:
                     strong = dec.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
+                    # and were the run to move to its lowest stored state (decide.look)
+                    low = min(prior.run_shifts.values(), default=shift.shift)
+                    if oracle is None and low < shift.shift:
+                        alt = decide_arrays(
+                            mc[k][i, sl],
+                            d_g,
+                            f_g,
+                            mu[i, sl],
+                            var_b[i, sl],
+                            df_b[i, sl],
+                            n_sess[sl],
+                            sb2,
+                            sb_df,
+                            lam[i, sl] * low,
+                            lam[i, sl] ** 2 * shift_var + low**2 * lam_v[i, sl],
+                            vp.tolerance,
+                            vp,
+                            a,
+                            a,
+                        )
+                        strong &= alt.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
                     ok &= (dec.code != 0) | strong
                     if shift.method is not ShiftMethod.NONE:  # too noisy to decide
                         ok |= (dec.code == 4) & hopeless(

@@ -212,7 +212,10 @@ def look(
     or at the last look; a canary runs every look (it measures the run shift). An interim
     REGRESSED stops only when ``K * p <= fdr_q / family_size`` (it then survives
     Benjamini-Hochberg whatever the other tests say; ``family_size`` defaults to the number of
-    tests with stored runs in the prior). Without a run shift estimate yet (method ``none``: the
+    tests with stored runs in the prior), both against ``shift`` and against the lowest
+    stored run shift below it: a run may be entering that state just as this test starts,
+    and the final verdict, against the shift of the tests around it, has only the windows
+    taken so far. Without a run shift estimate yet (method ``none``: the
     first tests of a run, or a small suite without canaries) it never stops on a drop before
     the last look. The comparison
     is ``provisional`` (``stopped_early`` when it stopped before the last look): the reported
@@ -239,7 +242,15 @@ def look(
     elif cmp.verdict is Verdict.REGRESSED and not last:
         # stop on REGRESSED only when it survives BH whatever the rest of the suite says
         m = family_size if family_size is not None else max(prior.n_tests, 1)
-        decided = cmp.p_regression * n_looks <= p.verdict.fdr_q / max(m, 1)
+        bound = p.verdict.fdr_q / max(m, 1)
+        decided = cmp.p_regression * n_looks <= bound
+        low = min(prior.run_shifts.values(), default=shift.shift)
+        if decided and low < shift.shift:
+            # and were the run to move to its lowest stored state (a clock state it may be
+            # entering just now, unseen by the tests before): the final verdict, against the
+            # shift around it, has only these windows
+            alt, _ = _compare_one(test, prior, replace(shift, shift=low), p, a, a)
+            decided = alt.p_regression * n_looks <= bound
     elif (
         cmp.verdict is Verdict.INCONCLUSIVE
         and not last

@@ -270,11 +270,55 @@ def test_interim_regressed_stops_only_when_it_survives_any_bh() -> None:
     t5 = TestInput("t0", tests[0].baseline, list(tests[0].candidate[:5]))
     _, cmp = look(t5, prior, shift, P, 0, 4)
     assert cmp.verdict is Verdict.REGRESSED
+    # and would still be strong were the run to move to its lowest stored state
+    low = min(min(prior.run_shifts.values()), shift.shift)
+    _, at_low = look(t5, prior, replace(shift, shift=low), P, 3, 4)
+    assert at_low.p_regression >= cmp.p_regression
     for family in (1, 30, 10**6, 10**12, 10**15):
         stop, _ = look(t5, prior, shift, P, 0, 4, family_size=family)
-        assert stop == (cmp.p_regression * 4 <= P.verdict.fdr_q / family)
+        assert stop == (at_low.p_regression * 4 <= P.verdict.fdr_q / family)
     stop_last, _ = look(t5, prior, shift, P, 3, 4, family_size=10**15)
     assert stop_last
+
+
+def _stated(states: tuple[float, ...], now: float, change: float, seed: int) -> list[TestInput]:
+    """40 tests whose stored sessions ran in the run states ``states`` (factors felt by every
+    test alike), this run in state ``now``; test 0 changed by ``change``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(40):
+        level = 50.0 * (1.0 + 0.1 * t)
+        runs = [
+            StoredRun(f"s{s}", list(level * f * np.exp(rng.normal(0.0, 0.005, 20))))
+            for s, f in enumerate(states)
+        ]
+        ch = change if t == 0 else 1.0
+        cand = level * now * ch * np.exp(rng.normal(0.0, 0.005, 20))
+        out.append(TestInput(f"t{t}", runs, list(cand)))
+    return out
+
+
+def test_an_interim_regressed_that_a_stored_low_state_would_explain_keeps_measuring() -> None:
+    # one stored run in a state 6 % lower: the tests before this one ran in the high state,
+    # but the run may be entering the low one just now (the final verdict judges it against
+    # the tests around it). A -5 % change looks like -7 % against the high state's shift and
+    # like +1 % against the low one's: it must not stop on 5 windows.
+    flip = _stated((1.0, 1.0, 0.94), 1.0, 0.95, 21)
+    prior = _prior(flip)
+    shift = running_shift(flip[1:], prior, P)
+    assert min(prior.run_shifts.values()) < shift.shift - 0.04
+    t5 = TestInput("t0", flip[0].baseline, list(flip[0].candidate[:5]))
+    stop, cmp = look(t5, prior, shift, P, 0, 4, family_size=40)
+    assert cmp.verdict is Verdict.REGRESSED and cmp.p_regression * 4 <= P.verdict.fdr_q / 40
+    assert not stop
+    # the same drop with every stored run in one state stops at once
+    steady = _stated((1.0, 1.0, 1.0), 1.0, 0.95, 21)
+    prior_s = _prior(steady)
+    t5_s = TestInput("t0", steady[0].baseline, list(steady[0].candidate[:5]))
+    stop_s, cmp_s = look(
+        t5_s, prior_s, running_shift(steady[1:], prior_s, P), P, 0, 4, family_size=40
+    )
+    assert cmp_s.verdict is Verdict.REGRESSED and stop_s
 
 
 def test_a_run_whose_tests_disagree_more_than_the_stored_runs_widens_instead_of_failing() -> None:
