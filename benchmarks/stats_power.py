@@ -35,6 +35,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,9 @@ def engine(
             idx_g = np.arange(sl.start, sl.stop)
             for j, k in enumerate(looks):
                 d_g, f_g = refloor(i, idx_g, k, shift.noise_scale)
-                dec = decide_arrays(
+                # this look's decision for the group at a given (per-test) shift
+                at_shift = partial(
+                    decide_arrays,
                     mc[k][i, sl],
                     d_g,
                     f_g,
@@ -332,6 +335,8 @@ def engine(
                     n_sess[sl],
                     sb2,
                     sb_df,
+                )
+                dec = at_shift(
                     lam[i, sl] * shift.shift if oracle is None else true[sl],
                     lam[i, sl] ** 2 * shift_var + shift.shift**2 * lam_v[i, sl],
                     vp.tolerance,
@@ -347,16 +352,7 @@ def engine(
                     # and were the run to move to its lowest stored state (decide.look)
                     low = min(prior.run_shifts.values(), default=shift.shift)
                     if oracle is None and low < shift.shift:
-                        alt = decide_arrays(
-                            mc[k][i, sl],
-                            d_g,
-                            f_g,
-                            mu[i, sl],
-                            var_b[i, sl],
-                            df_b[i, sl],
-                            n_sess[sl],
-                            sb2,
-                            sb_df,
+                        alt = at_shift(
                             lam[i, sl] * low,
                             lam[i, sl] ** 2 * shift_var + low**2 * lam_v[i, sl],
                             vp.tolerance,
