@@ -301,8 +301,8 @@ def _stated(states: tuple[float, ...], now: float, change: float, seed: int) -> 
 def test_an_interim_regressed_that_a_stored_low_state_would_explain_keeps_measuring() -> None:
     # one stored run in a state 6 % lower: the tests before this one ran in the high state,
     # but the run may be entering the low one just now (the final verdict judges it against
-    # the tests around it). A -5 % change looks like -7 % against the high state's shift and
-    # like +1 % against the low one's: it must not stop on 5 windows.
+    # the tests around it). A -5 % change is -5 % against the high state's shift (the tests
+    # before it) and about +1 % against the low one's: it must not stop on 5 windows.
     flip = _stated((1.0, 1.0, 0.94), 1.0, 0.95, 21)
     prior = _prior(flip)
     shift = running_shift(flip[1:], prior, P)
