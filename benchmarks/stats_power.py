@@ -293,6 +293,9 @@ def engine(
     gsize = math.ceil(t / GROUPS)
     for i in range(n_suites):
         prior = priors[i]
+        strong_p = vp.fdr_q / max(prior.n_tests, 1)  # an interim REGRESSED that survives any BH
+        # the lowest stored run shift, which it must also survive (decide.look); none: inf
+        low = min(prior.run_shifts.values(), default=math.inf)
         for g in range(GROUPS):
             sl = slice(g * gsize, min((g + 1) * gsize, t))
             if sl.start >= t:
@@ -348,10 +351,8 @@ def engine(
                 if shift.method is ShiftMethod.NONE:
                     ok &= (dec.code != 0) & (dec.code != 1)
                 if j < k_looks - 1:
-                    strong = dec.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
-                    # and were the run to move to its lowest stored state (decide.look)
-                    low = min(prior.run_shifts.values(), default=shift.shift)
-                    if oracle is None and low < shift.shift:
+                    strong = dec.p * k_looks <= strong_p
+                    if oracle is None and low < shift.shift:  # were the run in that state
                         alt = at_shift(
                             lam[i, sl] * low,
                             lam[i, sl] ** 2 * shift_var + low**2 * lam_v[i, sl],
@@ -360,7 +361,7 @@ def engine(
                             a,
                             a,
                         )
-                        strong &= alt.p * k_looks <= vp.fdr_q / max(prior.n_tests, 1)
+                        strong &= alt.p * k_looks <= strong_p
                     ok &= (dec.code != 0) | strong
                     if shift.method is not ShiftMethod.NONE:  # too noisy to decide
                         ok |= (dec.code == 4) & hopeless(
